@@ -1,0 +1,1 @@
+"""Tests of the HomeKit Data Stream package."""
