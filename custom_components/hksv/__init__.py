@@ -1,0 +1,63 @@
+"""HomeKit Secure Video for Home Assistant cameras."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.storage import Store
+from homeassistant.helpers.typing import ConfigType
+
+from .bridge import STORAGE_VERSION, CameraBridge, HksvConfigEntry, persist_file_path, storage_key
+from .const import DOMAIN
+from .pairing import PairingQRView
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+PLATFORMS: list[Platform] = [
+    Platform.BINARY_SENSOR,
+    Platform.BUTTON,
+    Platform.IMAGE,
+    Platform.SENSOR,
+    Platform.SWITCH,
+]
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register the pairing QR view shared by all entries."""
+    hass.http.register_view(PairingQRView())
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: HksvConfigEntry) -> bool:
+    """Start the HomeKit accessory of one camera."""
+    bridge = CameraBridge(hass, entry)
+    try:
+        await bridge.async_start()
+    except BaseException:
+        await bridge.async_stop()
+        raise
+    entry.runtime_data = bridge
+    entry.async_on_unload(bridge.async_stop)
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: HksvConfigEntry) -> bool:
+    """Unload platforms; the bridge stops through async_on_unload."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: HksvConfigEntry) -> None:
+    """Delete the pairing keys and stored camera state of a removed entry."""
+    store: Store[dict[str, object]] = Store(hass, STORAGE_VERSION, storage_key(entry.entry_id))
+    await store.async_remove()
+    path = persist_file_path(hass, entry.entry_id)
+
+    def remove_state_file() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+    await hass.async_add_executor_job(remove_state_file)

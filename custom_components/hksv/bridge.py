@@ -1,0 +1,492 @@
+"""CameraBridge: one Home Assistant camera, its motion/doorbell entities, one HKSV accessory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
+from functools import partial
+import os
+import secrets
+from typing import Any, Final
+
+from homeassistant.components import camera, network, zeroconf
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
+from homeassistant.core import (
+    CALLBACK_TYPE,
+    Event,
+    EventStateChangedData,
+    HomeAssistant,
+    callback,
+)
+from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
+from homeassistant.helpers import instance_id, issue_registry as ir
+from homeassistant.helpers.event import async_call_later, async_track_state_change_event
+from homeassistant.helpers.storage import Store
+from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL
+from pyhap.loader import get_loader
+
+from .const import (
+    CONF_ADDRESS,
+    CONF_CAMERA,
+    CONF_DOORBELL,
+    CONF_MOTION,
+    CONF_PORT,
+    DEFAULT_OPTIONS,
+    DOMAIN,
+    EVENT_MOTION_SECONDS,
+    LOGGER,
+    MANUFACTURER,
+    MODEL,
+    OPT_MAX_RESOLUTION,
+    OPT_PREBUFFER,
+    RESOLUTION_HEIGHT,
+)
+from .hap.accessory import AccessoryInfo, CameraOwner, HksvCamera, SnapshotUnavailable
+from .hap.camera_state import CameraState
+from .hap.definitions import FIRMWARE_REVISION
+from .hap.driver import ClientAddress, HksvDriver
+from .hap.recording_config import (
+    RecordingOffer,
+    SelectedCameraRecordingConfiguration,
+    SourceVideo,
+    build_offer,
+)
+from .hds import DataSendCloseReason, DataStreamServer, HDSError, RecordingPacket
+from .pairing import (
+    dismiss_pairing_notification,
+    generate_setup_code,
+    generate_setup_id,
+    qr_svg,
+    setup_uri,
+    show_pairing_notification,
+)
+from .recording.recorder import RecordingController
+
+type HksvConfigEntry = ConfigEntry[CameraBridge]
+
+STORAGE_VERSION: Final = 1
+_SAVE_DELAY: Final = 2.0
+PROBE_SECONDS: Final = 30.0
+
+
+def persist_file_path(hass: HomeAssistant, entry_id: str) -> str:
+    """Return the HAP-python state file (pairings and keys) of an entry."""
+    return hass.config.path(".storage", f"{DOMAIN}.{entry_id}.state")
+
+
+def storage_key(entry_id: str) -> str:
+    """Return the Store key of an entry's camera state."""
+    return f"{DOMAIN}.{entry_id}"
+
+
+class CameraBridge(CameraOwner):
+    """Wire one HA camera and its sensors to one HomeKit camera accessory and recorder."""
+
+    def __init__(self, hass: HomeAssistant, entry: HksvConfigEntry) -> None:
+        """Prepare; nothing runs until async_start."""
+        self.hass = hass
+        self.entry = entry
+        self.name: str = entry.title
+        self.camera_entity_id: str = entry.data[CONF_CAMERA]
+        self.motion_entity_id: str | None = entry.data.get(CONF_MOTION)
+        self.doorbell_entity_id: str | None = entry.data.get(CONF_DOORBELL)
+        self.options: dict[str, Any] = {**DEFAULT_OPTIONS, **entry.options}
+        self._store: Store[dict[str, Any]] = Store(
+            hass, STORAGE_VERSION, storage_key(entry.entry_id)
+        )
+        self._stored: dict[str, Any] = {}
+        self.driver: HksvDriver | None = None
+        self.accessory: HksvCamera | None = None
+        self.data_stream: DataStreamServer | None = None
+        self.recorder: RecordingController | None = None
+        self.setup_code = ""
+        self.setup_id = ""
+        self.qr_secret = secrets.token_urlsafe(16)
+        self.pairing_qr = b""
+        self._listeners: list[Callable[[], None]] = []
+        self._unsubs: list[CALLBACK_TYPE] = []
+        self._driver_started = False
+        self._motion_from_source = False
+        self._event_motion_until: CALLBACK_TYPE | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def async_start(self) -> None:
+        """Load state, build and start the accessory, and follow the HA entities."""
+        self._stored = await self._store.async_load() or {}
+        if not self._stored.get("setup_code"):
+            self._stored["setup_code"] = generate_setup_code()
+            self._stored["setup_id"] = generate_setup_id()
+        self.setup_code = self._stored["setup_code"]
+        self.setup_id = self._stored["setup_id"]
+
+        source = SourceVideo(**self._stored.get("source", {}))
+        offer = self._build_offer(source)
+        state = CameraState.from_dict(self._stored.get("camera", {}), offer.fingerprint)
+        address: str | None = self.entry.data.get(CONF_ADDRESS)
+        advertised = [address] if address else await network.async_get_announce_addresses(self.hass)
+        zc = await zeroconf.async_get_async_instance(self.hass)
+        uuid = await instance_id.async_get(self.hass)
+        driver, accessory = await self.hass.async_add_executor_job(
+            partial(
+                self._create_accessory,
+                address=address,
+                advertised=advertised,
+                zc=zc,
+                zeroconf_server=f"{uuid}-{DOMAIN}.local.",
+                state=state,
+                offer=offer,
+            )
+        )
+        self.driver, self.accessory = driver, accessory
+        self.recorder = RecordingController(
+            self.hass,
+            camera_entity_id=self.camera_entity_id,
+            name=self.name,
+            entry_id=self.entry.entry_id,
+            options=self.options,
+            on_update=self._async_notify_listeners,
+            on_source_profile=self._async_source_profile,
+        )
+        self.data_stream = await self._async_start_data_stream(address, accessory)
+        accessory.data_stream = self.data_stream
+        try:
+            await driver.async_start()
+        except OSError as err:
+            await self.data_stream.async_stop()
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                f"port_in_use_{self.entry.entry_id}",
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key="port_in_use",
+                translation_placeholders={"name": self.name, "port": str(self.port)},
+            )
+            raise ConfigEntryNotReady(
+                translation_domain=DOMAIN,
+                translation_key="port_in_use",
+                translation_placeholders={"port": str(self.port)},
+            ) from err
+        self._driver_started = True
+        ir.async_delete_issue(self.hass, DOMAIN, f"port_in_use_{self.entry.entry_id}")
+        self.pairing_qr = await self.hass.async_add_executor_job(qr_svg, self.setup_uri)
+        self._follow_entities()
+        self._update_pairing_message()
+        self._async_save()
+        await self.recorder.async_set_enabled(state.recording_possible, accessory.selection)
+        if "source" not in self._stored:
+            # Learn the camera's format for the offer once; it is remembered afterwards.
+            self.entry.async_create_background_task(
+                self.hass, self.recorder.async_probe(PROBE_SECONDS), f"{DOMAIN} probe"
+            )
+
+    async def _async_start_data_stream(
+        self, address: str | None, accessory: HksvCamera
+    ) -> DataStreamServer:
+        """Listen for HDS on the HAP address, or on one dual-stack socket (IPv4 if no IPv6)."""
+        for host in [address] if address else ["::", "0.0.0.0"]:  # noqa: S104 - like HAP
+            server = DataStreamServer(host=host, delegate=accessory, log_name=self.name)
+            try:
+                await server.async_start()
+            except HDSError as err:
+                LOGGER.debug("%s: HDS cannot listen on %s: %s", self.name, host, err)
+                continue
+            return server
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN, translation_key="data_stream_unavailable"
+        )
+
+    def _create_accessory(
+        self,
+        *,
+        address: str | None,
+        advertised: list[str],
+        zc: Any,
+        zeroconf_server: str,
+        state: CameraState,
+        offer: RecordingOffer,
+    ) -> tuple[HksvDriver, HksvCamera]:
+        """Build the driver and accessory (key generation and file reads: executor only)."""
+        persist_file = persist_file_path(self.hass, self.entry.entry_id)
+        os.makedirs(os.path.dirname(persist_file), exist_ok=True)
+        driver = HksvDriver(
+            listen_address=address,
+            on_paired_changed=self._paired_changed,
+            on_connection_lost=self._connection_lost,
+            address=advertised[0] if advertised else None,
+            advertised_address=advertised,
+            port=self.port,
+            persist_file=persist_file,
+            pincode=self.setup_code.encode(),
+            loop=self.hass.loop,
+            async_zeroconf_instance=zc,
+            zeroconf_server=zeroconf_server,
+            loader=get_loader(),
+        )
+        driver.state.setup_id = self.setup_id
+        if os.path.exists(driver.persist_file):
+            driver.load()
+        info = AccessoryInfo(
+            name=self.name,
+            manufacturer=MANUFACTURER,
+            model=MODEL,
+            serial_number=self.entry.entry_id[:16],
+            firmware_revision=FIRMWARE_REVISION,
+            doorbell=self.doorbell_entity_id is not None,
+        )
+        accessory = HksvCamera(driver, info, state, offer, self)
+        driver.accessory = accessory
+        return driver, accessory
+
+    async def async_stop(self) -> None:
+        """Stop everything and save state."""
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs.clear()
+        if self._event_motion_until:
+            self._event_motion_until()
+            self._event_motion_until = None
+        if self.recorder is not None:
+            await self.recorder.async_stop()
+        if self.data_stream is not None:
+            await self.data_stream.async_stop()
+        if self.driver is not None and self._driver_started:
+            await self.driver.async_stop()
+            # HAP-python persists in a background executor job; write the final state now.
+            await self.hass.async_add_executor_job(self.driver.persist)
+        dismiss_pairing_notification(self.hass, self.entry.entry_id)
+        if self.accessory is not None:
+            self._stored["camera"] = self.accessory.state.to_dict()
+            await self._store.async_save(self._stored)
+
+    # -- properties for entities and diagnostics ------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """Return the HAP port."""
+        return int(self.entry.data[CONF_PORT])
+
+    @property
+    def paired(self) -> bool:
+        """Return True if at least one controller is paired."""
+        return self.driver is not None and self.driver.state.paired
+
+    @property
+    def setup_uri(self) -> str:
+        """Return the X-HM setup URI shown as the QR code."""
+        category = CATEGORY_VIDEO_DOOR_BELL if self.doorbell_entity_id else CATEGORY_CAMERA
+        return setup_uri(category, self.setup_code, self.setup_id)
+
+    @property
+    def mac(self) -> str:
+        """Return the accessory's HAP device id."""
+        return self.driver.state.mac if self.driver else ""
+
+    @callback
+    def async_add_listener(self, listener: Callable[[], None]) -> CALLBACK_TYPE:
+        """Call ``listener`` whenever something entities show changes."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            self._listeners.remove(listener)
+
+        return remove
+
+    @callback
+    def _async_notify_listeners(self) -> None:
+        """Tell every entity to refresh."""
+        for listener in list(self._listeners):
+            listener()
+
+    # -- pairing --------------------------------------------------------------------------
+
+    def _paired_changed(self, paired: bool) -> None:
+        """React to the first pairing or the removal of the last one (loop, HAP callback)."""
+        if not paired and self.accessory is not None:
+            LOGGER.info("%s: last pairing removed; resetting to factory state", self.name)
+            self.accessory.factory_reset()
+        self._update_pairing_message()
+        self._async_notify_listeners()
+
+    def _update_pairing_message(self) -> None:
+        """Show the setup code while unpaired, hide it once paired."""
+        if self.paired:
+            dismiss_pairing_notification(self.hass, self.entry.entry_id)
+        else:
+            show_pairing_notification(
+                self.hass, self.entry.entry_id, self.name, self.setup_code, self.qr_secret
+            )
+
+    async def async_reset_pairing(self) -> None:
+        """Remove every pairing (the user asked in HA), as if the last hub unpaired."""
+        driver = self.driver
+        if driver is None:
+            return
+        for client_uuid in list(driver.state.paired_clients):
+            driver.state.remove_paired_client(client_uuid)
+        await self.hass.async_add_executor_job(driver.persist)
+        driver.async_update_advertisement()
+        for proto in list(driver.http_server.connections.values()):
+            proto.close()
+        self._paired_changed(False)
+
+    def _connection_lost(self, client: ClientAddress) -> None:
+        """Drop HDS sessions and connections of a closed HAP connection."""
+        if self.data_stream is not None:
+            self.data_stream.hap_connection_lost(client)
+
+    # -- CameraOwner ----------------------------------------------------------------------
+
+    def state_changed(self, state: CameraState, previous: CameraState) -> None:
+        """Persist and start/stop the prebuffer when recording becomes possible or not."""
+        self._stored["camera"] = state.to_dict()
+        self._async_save()
+        if state.recording_possible != previous.recording_possible or (
+            state.selected_configuration != previous.selected_configuration
+        ):
+            selection = self.accessory.selection if self.accessory else None
+            if self.recorder is not None:
+                self.hass.async_create_task(
+                    self.recorder.async_set_enabled(state.recording_possible, selection),
+                    eager_start=True,
+                )
+        self._async_notify_listeners()
+
+    async def async_snapshot(self, width: int, height: int) -> bytes:
+        """Return a JPEG from the HA camera."""
+        try:
+            image = await camera.async_get_image(
+                self.hass, self.camera_entity_id, width=width, height=height
+            )
+        except HomeAssistantError as err:
+            raise SnapshotUnavailable(str(err)) from err
+        return image.content
+
+    def recording_stream_request(
+        self, stream_id: int, selection: SelectedCameraRecordingConfiguration, audio: bool
+    ) -> AsyncIterator[RecordingPacket]:
+        """Hand the hub's recording request to the recorder."""
+        if self.recorder is None:
+            raise HDSError("recording is not running")
+        return self.recorder.open_stream(stream_id, selection, audio)
+
+    def recording_stream_acknowledged(self, stream_id: int) -> None:
+        """Record the hub's acknowledgement."""
+        if self.recorder is not None:
+            self.recorder.stream_acknowledged(stream_id)
+
+    def recording_stream_closed(self, stream_id: int, reason: DataSendCloseReason | None) -> None:
+        """Record how a stream ended."""
+        if self.recorder is not None:
+            self.recorder.stream_closed(stream_id, reason)
+
+    # -- offer ----------------------------------------------------------------------------
+
+    def _build_offer(self, source: SourceVideo) -> RecordingOffer:
+        """Derive the offer from the camera's stream and the options."""
+        return build_offer(
+            source,
+            max_height=RESOLUTION_HEIGHT[self.options[OPT_MAX_RESOLUTION]],
+            prebuffer_ms=int(self.options[OPT_PREBUFFER]) * 1000,
+            doorbell=self.doorbell_entity_id is not None,
+        )
+
+    @callback
+    def _async_source_profile(self, source: SourceVideo) -> None:
+        """Remember what the camera sends; republish the offer if it changes."""
+        if asdict(source) == self._stored.get("source"):
+            return
+        self._stored["source"] = asdict(source)
+        self._async_save()
+        if self.accessory is not None:
+            self.accessory.update_offer(self._build_offer(source))
+
+    # -- Home Assistant entities ----------------------------------------------------------
+
+    def _follow_entities(self) -> None:
+        """Track the motion and doorbell entities."""
+        if self.motion_entity_id:
+            self._unsubs.append(
+                async_track_state_change_event(
+                    self.hass, [self.motion_entity_id], self._async_motion_event
+                )
+            )
+            self._apply_motion_state(self.hass.states.get(self.motion_entity_id))
+        if self.doorbell_entity_id:
+            self._unsubs.append(
+                async_track_state_change_event(
+                    self.hass, [self.doorbell_entity_id], self._async_doorbell_event
+                )
+            )
+
+    def _apply_motion_state(self, state: Any) -> None:
+        """Mirror a binary_sensor motion state."""
+        if state is None or state.domain != "binary_sensor":
+            return
+        self._motion_from_source = state.state == STATE_ON
+        self._update_motion()
+
+    @callback
+    def _async_motion_event(self, event: Event[EventStateChangedData]) -> None:
+        """Follow the motion entity: binary_sensor on/off, or an `event` entity's pulses."""
+        new = event.data["new_state"]
+        if new is None:
+            return
+        if new.domain == "binary_sensor":
+            self._apply_motion_state(new)
+        elif _is_new_event(event):
+            self._pulse_motion()
+
+    @callback
+    def _async_doorbell_event(self, event: Event[EventStateChangedData]) -> None:
+        """Ring on a doorbell event (or a binary_sensor turning on) and count it as motion."""
+        new, old = event.data["new_state"], event.data["old_state"]
+        if new is None:
+            return
+        if new.domain == "binary_sensor":
+            pressed = new.state == STATE_ON and (old is None or old.state != STATE_ON)
+        else:
+            pressed = _is_new_event(event)
+        if pressed and self.accessory is not None:
+            self.accessory.ring()
+            self._pulse_motion()
+
+    def _pulse_motion(self) -> None:
+        """Hold motion for a while after an event; the hub records while motion lasts."""
+        if self._event_motion_until:
+            self._event_motion_until()
+
+        @callback
+        def _expire(_now: Any) -> None:
+            self._event_motion_until = None
+            self._update_motion()
+
+        self._event_motion_until = async_call_later(self.hass, EVENT_MOTION_SECONDS, _expire)
+        self._update_motion()
+
+    def _update_motion(self) -> None:
+        """Publish motion = source motion or a recent event."""
+        if self.accessory is None:
+            return
+        detected = self._motion_from_source or self._event_motion_until is not None
+        if detected != self.accessory.motion_detected:
+            self.accessory.set_motion(detected)
+            self._async_notify_listeners()
+
+    @callback
+    def _async_save(self) -> None:
+        """Save the state soon (coalesced)."""
+        self._store.async_delay_save(lambda: self._stored, _SAVE_DELAY)
+
+
+def _is_new_event(event: Event[EventStateChangedData]) -> bool:
+    """Return True if an `event` entity fired (its state, a timestamp, changed)."""
+    new, old = event.data["new_state"], event.data["old_state"]
+    if new is None or old is None or new.state in (STATE_UNAVAILABLE, STATE_UNKNOWN):
+        return False
+    if old.state == STATE_UNAVAILABLE:
+        # The entity coming back (reload, restart) restores its last event; not a new one.
+        return False
+    return new.state != old.state

@@ -1,0 +1,288 @@
+"""Config, options and reconfigure flows for HomeKit Secure Video."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, Final
+
+from homeassistant.components.camera import async_get_stream_source
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlowWithReload,
+)
+from homeassistant.const import CONF_NAME
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.data_entry_flow import AbortFlow
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.selector import (
+    BooleanSelector,
+    EntitySelector,
+    EntitySelectorConfig,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TextSelector,
+)
+import voluptuous as vol
+
+from .const import (
+    CONF_CAMERA,
+    CONF_DOORBELL,
+    CONF_MOTION,
+    CONF_PORT,
+    DEFAULT_OPTIONS,
+    DOMAIN,
+    LOGGER,
+    MAX_BITRATE,
+    MAX_PREBUFFER,
+    MIN_BITRATE,
+    MIN_PREBUFFER,
+    MOTION_DEVICE_CLASSES,
+    OPT_AUDIO,
+    OPT_MAX_BITRATE,
+    OPT_MAX_RESOLUTION,
+    OPT_PREBUFFER,
+    OPT_VIDEO_MODE,
+    PORT_RANGE_END,
+    PORT_RANGE_START,
+    RESOLUTION_HEIGHT,
+    VIDEO_MODES,
+)
+
+STREAM_SOURCE_TIMEOUT: Final = 10.0
+
+CAMERA_SELECTOR: Final = EntitySelector(EntitySelectorConfig(filter=[{"domain": "camera"}]))
+MOTION_SELECTOR: Final = EntitySelector(
+    EntitySelectorConfig(
+        filter=[
+            {"domain": "binary_sensor", "device_class": list(MOTION_DEVICE_CLASSES)},
+            {"domain": "event"},
+        ]
+    )
+)
+DOORBELL_SELECTOR: Final = EntitySelector(
+    EntitySelectorConfig(
+        filter=[{"domain": "event", "device_class": "doorbell"}, {"domain": "binary_sensor"}]
+    )
+)
+# Since HA 2026.6 `voluptuous` is probatio at runtime; schemas are typed loosely (Any) so the
+# same code type-checks against either package.
+OPTIONS_SCHEMA: Final[Any] = vol.Schema(
+    {
+        vol.Required(OPT_MAX_RESOLUTION): SelectSelector(
+            SelectSelectorConfig(
+                options=list(RESOLUTION_HEIGHT),
+                mode=SelectSelectorMode.DROPDOWN,
+                translation_key=OPT_MAX_RESOLUTION,
+            )
+        ),
+        vol.Required(OPT_MAX_BITRATE): NumberSelector(
+            NumberSelectorConfig(
+                min=MIN_BITRATE,
+                max=MAX_BITRATE,
+                step=100,
+                unit_of_measurement="kbit/s",
+                mode=NumberSelectorMode.BOX,
+            )
+        ),
+        vol.Required(OPT_AUDIO): BooleanSelector(),
+        vol.Required(OPT_VIDEO_MODE): SelectSelector(
+            SelectSelectorConfig(
+                options=list(VIDEO_MODES),
+                mode=SelectSelectorMode.DROPDOWN,
+                translation_key=OPT_VIDEO_MODE,
+            )
+        ),
+        vol.Required(OPT_PREBUFFER): NumberSelector(
+            NumberSelectorConfig(
+                min=MIN_PREBUFFER,
+                max=MAX_PREBUFFER,
+                step=1,
+                unit_of_measurement="s",
+                mode=NumberSelectorMode.SLIDER,
+            )
+        ),
+    }
+)
+
+
+def _entities_schema(defaults: dict[str, Any]) -> Any:
+    """Return the camera/motion/doorbell/name form."""
+    doorbell = defaults.get(CONF_DOORBELL)
+    return vol.Schema(
+        {
+            vol.Required(CONF_NAME, default=defaults.get(CONF_NAME, "")): TextSelector(),
+            vol.Required(CONF_CAMERA, default=defaults.get(CONF_CAMERA, vol.UNDEFINED)): (
+                CAMERA_SELECTOR
+            ),
+            vol.Required(CONF_MOTION, default=defaults.get(CONF_MOTION, vol.UNDEFINED)): (
+                MOTION_SELECTOR
+            ),
+            vol.Optional(
+                CONF_DOORBELL, description={"suggested_value": doorbell} if doorbell else None
+            ): DOORBELL_SELECTOR,
+        }
+    )
+
+
+class CameraNotFound(HomeAssistantError):
+    """The selected camera does not exist."""
+
+
+class NoStreamSource(HomeAssistantError):
+    """The camera has no stream to record from."""
+
+
+class InvalidEntity(HomeAssistantError):
+    """A selected entity is missing or of the wrong kind."""
+
+    def __init__(self, field: str) -> None:
+        """Name the form field at fault."""
+        super().__init__(field)
+        self.field = field
+
+
+async def _validate_entities(hass: HomeAssistant, data: dict[str, Any]) -> None:
+    """Check the camera has a stream and the sensors exist with the right domains."""
+    camera_id = data[CONF_CAMERA]
+    if not camera_id.startswith("camera.") or hass.states.get(camera_id) is None:
+        raise CameraNotFound
+    try:
+        async with asyncio.timeout(STREAM_SOURCE_TIMEOUT):
+            source = await async_get_stream_source(hass, camera_id)
+    except (HomeAssistantError, TimeoutError) as err:
+        raise NoStreamSource from err
+    if not source:
+        raise NoStreamSource
+    for field in (CONF_MOTION, CONF_DOORBELL):
+        entity_id = data.get(field)
+        if entity_id is None and field == CONF_DOORBELL:
+            continue
+        if (
+            not isinstance(entity_id, str)
+            or entity_id.split(".")[0] not in ("binary_sensor", "event")
+            or hass.states.get(entity_id) is None
+        ):
+            raise InvalidEntity(field)
+
+
+def _camera_unique_id(hass: HomeAssistant, camera_id: str) -> str:
+    """Return the camera's registry id (stable across renames), else its entity id."""
+    entry = er.async_get(hass).async_get(camera_id)
+    return entry.id if entry else camera_id
+
+
+def _port_is_free(port: int) -> bool:
+    """Return True if ``port`` can be bound (run in an executor)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+async def _async_find_port(hass: HomeAssistant) -> int:
+    """Return the first free port of hksv's range not used by another entry."""
+    used = {e.data.get(CONF_PORT) for e in hass.config_entries.async_entries(DOMAIN)}
+    for port in range(PORT_RANGE_START, PORT_RANGE_END + 1):
+        if port not in used and await hass.async_add_executor_job(_port_is_free, port):
+            return port
+    raise AbortFlow("no_free_port")
+
+
+class HksvConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Add a camera as a HomeKit Secure Video accessory."""
+
+    VERSION = 1
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Pick the camera, motion source, optional doorbell and a name."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            errors = await self._async_check(user_input)
+            if not errors:
+                await self.async_set_unique_id(
+                    _camera_unique_id(self.hass, user_input[CONF_CAMERA])
+                )
+                self._abort_if_unique_id_configured()
+                data = {k: v for k, v in user_input.items() if k != CONF_NAME}
+                data[CONF_PORT] = await _async_find_port(self.hass)
+                return self.async_create_entry(
+                    title=user_input[CONF_NAME], data=data, options=dict(DEFAULT_OPTIONS)
+                )
+        return self.async_show_form(
+            step_id="user", data_schema=_entities_schema(user_input or {}), errors=errors
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the camera, sensors or name; the pairing and port stay."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            errors = await self._async_check(user_input)
+            if not errors:
+                unique_id = _camera_unique_id(self.hass, user_input[CONF_CAMERA])
+                await self.async_set_unique_id(unique_id)
+                if unique_id != entry.unique_id:
+                    self._abort_if_unique_id_configured()
+                data = {k: v for k, v in user_input.items() if k != CONF_NAME}
+                data[CONF_PORT] = entry.data[CONF_PORT]
+                return self.async_update_reload_and_abort(
+                    entry, unique_id=unique_id, title=user_input[CONF_NAME], data=data
+                )
+        defaults = {**entry.data, CONF_NAME: entry.title, **(user_input or {})}
+        return self.async_show_form(
+            step_id="reconfigure", data_schema=_entities_schema(defaults), errors=errors
+        )
+
+    async def _async_check(self, user_input: dict[str, Any]) -> dict[str, str]:
+        """Validate the form; return errors by field."""
+        try:
+            await _validate_entities(self.hass, user_input)
+        except AbortFlow:
+            raise
+        except CameraNotFound:
+            return {CONF_CAMERA: "camera_not_found"}
+        except NoStreamSource:
+            return {CONF_CAMERA: "no_stream_source"}
+        except InvalidEntity as err:
+            return {err.field: "invalid_entity"}
+        except Exception:  # noqa: BLE001 - the one catch-all: anything else is a bug to report
+            LOGGER.exception("Unexpected error validating %s", user_input)
+            return {"base": "unknown"}
+        return {}
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> HksvOptionsFlow:
+        """Return the options flow."""
+        return HksvOptionsFlow()
+
+
+class HksvOptionsFlow(OptionsFlowWithReload):
+    """Per-camera recording options; saving reloads the accessory (pairing kept)."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Show and store the recording options."""
+        if user_input is not None:
+            options = {**DEFAULT_OPTIONS, **user_input}
+            # Number selectors hand back floats; store whole kbit/s and seconds.
+            options[OPT_MAX_BITRATE] = int(options[OPT_MAX_BITRATE])
+            options[OPT_PREBUFFER] = int(options[OPT_PREBUFFER])
+            return self.async_create_entry(data=options)
+        current = {**DEFAULT_OPTIONS, **self.config_entry.options}
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(OPTIONS_SCHEMA, current),
+        )

@@ -1,0 +1,61 @@
+"""Constants for the HomeKit Secure Video integration."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+DOMAIN: Final = "hksv"
+LOGGER: Final = logging.getLogger(__package__)
+
+CONF_CAMERA: Final = "camera_entity_id"
+CONF_MOTION: Final = "motion_entity_id"
+CONF_DOORBELL: Final = "doorbell_entity_id"
+CONF_PORT: Final = "port"
+# Advanced: bind HAP and HDS to one address instead of all (tests bind 127.0.0.1).
+CONF_ADDRESS: Final = "address"
+
+OPT_MAX_RESOLUTION: Final = "max_resolution"
+OPT_MAX_BITRATE: Final = "max_bitrate"
+OPT_AUDIO: Final = "audio"
+OPT_VIDEO_MODE: Final = "video_mode"
+OPT_PREBUFFER: Final = "prebuffer_seconds"
+
+RESOLUTION_720P: Final = "720p"
+RESOLUTION_1080P: Final = "1080p"
+RESOLUTION_HEIGHT: Final = {RESOLUTION_720P: 720, RESOLUTION_1080P: 1080}
+
+VIDEO_MODE_AUTO: Final = "auto"
+VIDEO_MODE_COPY: Final = "copy"
+VIDEO_MODE_TRANSCODE: Final = "transcode"
+VIDEO_MODES: Final = (VIDEO_MODE_AUTO, VIDEO_MODE_COPY, VIDEO_MODE_TRANSCODE)
+
+DEFAULT_MAX_RESOLUTION: Final = RESOLUTION_1080P
+# "Anything above 2000 kbps quickly degrades home hub performance" (docs/peers.md §4).
+DEFAULT_MAX_BITRATE: Final = 2000
+MIN_BITRATE: Final = 300
+MAX_BITRATE: Final = 8000
+DEFAULT_AUDIO: Final = True
+DEFAULT_VIDEO_MODE: Final = VIDEO_MODE_AUTO
+DEFAULT_PREBUFFER: Final = 4
+MIN_PREBUFFER: Final = 4
+MAX_PREBUFFER: Final = 8
+
+DEFAULT_OPTIONS: Final = {
+    OPT_MAX_RESOLUTION: DEFAULT_MAX_RESOLUTION,
+    OPT_MAX_BITRATE: DEFAULT_MAX_BITRATE,
+    OPT_AUDIO: DEFAULT_AUDIO,
+    OPT_VIDEO_MODE: DEFAULT_VIDEO_MODE,
+    OPT_PREBUFFER: DEFAULT_PREBUFFER,
+}
+
+# hksv's own HAP port range, clear of HA's homekit (21063/21064+) and the ephemeral range.
+PORT_RANGE_START: Final = 21300
+PORT_RANGE_END: Final = 21499
+
+MOTION_DEVICE_CLASSES: Final = ("motion", "occupancy", "moving", "presence")
+# How long an `event` entity's event counts as motion: the hub records while motion lasts.
+EVENT_MOTION_SECONDS: Final = 10.0
+
+MANUFACTURER: Final = "Home Assistant"
+MODEL: Final = "HomeKit Secure Video Camera"

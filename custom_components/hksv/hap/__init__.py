@@ -1,0 +1,1 @@
+"""HomeKit Accessory Protocol side: the camera accessory on HAP-python."""

@@ -1,0 +1,408 @@
+"""HAP-python driver for one HKSV camera: per-connection secrets, strict reads and writes.
+
+HAP-python alone is not enough for HKSV (docs/home-assistant.md §3):
+- HDS keys derive from the pair-verify shared secret, which HAP-python drops; a protocol
+  subclass keeps it per connection (no global patching: HA's homekit shares the library).
+- Writes need the writing controller (admin-only characteristics, which HAP connection asked
+  for a data stream), specific HAP statuses (-70410 for an out-of-offer selection), refusal
+  *before* a value is stored, and enforced timed writes (HAP-python accepts plain writes to
+  ``tw`` characteristics; HAP-NodeJS answers -70410).
+- ``/resource`` must refuse unverified connections and answer the snapshot rules with 207.
+- ``/pairings`` from an unverified connection answers 500 instead of an auth error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast, override
+from urllib.parse import parse_qs
+from uuid import UUID
+
+from pyhap.accessory_driver import AccessoryDriver
+from pyhap.characteristic import Characteristic
+from pyhap.const import STANDALONE_AID
+from pyhap.hap_handler import HAPResponse, HAPServerHandler, UnprivilegedRequestException
+from pyhap.hap_protocol import HAPServerProtocol
+from pyhap.hap_server import HAPServer
+from pyhap.util import callback as pyhap_callback, to_hap_json
+
+from .definitions import EV, PR, PW, TW, HapStatus, HapStatusError
+from .srp import FixedWidthSrpServer, with_fixed_width_numbers
+
+_LOGGER = logging.getLogger(__name__)
+
+type ClientAddress = tuple[str, int]
+
+# A controller batch is a handful of characteristics; refuse absurd requests early.
+MAX_CHARACTERISTICS_PER_REQUEST: Final = 100
+MAX_REQUEST_BODY: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HapClient:
+    """The controller on one HAP connection, as a write handler sees it."""
+
+    address: ClientAddress
+    client_uuid: UUID | None
+    is_admin: bool
+    shared_key: bytes | None
+
+
+class CharacteristicPolicy(Protocol):
+    """What the accessory tells the driver about reading and writing one characteristic."""
+
+    admin_write: bool
+
+    def read(self) -> Any:
+        """Return the value to serve, or raise HapStatusError."""
+
+    def write(self, value: Any, client: HapClient) -> Any:
+        """Apply a controller write; return a write-response value or None."""
+
+
+class HksvAccessoryProtocol(Protocol):
+    """The parts of the camera accessory the driver calls."""
+
+    def policy_for(self, char: Characteristic) -> CharacteristicPolicy | None:
+        """Return the read/write policy of ``char`` (None: HAP-python defaults)."""
+
+    async def async_handle_resource(
+        self, request: dict[str, Any], response: HAPResponse, client: HapClient
+    ) -> bytes:
+        """Answer a /resource request, setting the status on ``response`` when refusing."""
+
+
+class HksvHandler(HAPServerHandler):
+    """HAP request handler with hardened /resource, /pairings and characteristic parsing."""
+
+    # Pair-setup with fixed-width SRP numbers (see srp.py): HAP-python's own steps, re-bound.
+    _pairing_one = with_fixed_width_numbers(HAPServerHandler._pairing_one)
+    _pairing_three = with_fixed_width_numbers(HAPServerHandler._pairing_three)
+    _pairing_four = with_fixed_width_numbers(HAPServerHandler._pairing_four)
+    _pairing_five = with_fixed_width_numbers(HAPServerHandler._pairing_five)
+
+    @property
+    def driver(self) -> HksvDriver:
+        """Return the driver this handler serves."""
+        return cast("HksvDriver", self.accessory_handler)
+
+    @override
+    def handle_resource(self) -> None:
+        """Serve a snapshot only to a pair-verified controller, through the accessory's rules."""
+        if not self.is_encrypted:
+            raise UnprivilegedRequestException
+        try:
+            request = json.loads((self.request_body or b"").decode())
+        except UnicodeDecodeError, ValueError:
+            request = None
+        if not isinstance(request, dict) or request.get("resource-type") != "image":
+            self._send_status(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
+            return
+        response = self.response
+        if TYPE_CHECKING:
+            assert response is not None
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "image/jpeg")
+        response.task = asyncio.ensure_future(
+            self.driver.hksv_accessory.async_handle_resource(
+                request, response, self.driver.client_for(self.client_address)
+            )
+        )
+
+    @override
+    def handle_pairings(self) -> None:
+        """Refuse pairing changes from unverified or non-admin controllers with the TLV error."""
+        if (
+            not self.is_encrypted
+            or self.client_uuid is None
+            or not self.state.is_admin(self.client_uuid)
+        ):
+            self._send_authentication_error_tlv_response(b"\x02")
+            return
+        try:
+            super().handle_pairings()
+        except KeyError, IndexError, ValueError:
+            _LOGGER.warning("%s: malformed /pairings request refused", self.client_address)
+            if self.response is not None:
+                self.response.headers.clear()
+            self._send_authentication_error_tlv_response(b"\x02")
+
+    @override
+    def handle_get_characteristics(self) -> None:
+        """Answer reads; unparseable ids get a clear status instead of a 500."""
+        if not self.is_encrypted:
+            raise UnprivilegedRequestException
+        if TYPE_CHECKING:
+            assert self.parsed_url is not None
+        ids = parse_qs(self.parsed_url.query).get("id", [""])[0].split(",")
+        if not ids or len(ids) > MAX_CHARACTERISTICS_PER_REQUEST:
+            self._send_status(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
+            return
+        results = self.driver.read_characteristics(ids)
+        if any(r["status"] != HapStatus.SUCCESS for r in results):
+            self.send_response(HTTPStatus.MULTI_STATUS)
+        else:
+            self.send_response(HTTPStatus.OK)
+            for result in results:
+                del result["status"]
+        self.send_header("Content-Type", self.JSON_RESPONSE_TYPE)
+        self.end_response(to_hap_json({"characteristics": results}))
+
+    @override
+    def handle_set_characteristics(self) -> None:
+        """Apply writes through the driver; malformed JSON gets 400 and -70410."""
+        if not self.is_encrypted:
+            raise UnprivilegedRequestException
+        body = self.request_body or b""
+        try:
+            if len(body) > MAX_REQUEST_BODY:
+                raise ValueError("request too large")
+            query = json.loads(body.decode())
+            chars = query["characteristics"]
+            if not isinstance(chars, list) or len(chars) > MAX_CHARACTERISTICS_PER_REQUEST:
+                raise ValueError("bad characteristics list")
+        except UnicodeDecodeError, ValueError, KeyError, TypeError:
+            self._send_status(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
+            return
+        response = self.driver.write_characteristics(query, self.client_address)
+        if response is None:
+            self.send_response(HTTPStatus.NO_CONTENT)
+            return
+        self.send_response(HTTPStatus.MULTI_STATUS)
+        self.send_header("Content-Type", self.JSON_RESPONSE_TYPE)
+        self.end_response(to_hap_json(response))
+
+    def _send_status(self, http_status: HTTPStatus, status: HapStatus) -> None:
+        """Answer with a HAP status body."""
+        self.send_response_with_status(http_status, int(status))
+
+
+class HksvProtocol(HAPServerProtocol):
+    """A HAP connection that keeps its pair-verify shared secret for HDS key derivation."""
+
+    hap_shared_key: bytes | None = None
+
+    @override
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Install the hardened handler."""
+        super().connection_made(transport)
+        self.handler = HksvHandler(self.accessory_driver, self.peername)
+
+    @override
+    def close(self) -> None:
+        """Close, and drop the pending event batch (HAP-python leaves its timer running)."""
+        timer: asyncio.TimerHandle | None = self._event_timer  # type: ignore[has-type]
+        if timer is not None:
+            timer.cancel()
+            self._event_timer = None
+        super().close()
+
+    @override
+    def _process_response(self, response: HAPResponse) -> None:
+        """Keep the shared secret before HAP-python turns it into session keys and drops it."""
+        if response.shared_key:
+            self.hap_shared_key = bytes(response.shared_key)
+            driver = self.accessory_driver
+            if isinstance(driver, HksvDriver) and self.peername is not None:
+                driver.remember_shared_key(self.peername, self.hap_shared_key)
+        super()._process_response(response)
+
+
+class HksvServer(HAPServer):
+    """HAP server that speaks through HksvProtocol; ``host=None`` listens on every address."""
+
+    @override
+    async def async_start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start listening."""
+        self.loop = loop
+        self.server = await loop.create_server(
+            lambda: HksvProtocol(loop, self.connections, self.accessory_handler),
+            self._addr_port[0],
+            self._addr_port[1],
+        )
+        self.async_cleanup_connections()
+
+
+class HksvDriver(AccessoryDriver):
+    """AccessoryDriver for one HKSV camera accessory (AID 1)."""
+
+    def __init__(
+        self,
+        *,
+        listen_address: str | None,
+        on_paired_changed: Callable[[bool], None],
+        on_connection_lost: Callable[[ClientAddress], None],
+        **kwargs: Any,
+    ) -> None:
+        """Create the driver; runs in an executor (it generates keys)."""
+        super().__init__(**kwargs)
+        self.http_server = HksvServer((listen_address, self.state.port), self)
+        self._on_paired_changed = on_paired_changed
+        self._on_connection_lost = on_connection_lost
+        # Kept per address because HAP-python may drop the connection object before
+        # connection_lost runs (docs/home-assistant.md §3.5).
+        self._shared_keys: dict[ClientAddress, bytes] = {}
+
+    @property
+    def hksv_accessory(self) -> HksvAccessoryProtocol:
+        """Return the camera accessory."""
+        return cast("HksvAccessoryProtocol", self.accessory)
+
+    @override
+    def setup_srp_verifier(self) -> None:
+        """Start a pair-setup SRP session with fixed-width numbers."""
+        self.srp_verifier = FixedWidthSrpServer(self.state.pincode)
+
+    def remember_shared_key(self, address: ClientAddress, key: bytes) -> None:
+        """Store the pair-verify secret of a connection."""
+        self._shared_keys[address] = key
+
+    def client_for(self, address: ClientAddress) -> HapClient:
+        """Return who is on the connection from ``address``."""
+        proto = self.http_server.connections.get(address)
+        client_uuid = proto.handler.client_uuid if proto is not None else None
+        return HapClient(
+            address=address,
+            client_uuid=client_uuid,
+            is_admin=client_uuid is not None and self.state.is_admin(client_uuid),
+            shared_key=self._shared_keys.get(address),
+        )
+
+    @override
+    def connection_lost(self, client: ClientAddress) -> None:
+        """Drop subscriptions, prepared writes and everything bound to the connection."""
+        super().connection_lost(client)
+        self._shared_keys.pop(client, None)
+        self._on_connection_lost(client)
+
+    @override
+    @pyhap_callback
+    def pair(
+        self, client_username_bytes: bytes, client_public: bytes, client_permissions: bytes
+    ) -> bool:
+        """Record a new pairing and tell the bridge."""
+        was_paired = self.state.paired
+        result = bool(super().pair(client_username_bytes, client_public, client_permissions))
+        if not was_paired and self.state.paired:
+            self._on_paired_changed(True)
+        return result
+
+    @override
+    @pyhap_callback
+    def unpair(self, client_uuid: UUID) -> None:
+        """Remove a pairing; tell the bridge when the last one is gone."""
+        super().unpair(client_uuid)
+        if not self.state.paired:
+            self._on_paired_changed(False)
+
+    def read_characteristics(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Return one result per ``"aid.iid"``, with a value or a HAP status."""
+        results = []
+        for aid_iid in ids:
+            aid, iid = _parse_aid_iid(aid_iid)
+            result: dict[str, Any] = {"aid": aid, "iid": iid}
+            char = self._characteristic(aid, iid)
+            if char is None:
+                result["status"] = HapStatus.RESOURCE_DOES_NOT_EXIST
+            elif PR not in char.properties["Permissions"]:
+                result["status"] = HapStatus.WRITE_ONLY_CHARACTERISTIC
+            else:
+                try:
+                    policy = self.hksv_accessory.policy_for(char)
+                    result["value"] = policy.read() if policy else char.get_value()
+                    result["status"] = HapStatus.SUCCESS
+                except HapStatusError as err:
+                    result["status"] = err.status
+            results.append(result)
+        return results
+
+    def write_characteristics(
+        self, query: dict[str, Any], client_addr: ClientAddress
+    ) -> dict[str, Any] | None:
+        """Apply a PUT /characteristics; return None when everything simply succeeded."""
+        timed_ok = False
+        if "pid" in query:
+            expires = self.prepared_writes.get(client_addr, {}).pop(query["pid"], None)
+            timed_ok = expires is not None and time.time() <= expires
+        client = self.client_for(client_addr)
+        results = []
+        for item in query["characteristics"]:
+            result = self._write_one(item, client, timed_ok)
+            results.append(result)
+        if all(r["status"] == HapStatus.SUCCESS and "value" not in r for r in results):
+            return None
+        return {"characteristics": results}
+
+    def _write_one(self, item: Any, client: HapClient, timed_ok: bool) -> dict[str, Any]:
+        """Apply one characteristic write or subscription."""
+        if not isinstance(item, dict):
+            return {"status": HapStatus.INVALID_VALUE_IN_REQUEST}
+        aid, iid = item.get("aid"), item.get("iid")
+        result: dict[str, Any] = {"aid": aid, "iid": iid, "status": HapStatus.SUCCESS}
+        char = self._characteristic(aid, iid)
+        if char is None:
+            result["status"] = HapStatus.RESOURCE_DOES_NOT_EXIST
+            return result
+        perms = char.properties["Permissions"]
+        if "ev" in item:
+            if EV not in perms:
+                result["status"] = HapStatus.NOTIFICATION_NOT_SUPPORTED
+                return result
+            topic = f"{aid}.{iid}"
+            self.async_subscribe_client_topic(client.address, topic, bool(item["ev"]))
+        if "value" not in item:
+            return result
+        policy = self.hksv_accessory.policy_for(char)
+        status = _write_refusal(perms, policy, client, timed_ok)
+        if status is not None:
+            result["status"] = status
+            return result
+        try:
+            if policy is not None:
+                response = policy.write(item["value"], client)
+            else:
+                response = char.client_update_value(item["value"], client.address)
+        except HapStatusError as err:
+            _LOGGER.info("%s: write to %s refused: %s", client.address, char.display_name, err)
+            result["status"] = err.status
+            return result
+        except ValueError as err:
+            _LOGGER.info("%s: invalid value for %s: %s", client.address, char.display_name, err)
+            result["status"] = HapStatus.INVALID_VALUE_IN_REQUEST
+            return result
+        if response is not None and item.get("r"):
+            result["value"] = response
+        return result
+
+    def _characteristic(self, aid: Any, iid: Any) -> Characteristic | None:
+        """Return the characteristic at ``aid``/``iid``, or None."""
+        if aid != STANDALONE_AID or not isinstance(iid, int) or isinstance(iid, bool):
+            return None
+        obj = self.accessory.iid_manager.get_obj(iid) if self.accessory else None
+        return obj if isinstance(obj, Characteristic) else None
+
+
+def _parse_aid_iid(text: str) -> tuple[int | str, int | str]:
+    """Split ``"1.9"``; keep the raw text where it is not a number."""
+    aid, _, iid = text.partition(".")
+    return (int(aid) if aid.isdigit() else aid, int(iid) if iid.isdigit() else iid)
+
+
+def _write_refusal(
+    perms: list[str], policy: CharacteristicPolicy | None, client: HapClient, timed_ok: bool
+) -> HapStatus | None:
+    """Return why a write may not happen at all, before any value is looked at."""
+    if PW not in perms:
+        return HapStatus.READ_ONLY_CHARACTERISTIC
+    if policy is not None and policy.admin_write and not client.is_admin:
+        return HapStatus.INSUFFICIENT_PRIVILEGES
+    if TW in perms and not timed_ok:
+        # HAP-NodeJS answers a plain write to a timed-write characteristic with -70410.
+        return HapStatus.INVALID_VALUE_IN_REQUEST
+    return None

@@ -1,0 +1,559 @@
+"""The recording delegate: from a hub's dataSend open to init + prebuffer + live fragments.
+
+The HDS layer asks for an async iterator of packets (HAP-NodeJS handleRecordingStreamRequest):
+the init segment first, then one fragment per packet, each starting with a keyframe and
+lasting at most the selected fragment length. Fragments come from the prebuffer (starting at
+the keyframe at or before now − prebuffer length) and then live, until the hub closes the
+stream; a 3-minute ceiling ends on a real fragment marked ``is_last``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+import logging
+import time
+from typing import Any, Final
+
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.util import dt as dt_util
+
+from ..const import (
+    DOMAIN,
+    OPT_AUDIO,
+    OPT_MAX_BITRATE,
+    OPT_PREBUFFER,
+    OPT_VIDEO_MODE,
+    VIDEO_MODE_COPY,
+)
+from ..hap.recording_config import (
+    FRAGMENT_LENGTH_MS,
+    SelectedCameraRecordingConfiguration,
+    SourceVideo,
+)
+from ..hds import DataSendCloseReason, HDSProtocolError, RecordingPacket
+from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
+from .gop import Gop, profile_source
+from .mode import AudioPlan, ModeDecision, choose_mode
+from .prebuffer import Prebuffer
+from .shaper import FragmentShaper, select_prebuffer
+from .transcode import AudioTarget, H264Level, H264Profile, Transcoder, TranscodeTarget
+
+_LOGGER = logging.getLogger(__name__)
+
+# Scrypted and the HA peer end a clip after 3 minutes: hubs sometimes never close.
+MAX_RECORDING_SECONDS: Final = 180.0
+# How long an open waits for the prebuffer's first GOP (the hub wants data within ~5 s).
+FIRST_GOP_TIMEOUT: Final = 4.0
+# A hub this far behind live is not reading; end the clip rather than buffer without bound.
+MAX_QUEUED_GOPS: Final = 32
+MAX_QUEUED_PARTS: Final = 120
+# Keep this much more than the selected prebuffer: the keyframe at or before the start
+# point may be up to a GOP earlier.
+PREBUFFER_MARGIN_SECONDS: Final = FRAGMENT_LENGTH_MS / 1000
+PROFILE_EVERY_GOPS: Final = 8
+DEFAULT_AUDIO_BITRATE_KBPS: Final = 64
+
+
+class RecordingOutcome(StrEnum):
+    """How a recording ended."""
+
+    HUB_CLOSED = "hub_closed"
+    ACKNOWLEDGED = "acknowledged"
+    MAX_DURATION = "max_duration"
+    CAMERA_TURNED_OFF = "camera_turned_off"
+    CONNECTION_LOST = "connection_lost"
+    TIMED_OUT = "timed_out"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class RecordingSummary:
+    """What happened to one recording, for the "last recording" sensor and diagnostics."""
+
+    stream_id: int
+    started_at: datetime
+    mode: str = ""
+    mode_reasons: list[str] = field(default_factory=list)
+    fragments: int = 0
+    bytes: int = 0
+    media_seconds: float = 0.0
+    prebuffer_seconds: float = 0.0
+    first_data_ms: float | None = None
+    ended_at: datetime | None = None
+    outcome: RecordingOutcome | None = None
+    hub_close_reason: str | None = None
+    error: str | None = None
+
+    def as_attributes(self) -> dict[str, Any]:
+        """Return JSON-able details."""
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        data["ended_at"] = self.ended_at.isoformat() if self.ended_at else None
+        data["outcome"] = self.outcome.value if self.outcome else None
+        data["media_seconds"] = round(self.media_seconds, 3)
+        data["prebuffer_seconds"] = round(self.prebuffer_seconds, 3)
+        return data
+
+
+def transcode_target(
+    selection: SelectedCameraRecordingConfiguration,
+    decision: ModeDecision,
+    max_bitrate_kbps: int,
+) -> TranscodeTarget:
+    """Map the hub's selection and the user's cap onto the transcoder's target."""
+    video = selection.video
+    attrs = video.attributes[0]
+    params = video.parameters
+    audio = None
+    if decision.audio is not AudioPlan.NONE:
+        wanted = selection.audio.parameters
+        audio = AudioTarget(
+            sample_rate=wanted.sample_rates[0].hertz,
+            channels=wanted.channels,
+            bitrate_kbps=wanted.max_bitrate or DEFAULT_AUDIO_BITRATE_KBPS,
+        )
+    return TranscodeTarget(
+        width=attrs.width,
+        height=attrs.height,
+        fps=attrs.frame_rate,
+        profile=H264Profile(int(params.profiles[0])),
+        level=H264Level(int(params.levels[0])),
+        bitrate_kbps=min(params.bitrate or max_bitrate_kbps, max_bitrate_kbps),
+        fragment_length_ms=selection.recording.media_container_configuration.parameters.fragment_length,
+        audio=audio,
+        copy_video=decision.copy_video,
+    )
+
+
+class RecordingController:
+    """Run the prebuffer while recording is possible and serve recording streams."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        *,
+        camera_entity_id: str,
+        name: str,
+        entry_id: str,
+        options: dict[str, Any],
+        on_update: Callable[[], None],
+        on_source_profile: Callable[[SourceVideo], None],
+    ) -> None:
+        """Prepare; the prebuffer starts with async_set_enabled(True)."""
+        self._hass = hass
+        self._name = name
+        self._entry_id = entry_id
+        self._options = options
+        self._on_update = on_update
+        self._on_source_profile = on_source_profile
+        keep = int(options[OPT_PREBUFFER]) + PREBUFFER_MARGIN_SECONDS
+        self.prebuffer = Prebuffer(hass, camera_entity_id, keep_seconds=keep, log_name=name)
+        self._enabled = False
+        self._active: dict[int, RecordingSummary] = {}
+        self._gops_since_profile = 0
+        self._profile_unsub = self.prebuffer.subscribe(self._on_gop)
+        self.last_recording: RecordingSummary | None = None
+        self.recordings = 0
+
+    @property
+    def streaming(self) -> bool:
+        """Return True while a hub is receiving a recording."""
+        return bool(self._active)
+
+    async def async_set_enabled(
+        self, enabled: bool, selection: SelectedCameraRecordingConfiguration | None
+    ) -> None:
+        """Run the prebuffer only while a recording is possible (and while one streams)."""
+        self._enabled = enabled
+        if selection is not None:
+            wanted = selection.recording.prebuffer_length / 1000 + PREBUFFER_MARGIN_SECONDS
+            self.prebuffer.keep_seconds = max(self.prebuffer.keep_seconds, wanted)
+        if enabled:
+            await self.prebuffer.async_start()
+        elif not self._active:
+            await self.prebuffer.async_stop()
+
+    async def async_probe(self, timeout: float) -> None:
+        """Run the stream briefly to learn the camera's format for the offer."""
+        if self.prebuffer.running:
+            return
+        first_gop = asyncio.Event()
+        unsubscribe = self.prebuffer.subscribe(lambda _gop: first_gop.set())
+        try:
+            await self.prebuffer.async_start()
+            async with asyncio.timeout(timeout):
+                await first_gop.wait()
+            self._report_profile(self.prebuffer.gops)
+        except TimeoutError:
+            _LOGGER.info("%s: no video from the camera yet; offering defaults", self._name)
+        finally:
+            unsubscribe()
+            if not self._enabled and not self._active:
+                await self.prebuffer.async_stop()
+
+    async def async_stop(self) -> None:
+        """Stop the prebuffer."""
+        self._profile_unsub()
+        await self.prebuffer.async_stop()
+
+    @callback
+    def _on_gop(self, gop: Gop) -> None:
+        """Refresh the source profile now and then (it shapes the offer)."""
+        self._gops_since_profile += 1
+        if self._gops_since_profile >= PROFILE_EVERY_GOPS or self._gops_since_profile == 2:
+            if self._gops_since_profile >= PROFILE_EVERY_GOPS:
+                self._gops_since_profile = 0
+            self._report_profile(self.prebuffer.gops)
+
+    def _report_profile(self, gops: Sequence[Gop]) -> None:
+        """Tell the bridge what the camera sends."""
+        profile = profile_source(gops)
+        video, audio = profile.video, profile.audio
+        audio_name = None
+        if audio is not None:
+            audio_name = (
+                "aac-lc" if audio.codec == "mp4a" and audio.object_type == 2 else audio.codec
+            )
+        self._on_source_profile(
+            SourceVideo(
+                width=video.width if video else None,
+                height=video.height if video else None,
+                fps=round(profile.fps, 2) if profile.fps else None,
+                audio_codec=audio_name,
+                audio_sample_rate=audio.sample_rate if audio else None,
+                audio_channels=audio.channels if audio else None,
+            )
+        )
+
+    # -- recording streams ----------------------------------------------------------------
+
+    def open_stream(
+        self, stream_id: int, selection: SelectedCameraRecordingConfiguration, audio_on: bool
+    ) -> AsyncIterator[RecordingPacket]:
+        """Start a recording for the hub."""
+        summary = RecordingSummary(stream_id=stream_id, started_at=dt_util.utcnow())
+        self._active[stream_id] = summary
+        self.recordings += 1
+        self._on_update()
+        return self._record(summary, selection, audio_on and bool(self._options[OPT_AUDIO]))
+
+    def stream_acknowledged(self, stream_id: int) -> None:
+        """Finish a stream the hub acknowledged after its end."""
+        summary = self._active.get(stream_id)
+        if summary is not None and summary.outcome is None:
+            summary.outcome = RecordingOutcome.ACKNOWLEDGED
+        self.stream_closed(stream_id, DataSendCloseReason.NORMAL)
+
+    def stream_closed(self, stream_id: int, reason: DataSendCloseReason | None) -> None:
+        """Finish the summary of a stream the HDS layer closed."""
+        summary = self._active.pop(stream_id, None)
+        if summary is None:
+            return
+        summary.ended_at = dt_util.utcnow()
+        if summary.outcome is None or reason in _ACCESSORY_CLOSES:
+            summary.outcome = _outcome(reason)
+        if reason is not None:
+            summary.hub_close_reason = reason.name
+        self.last_recording = summary
+        _LOGGER.info(
+            "%s: recording %s ended (%s, %s): %d fragments, %.1f s, %d bytes",
+            self._name,
+            stream_id,
+            summary.outcome,
+            summary.hub_close_reason,
+            summary.fragments,
+            summary.media_seconds,
+            summary.bytes,
+        )
+        if not self._enabled and not self._active:
+            self._hass.async_create_task(self.prebuffer.async_stop(), eager_start=False)
+        self._on_update()
+
+    async def _record(
+        self,
+        summary: RecordingSummary,
+        selection: SelectedCameraRecordingConfiguration,
+        audio: bool,
+    ) -> AsyncIterator[RecordingPacket]:
+        """Yield init, prebuffer and live fragments for one recording."""
+        started = time.monotonic()
+        gops: _LiveFeed[Gop] = _LiveFeed(MAX_QUEUED_GOPS)
+        parts: _LiveFeed[tuple[bytes, bytes, int]] = _LiveFeed(MAX_QUEUED_PARTS)
+        live = self.prebuffer.open_live(gops.put, lambda *part: parts.put(part))
+        try:
+            history = list(live.history)
+            waited = not history
+            if waited:
+                history = [await self._first_gop(gops)]
+            first = select_prebuffer(history, selection.recording.prebuffer_length)
+            decision = choose_mode(
+                profile_source(history),
+                selection,
+                video_mode=str(self._options[OPT_VIDEO_MODE]),
+                max_bitrate_kbps=int(self._options[OPT_MAX_BITRATE]),
+                audio_on=audio,
+            )
+            self._note_copy_problems(decision)
+            summary.mode = decision.label
+            summary.mode_reasons = list(decision.reasons)
+            _LOGGER.debug("%s: recording %s: %s", self._name, summary.stream_id, decision)
+            if decision.transcoding:
+                # Parts, not whole GOPs, feed the encoder: a fragment leaves as soon as the next
+                # keyframe is encoded, instead of one camera GOP later.
+                gops.enabled = False
+                start = [] if waited else first
+                packets = self._transcoded(
+                    start,
+                    pending=live.pending,
+                    parts=parts,
+                    init=history[0].init,
+                    selection=selection,
+                    decision=decision,
+                )
+            else:
+                parts.enabled = False
+                packets = self._copied(first, gops, selection, decision)
+            summary.prebuffer_seconds = sum(g.duration_seconds for g in first)
+            async for packet, duration_ms in packets:
+                if summary.first_data_ms is None:
+                    summary.first_data_ms = round((time.monotonic() - started) * 1000, 1)
+                summary.bytes += len(packet.data)
+                if duration_ms:
+                    summary.fragments += 1
+                    summary.media_seconds += duration_ms / 1000
+                if packet.is_last:
+                    summary.outcome = RecordingOutcome.MAX_DURATION
+                yield packet
+        except HDSProtocolError as err:
+            summary.error = str(err)
+            summary.outcome = RecordingOutcome.FAILED
+            raise
+        finally:
+            live.unsubscribe()
+
+    async def _first_gop(self, gops: _LiveFeed[Gop]) -> Gop:
+        """Wait briefly for the camera's first GOP (the prebuffer was empty at the open)."""
+        if not self.prebuffer.running:
+            await self.prebuffer.async_start()
+        try:
+            async with asyncio.timeout(FIRST_GOP_TIMEOUT):
+                return await gops.get()
+        except TimeoutError as err:
+            raise HDSProtocolError(
+                DataSendCloseReason.UNEXPECTED_FAILURE, "the camera stream has no video yet"
+            ) from err
+
+    async def _copied(
+        self,
+        first: Sequence[Gop],
+        live: _LiveFeed[Gop],
+        selection: SelectedCameraRecordingConfiguration,
+        decision: ModeDecision,
+    ) -> AsyncIterator[tuple[RecordingPacket, float]]:
+        """Send the camera's own H.264/AAC, reshaped into HKSV fragments."""
+        include_audio = decision.audio is AudioPlan.COPY
+        init = first[0].init if include_audio else first[0].init.without_audio()
+        yield RecordingPacket(init.data, False), 0.0
+        fragment_ms = selection.recording.media_container_configuration.parameters.fragment_length
+        shaper = FragmentShaper(fragment_ms, include_audio)
+        video_config = _video_config(first[0])
+        total_ms = 0.0
+
+        async def gops() -> AsyncIterator[Gop]:
+            for gop in first:
+                yield gop
+            async for gop in live.items():
+                yield gop
+
+        async for gop in gops():
+            if _video_config(gop) != video_config:
+                raise HDSProtocolError(
+                    DataSendCloseReason.UNEXPECTED_FAILURE,
+                    "the camera's video format changed during the recording",
+                )
+            for fragment in shaper.push(gop):
+                total_ms += fragment.duration_ms
+                last = total_ms >= MAX_RECORDING_SECONDS * 1000
+                yield RecordingPacket(fragment.data, last), fragment.duration_ms
+                if last:
+                    return
+
+    async def _transcoded(
+        self,
+        first: Sequence[Gop],
+        *,
+        pending: Gop | None,
+        parts: _LiveFeed[tuple[bytes, bytes, int]],
+        init: InitSegment,
+        selection: SelectedCameraRecordingConfiguration,
+        decision: ModeDecision,
+    ) -> AsyncIterator[tuple[RecordingPacket, float]]:
+        """Re-encode from the prebuffer on: the clip still starts before the event."""
+        target = transcode_target(selection, decision, int(self._options[OPT_MAX_BITRATE]))
+        transcoder = Transcoder(target, log_name=self._name)
+        await transcoder.start(init.data)
+
+        async def feed() -> None:
+            """Hand the prebuffer GOPs, the GOP in progress and then live parts to PyAV."""
+            current = init.fingerprint
+            last_init = b""
+            try:
+                for sequence, gop in enumerate([*first, *([pending] if pending else [])], 1):
+                    if gop.init.fingerprint != current:
+                        current = gop.init.fingerprint
+                        await transcoder.new_source_init(gop.init.data)
+                    await transcoder.feed(_gop_fragment(gop, sequence))
+                async for part_init, data, _epoch in parts.items():
+                    if part_init != last_init:
+                        last_init = part_init
+                        fingerprint = parse_init(part_init).fingerprint
+                        if fingerprint != current:
+                            current = fingerprint
+                            await transcoder.new_source_init(part_init)
+                    await transcoder.feed(data)
+            finally:
+                transcoder.end_of_input()
+
+        feeder = self._hass.async_create_background_task(feed(), f"{DOMAIN} transcode feed")
+        try:
+            output_init = await transcoder.read()
+            if output_init is None:
+                raise HDSProtocolError(
+                    DataSendCloseReason.UNEXPECTED_FAILURE,
+                    f"transcoder failed: {transcoder.stats.last_error}",
+                )
+            yield RecordingPacket(output_init, False), 0.0
+            parsed_init = parse_init(output_init)
+            total_ms = 0.0
+            while (data := await transcoder.read()) is not None:
+                duration_ms = _video_duration_ms(data, parsed_init)
+                total_ms += duration_ms
+                last = total_ms >= MAX_RECORDING_SECONDS * 1000
+                yield RecordingPacket(data, last), duration_ms
+                if last:
+                    return
+            if feeder.done() and not feeder.cancelled() and feeder.exception():
+                raise HDSProtocolError(
+                    DataSendCloseReason.UNEXPECTED_FAILURE,
+                    f"recording feed failed: {feeder.exception()}",
+                )
+            if transcoder.stats.last_error:
+                raise HDSProtocolError(
+                    DataSendCloseReason.UNEXPECTED_FAILURE,
+                    f"transcoder failed: {transcoder.stats.last_error}",
+                )
+        finally:
+            feeder.cancel()
+            await transcoder.close()
+
+    def _note_copy_problems(self, decision: ModeDecision) -> None:
+        """Raise (or clear) the repair that explains why copy-only cannot work."""
+        issue_id = f"copy_incompatible_{self._entry_id}"
+        if decision.copy_problems and self._options[OPT_VIDEO_MODE] == VIDEO_MODE_COPY:
+            problem, fix = decision.copy_problems[0]
+            _LOGGER.warning("%s: copy-only recording does not fit: %s", self._name, problem)
+            ir.async_create_issue(
+                self._hass,
+                DOMAIN,
+                issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key="copy_incompatible",
+                translation_placeholders={"name": self._name, "problem": problem, "fix": fix},
+            )
+        else:
+            ir.async_delete_issue(self._hass, DOMAIN, issue_id)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Return prebuffer and recording counters."""
+        return {
+            "enabled": self._enabled,
+            "recordings": self.recordings,
+            "active_streams": list(self._active),
+            "prebuffer": self.prebuffer.diagnostics(),
+        }
+
+
+class _LiveFeed[T]:
+    """Live items for one recording; a hub that falls this far behind ends the clip."""
+
+    def __init__(self, limit: int) -> None:
+        """Create an empty feed holding at most ``limit`` unread items."""
+        self._queue: asyncio.Queue[T] = asyncio.Queue()
+        self._limit = limit
+        self.overflowed = False
+        self.enabled = True
+
+    def put(self, item: T) -> None:
+        """Queue an item (called on the loop by the prebuffer)."""
+        if not self.enabled:
+            return
+        if self._queue.qsize() >= self._limit:
+            self.overflowed = True
+        self._queue.put_nowait(item)
+
+    async def get(self) -> T:
+        """Return the next item."""
+        return await self._queue.get()
+
+    async def items(self) -> AsyncIterator[T]:
+        """Yield items as they come."""
+        while True:
+            item = await self._queue.get()
+            if self.overflowed:
+                raise HDSProtocolError(
+                    DataSendCloseReason.UNEXPECTED_FAILURE,
+                    "the hub is not keeping up with live video",
+                )
+            yield item
+
+
+def _video_config(gop: Gop) -> tuple[Any, ...]:
+    """Return what must not change within a copied recording."""
+    video = gop.init.video
+    return (video.codec, video.width, video.height, video.avcc) if video else ()
+
+
+def _video_duration_ms(fragment: bytes, init: InitSegment) -> float:
+    """Return the video duration of one moof+mdat."""
+    video = init.video
+    if video is None:
+        return 0.0
+    samples = parse_fragments(fragment, init).get(video.track_id, [])
+    return sum(sample.duration for sample in samples) * 1000 / video.timescale
+
+
+def _gop_fragment(gop: Gop, sequence: int) -> bytes:
+    """Return one GOP as a moof+mdat for the transcoder's demuxer."""
+    tracks: list[tuple[int, int, Sequence[Any]]] = []
+    if gop.init.video is not None and gop.video:
+        tracks.append((gop.init.video.track_id, gop.video[0].decode_time, gop.video))
+    if gop.init.audio is not None and gop.audio:
+        tracks.append((gop.init.audio.track_id, gop.audio[0].decode_time, gop.audio))
+    return build_fragment(sequence, tracks)
+
+
+# Closes the accessory itself sends: they say more than "reached the maximum length".
+_ACCESSORY_CLOSES: Final = frozenset(
+    {
+        DataSendCloseReason.NOT_ALLOWED,
+        DataSendCloseReason.CANCELLED,
+        DataSendCloseReason.UNEXPECTED_FAILURE,
+    }
+)
+
+
+def _outcome(reason: DataSendCloseReason | None) -> RecordingOutcome:
+    """Map a close reason to how the recording ended."""
+    if reason is None:
+        return RecordingOutcome.CONNECTION_LOST
+    return {
+        DataSendCloseReason.NOT_ALLOWED: RecordingOutcome.CAMERA_TURNED_OFF,
+        DataSendCloseReason.CANCELLED: RecordingOutcome.TIMED_OUT,
+        DataSendCloseReason.UNEXPECTED_FAILURE: RecordingOutcome.FAILED,
+    }.get(reason, RecordingOutcome.HUB_CLOSED)

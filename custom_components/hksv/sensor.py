@@ -1,0 +1,105 @@
+"""Sensors: the setup code, the Home-app camera mode, and the last recording."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from homeassistant.components.sensor import (
+    SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
+)
+from homeassistant.const import EntityCategory
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .bridge import CameraBridge, HksvConfigEntry
+from .entity import HksvEntity
+from .hap.camera_state import HomeAppMode
+from .recording.recorder import RecordingOutcome
+
+PARALLEL_UPDATES = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HksvSensorEntityDescription(SensorEntityDescription):
+    """Describes an HKSV sensor."""
+
+    value_fn: Callable[[CameraBridge], str | None]
+    attributes_fn: Callable[[CameraBridge], dict[str, Any] | None] = lambda _: None
+    available_fn: Callable[[CameraBridge], bool] = lambda _: True
+
+
+def _mode(bridge: CameraBridge) -> str | None:
+    """Return the Home-app mode."""
+    return bridge.accessory.state.mode.value if bridge.accessory else None
+
+
+def _last_recording(bridge: CameraBridge) -> str | None:
+    """Return how the last recording ended."""
+    summary = bridge.recorder.last_recording if bridge.recorder else None
+    return summary.outcome.value if summary and summary.outcome else None
+
+
+def _last_recording_attributes(bridge: CameraBridge) -> dict[str, Any] | None:
+    """Return the last recording's details."""
+    summary = bridge.recorder.last_recording if bridge.recorder else None
+    return summary.as_attributes() if summary else None
+
+
+SENSORS: tuple[HksvSensorEntityDescription, ...] = (
+    HksvSensorEntityDescription(
+        key="setup_code",
+        translation_key="setup_code",
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda bridge: bridge.setup_code,
+        available_fn=lambda bridge: not bridge.paired,
+    ),
+    HksvSensorEntityDescription(
+        key="home_app_mode",
+        translation_key="home_app_mode",
+        device_class=SensorDeviceClass.ENUM,
+        options=[mode.value for mode in HomeAppMode],
+        value_fn=_mode,
+    ),
+    HksvSensorEntityDescription(
+        key="last_recording",
+        translation_key="last_recording",
+        device_class=SensorDeviceClass.ENUM,
+        options=[outcome.value for outcome in RecordingOutcome],
+        value_fn=_last_recording,
+        attributes_fn=_last_recording_attributes,
+    ),
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: HksvConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add the sensors."""
+    async_add_entities(HksvSensor(entry.runtime_data, description) for description in SENSORS)
+
+
+class HksvSensor(HksvEntity, SensorEntity):
+    """A sensor of an HKSV camera."""
+
+    entity_description: HksvSensorEntityDescription
+
+    @property
+    def available(self) -> bool:
+        """Return availability."""
+        return self.entity_description.available_fn(self.bridge)
+
+    @property
+    def native_value(self) -> str | None:
+        """Return the state."""
+        return self.entity_description.value_fn(self.bridge)
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Return details."""
+        return self.entity_description.attributes_fn(self.bridge)

@@ -1,0 +1,385 @@
+"""Motion to a finished HKSV clip, end to end on the real stack.
+
+A generated clip (frame counter in every picture) is served in real time over TCP like a
+camera; Home Assistant's real stream worker reads it; hksv's prebuffer keeps its GOPs; the
+real HAP server is paired with aiohomekit; motion in HA makes the home-hub emulator open an
+HDS recording stream; the clip it receives is checked by decoding it with PyAV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+import io
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import av
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.hksv.const import OPT_VIDEO_MODE
+from custom_components.hksv.recording.fmp4 import (
+    InitSegment,
+    build_fragment,
+    iter_boxes,
+    parse_fragments,
+    parse_init,
+)
+from tests.conftest import MOTION_ID, free_port
+from tests.e2e.source import PacedSource
+from tests.hub.emulator import HomeHub
+from tests.hub.hds_client import Recording
+from tests.media import ClipSpec, read_frame_counter, write_clip
+
+FPS = 25
+CLIP_SECONDS = 40.0
+CLIP_FRAMES = int(CLIP_SECONDS * FPS)
+FRAGMENT_MS = 4000
+PREBUFFER_S = 4.0
+# How much live video (after the event) each test records before the hub closes.
+LIVE_SECONDS = 8.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One camera to record."""
+
+    spec: ClipSpec
+    ll_hls: bool = True
+    audio: bool = True  # RecordingAudioActive
+    mode: str = "copy"  # what the recorder should decide (RecordingSummary.mode)
+
+    @property
+    def copies_video(self) -> bool:
+        """Return True if the camera's frames go through untouched."""
+        return self.mode != "transcode"
+
+
+COPY_2S = ClipSpec(seconds=CLIP_SECONDS, fps=FPS, gop_seconds=2.0)
+CASES = {
+    "h264_2s_gop_ll_hls_copy": Case(COPY_2S),
+    "h264_2s_gop_non_ll_copy": Case(COPY_2S, ll_hls=False),
+    "h264_2s_gop_audio_off": Case(COPY_2S, audio=False),
+    "h264_8s_gop_transcode": Case(
+        ClipSpec(seconds=CLIP_SECONDS, fps=FPS, gop_seconds=8.0), mode="transcode"
+    ),
+    "h265_transcode": Case(
+        ClipSpec(seconds=CLIP_SECONDS, fps=FPS, gop_seconds=2.0, video_codec="hevc"),
+        mode="transcode",
+    ),
+    "no_audio_silent_track": Case(
+        ClipSpec(seconds=CLIP_SECONDS, fps=FPS, gop_seconds=2.0, audio_codec=None),
+        mode="copy video, encode audio",
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[ClipSpec, Path]:
+    """Return a cache of generated clips (mpegts, like a camera's RTSP payload)."""
+    return {}
+
+
+def clip_for(clips: dict[ClipSpec, Path], directory: Path, spec: ClipSpec) -> Path:
+    """Generate ``spec`` once per session."""
+    if spec not in clips:
+        clips[spec] = write_clip(directory / f"clip{len(clips)}.ts", spec)
+    return clips[spec]
+
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest) -> Case:
+    """Return the parametrized case."""
+    return CASES[request.param]
+
+
+@pytest.fixture
+def known_source() -> None:
+    """Let the integration probe the camera at startup (as a fresh install does)."""
+
+
+@pytest.fixture
+def with_doorbell() -> bool:
+    """No doorbell needed here."""
+    return False
+
+
+@pytest.fixture
+async def paced_source(
+    hass: HomeAssistant,
+    socket_enabled: None,
+    case: Case,
+    clips: dict[ClipSpec, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncGenerator[PacedSource]:
+    """Serve the case's clip in real time, and set up `stream` in the case's HLS mode."""
+    directory = tmp_path_factory.getbasetemp() / "clips"
+    directory.mkdir(exist_ok=True)
+    clip = await hass.async_add_executor_job(clip_for, clips, directory, case.spec)
+    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": case.ll_hls}})
+    source = PacedSource(clip, free_port())
+    await source.start()
+    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+        yield source
+    await source.stop()
+
+
+@pytest.fixture
+def stream_source(paced_source: PacedSource) -> str:
+    """Point the test camera at the paced source."""
+    return paced_source.url
+
+
+@pytest.fixture
+async def home_hub(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    session_keys: None,
+    case: Case,
+) -> AsyncGenerator[HomeHub]:
+    """Pair a hub, wait for the camera probe, select from the offer, enable recording."""
+    bridge = init_integration.runtime_data
+    async with asyncio.timeout(60):
+        while "source" not in bridge._stored:  # the startup probe learns the camera format
+            await asyncio.sleep(0.2)
+    hub = HomeHub(bridge.port)
+    await hub.pair(bridge.setup_code)
+    await hub.enable_recording(await hub.select_from_offer(), audio=case.audio)
+    await hub.subscribe(hub.iid("85", "22"))
+    yield hub
+    await hub.close()
+
+
+async def _wait_for_prebuffer(bridge: Any, seconds: float) -> None:
+    """Wait until the prebuffer holds ``seconds`` of complete GOPs."""
+    async with asyncio.timeout(90):
+        while bridge.recorder.prebuffer.buffered_seconds < seconds:
+            await asyncio.sleep(0.2)
+
+
+def _newest_counter(gops: list[Any]) -> int:
+    """Decode the newest buffered GOP and return its last frame counter (the event time)."""
+    gop = gops[-1]
+    tracks = [(gop.init.video.track_id, gop.video[0].decode_time, gop.video)]
+    data = gop.init.without_audio().data + build_fragment(1, tracks)
+    with av.open(io.BytesIO(data)) as container:
+        return [read_frame_counter(frame) for frame in container.decode(video=0)][-1]
+
+
+async def _record_event(hass: HomeAssistant, bridge: Any, hub: HomeHub) -> tuple[Recording, int]:
+    """Fire motion, let the hub record LIVE_SECONDS past the event, then close it."""
+    await _wait_for_prebuffer(bridge, PREBUFFER_S + 2)
+    event_counter = await hass.async_add_executor_job(
+        _newest_counter, list(bridge.recorder.prebuffer.gops)
+    )
+    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+    assert await hub.next_event(hub.iid("85", "22")) is True
+    client = await hub.open_data_stream()
+    client.timeout = 90
+    response = await client.open_recording(1)
+    assert response.status == 0
+    recording = client.recordings[1]
+    await client.wait_until(lambda: media_seconds(recording) >= PREBUFFER_S + LIVE_SECONDS)
+    client.close_stream(1, 0)
+    hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
+    await client.close()
+    await hass.async_block_till_done()
+    return recording, event_counter
+
+
+def complete_packets(recording: Recording) -> list[bytes]:
+    """Return the packets whose last chunk arrived (the hub may close mid-fragment)."""
+    parts: dict[int, list[bytes]] = {}
+    done: set[int] = set()
+    for chunk in recording.chunks:
+        sequence = chunk.metadata["dataSequenceNumber"]
+        parts.setdefault(sequence, []).append(chunk.data)
+        if chunk.metadata["isLastDataChunk"]:
+            done.add(sequence)
+    return [b"".join(parts[sequence]) for sequence in sorted(done)]
+
+
+def media_seconds(recording: Recording) -> float:
+    """Return the video duration of the complete fragments received so far."""
+    packets = complete_packets(recording)
+    if not packets:
+        return 0.0
+    init = parse_init(packets[0])
+    assert init.video is not None
+    total = 0
+    for fragment in packets[1:]:
+        total += sum(s.duration for s in parse_fragments(fragment, init)[init.video.track_id])
+    return total / init.video.timescale
+
+
+@dataclass
+class Checked:
+    """What the checks found, for case-specific assertions."""
+
+    init: InitSegment
+    counters: list[int]
+    fragment_ms: list[float]
+
+
+def _check_clip(recording: Recording, case: Case, event_counter: int, selection: Any) -> Checked:
+    """Check every HKSV rule on the received clip and return what it held."""
+    chunks = recording.chunks
+    assert chunks[0].metadata["dataType"] == "mediaInitialization"
+    assert all(c.metadata["dataType"] == "mediaFragment" for c in chunks[1:])
+    packets = complete_packets(recording)
+    init = parse_init(packets[0])
+    video = init.video
+    assert video is not None
+    assert video.codec == "avc1"
+    assert video.level_idc is not None
+    assert video.level_idc <= 40
+    chosen = selection.video.attributes[0]
+    assert video.width <= chosen.width
+    assert video.height <= chosen.height
+    if case.audio:
+        assert init.audio is not None
+        assert init.audio.object_type == 2  # AAC-LC
+        wanted = selection.audio.parameters
+        assert init.audio.sample_rate == wanted.sample_rates[0].hertz
+        assert init.audio.channels == wanted.channels
+    else:
+        assert init.audio is None
+
+    durations = []
+    expected_start = 0
+    for index, fragment in enumerate(packets[1:]):
+        boxes = [box.type for box in iter_boxes(fragment)]
+        assert boxes == [b"moof", b"mdat"], index
+        samples = parse_fragments(fragment, init)[video.track_id]
+        assert samples[0].is_sync, index
+        start = samples[0].decode_time
+        if index == 0:
+            assert start / video.timescale < 0.1  # starts near 0
+        else:
+            # Monotonic and contiguous from the prebuffer into live, across restarts.
+            assert abs(start - expected_start) <= video.timescale // 50, index
+        duration = sum(s.duration for s in samples)
+        expected_start = start + duration
+        durations.append(duration * 1000 / video.timescale)
+        assert durations[-1] <= FRAGMENT_MS + 20, index
+        with av.open(io.BytesIO(packets[0] + fragment)) as container:
+            first_frame = next(container.decode(video=0))
+            assert first_frame.key_frame, index
+            if case.audio:
+                assert container.streams.audio
+    if case.mode == "copy":
+        assert all(abs(d - FRAGMENT_MS) <= 20 for d in durations[:-1])  # 2 s GOPs, grouped
+
+    with av.open(io.BytesIO(b"".join(packets))) as container:
+        counters = [read_frame_counter(frame) for frame in container.decode(video=0)]
+    assert len(counters) >= (PREBUFFER_S + LIVE_SECONDS) * FPS * 0.9
+    # The clip holds at least the prebuffer length of video up to and including the event frame.
+    assert (event_counter + 1 - counters[0]) % CLIP_FRAMES >= PREBUFFER_S * FPS
+    steps = [(b - a) % CLIP_FRAMES for a, b in pairwise(counters)]
+    if case.copies_video:
+        assert set(steps) == {1}
+    else:
+        assert all(1 <= step <= 2 for step in steps)
+    return Checked(init, counters, durations)
+
+
+@pytest.mark.parametrize("case", list(CASES), indirect=True)
+async def test_motion_records_a_clip(
+    hass: HomeAssistant, init_integration: MockConfigEntry, home_hub: HomeHub, case: Case
+) -> None:
+    """Each camera kind is recorded as a valid HKSV clip starting before the event."""
+    bridge = init_integration.runtime_data
+    recording, event_counter = await _record_event(hass, bridge, home_hub)
+    selection = bridge.accessory.selection
+    _check_clip(recording, case, event_counter, selection)
+    summary = bridge.recorder.last_recording
+    assert summary is not None
+    assert summary.outcome.value == "hub_closed"
+    assert summary.hub_close_reason == "NORMAL"
+    assert summary.mode == case.mode
+    assert summary.fragments >= len(complete_packets(recording)) - 1
+    assert summary.first_data_ms is not None
+    assert summary.first_data_ms < 1000
+    state = hass.states.get("sensor.front_door_last_recording")
+    assert state.state == "hub_closed"
+    assert state.attributes["fragments"] == summary.fragments
+
+
+@pytest.mark.parametrize("case", ["h264_2s_gop_ll_hls_copy"], indirect=True)
+async def test_source_restart_mid_event(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    home_hub: HomeHub,
+    paced_source: PacedSource,
+    case: Case,
+) -> None:
+    """The camera dropping mid-event: the clip goes on after the worker reconnects."""
+    bridge = init_integration.runtime_data
+    await _wait_for_prebuffer(bridge, PREBUFFER_S + 2)
+    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+    client = await home_hub.open_data_stream()
+    client.timeout = 90
+    assert (await client.open_recording(1)).status == 0
+    recording = client.recordings[1]
+    await client.wait_until(lambda: media_seconds(recording) >= PREBUFFER_S + 4)
+    restarts = bridge.recorder.prebuffer.stream_restarts
+    await paced_source.restart()
+    async with asyncio.timeout(60):
+        while bridge.recorder.prebuffer.stream_restarts == restarts:
+            await asyncio.sleep(0.2)
+    before = media_seconds(recording)
+    await client.wait_until(lambda: media_seconds(recording) >= before + 8)
+    client.close_stream(1, 0)
+    await client.close()
+    packets = complete_packets(recording)
+    init = parse_init(packets[0])
+    assert init.video is not None
+    expected = None
+    for fragment in packets[1:]:
+        samples = parse_fragments(fragment, init)[init.video.track_id]
+        assert samples[0].is_sync
+        if expected is not None:
+            assert abs(samples[0].decode_time - expected) <= init.video.timescale // 50
+        expected = samples[0].decode_time + sum(s.duration for s in samples)
+    with av.open(io.BytesIO(b"".join(packets))) as container:
+        counters = [read_frame_counter(frame) for frame in container.decode(video=0)]
+    # The reconnected camera starts its clip again: exactly one jump back, then 4+ s of it.
+    jumps = [i for i, (a, b) in enumerate(pairwise(counters)) if b <= a]
+    assert len(jumps) == 1
+    assert len(counters) - jumps[0] > 4 * FPS
+    hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
+
+
+@pytest.mark.parametrize("case", ["h264_8s_gop_transcode"], indirect=True)
+@pytest.mark.parametrize("entry_options", [{OPT_VIDEO_MODE: "copy"}])
+async def test_copy_only_raises_a_repair(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    home_hub: HomeHub,
+    case: Case,
+    entry_options: dict[str, Any],
+) -> None:
+    """Copy-only with an 8 s GOP camera: the clip is copied and a repair says what to fix."""
+    bridge = init_integration.runtime_data
+    await _wait_for_prebuffer(bridge, 8)
+    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+    client = await home_hub.open_data_stream()
+    client.timeout = 90
+    assert (await client.open_recording(1)).status == 0
+    await client.wait_until(lambda: len(complete_packets(client.recordings[1])) >= 2)
+    client.close_stream(1, 0)
+    await client.close()
+    issue_id = f"copy_incompatible_{init_integration.entry_id}"
+    issue = ir.async_get(hass).async_get_issue("hksv", issue_id)
+    assert issue is not None
+    assert "keyframe interval" in issue.translation_placeholders["problem"]
+    assert "4 s" in issue.translation_placeholders["fix"]
+    assert bridge.recorder.last_recording.mode == "copy"
+    hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})

@@ -1,0 +1,247 @@
+"""Config, options and reconfigure flows."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+from unittest.mock import AsyncMock, patch
+
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
+from homeassistant.const import CONF_NAME
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType, InvalidData
+from homeassistant.exceptions import HomeAssistantError
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.hksv.const import (
+    CONF_CAMERA,
+    CONF_DOORBELL,
+    CONF_MOTION,
+    CONF_PORT,
+    DEFAULT_OPTIONS,
+    DOMAIN,
+    OPT_AUDIO,
+    OPT_MAX_BITRATE,
+    OPT_MAX_RESOLUTION,
+    OPT_PREBUFFER,
+    OPT_VIDEO_MODE,
+    PORT_RANGE_END,
+    PORT_RANGE_START,
+)
+from tests.conftest import CAMERA_ID, DOORBELL_ID, MOTION_ID, FakeCamera
+
+pytestmark = pytest.mark.usefixtures("socket_enabled", "mock_async_zeroconf", "fake_camera")
+
+USER_INPUT = {
+    CONF_NAME: "Front door",
+    CONF_CAMERA: CAMERA_ID,
+    CONF_MOTION: MOTION_ID,
+    CONF_DOORBELL: DOORBELL_ID,
+}
+
+
+@pytest.fixture
+def mock_setup_entry() -> Generator[AsyncMock]:
+    """Do not start the accessory in flow tests."""
+    with patch("custom_components.hksv.async_setup_entry", return_value=True) as mock:
+        yield mock
+
+
+async def _start(hass: HomeAssistant) -> dict[str, Any]:
+    """Start the user flow."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    return result
+
+
+async def _reconfigure(hass: HomeAssistant, entry_id: str) -> dict[str, Any]:
+    """Start the reconfigure flow of an entry."""
+    return await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_RECONFIGURE, "entry_id": entry_id}
+    )
+
+
+@pytest.mark.parametrize("doorbell", [True, False])
+async def test_user_flow_creates_entry(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock, doorbell: bool
+) -> None:
+    """A camera with a stream, a motion sensor and maybe a doorbell become an entry."""
+    result = await _start(hass)
+    user_input = dict(USER_INPUT)
+    if not doorbell:
+        del user_input[CONF_DOORBELL]
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "Front door"
+    data = result["data"]
+    assert data[CONF_CAMERA] == CAMERA_ID
+    assert data[CONF_MOTION] == MOTION_ID
+    assert data.get(CONF_DOORBELL) == (DOORBELL_ID if doorbell else None)
+    assert PORT_RANGE_START <= data[CONF_PORT] <= PORT_RANGE_END
+    assert result["options"] == DEFAULT_OPTIONS
+    # Keyed on the camera's registry entry, which survives entity_id renames.
+    assert result["result"].unique_id not in (None, CAMERA_ID)
+    assert len(mock_setup_entry.mock_calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "error"),
+    [
+        ({CONF_CAMERA: "camera.missing"}, CONF_CAMERA, "camera_not_found"),
+        ({CONF_MOTION: "sensor.not_motion"}, CONF_MOTION, "invalid_entity"),
+        ({CONF_MOTION: "binary_sensor.missing"}, CONF_MOTION, "invalid_entity"),
+        ({CONF_DOORBELL: "light.kitchen"}, CONF_DOORBELL, "invalid_entity"),
+    ],
+)
+async def test_user_flow_errors_recover(
+    hass: HomeAssistant,
+    mock_setup_entry: AsyncMock,
+    change: dict[str, str],
+    field: str,
+    error: str,
+) -> None:
+    """Bad choices get a translated error on their field and the flow can still finish."""
+    hass.states.async_set("sensor.not_motion", "1")
+    hass.states.async_set("light.kitchen", "on")
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {**USER_INPUT, **change}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {field: error}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+@pytest.mark.parametrize("source", [None, "raise"])
+async def test_camera_without_stream_is_refused(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock, fake_camera: FakeCamera, source: str | None
+) -> None:
+    """A camera with no stream source (or one that fails) cannot be recorded."""
+    if source == "raise":
+        fake_camera.stream_error = HomeAssistantError("unreachable")
+    else:
+        fake_camera.source = None
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["errors"] == {CONF_CAMERA: "no_stream_source"}
+    fake_camera.source = "rtsp://127.0.0.1:1/unused"
+    fake_camera.stream_error = None
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_unexpected_error_is_reported(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock
+) -> None:
+    """An unexpected failure shows the generic error and the flow recovers."""
+    result = await _start(hass)
+    with patch(
+        "custom_components.hksv.config_flow._validate_entities", side_effect=RuntimeError("boom")
+    ):
+        result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["errors"] == {"base": "unknown"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_one_entry_per_camera(hass: HomeAssistant, mock_setup_entry: AsyncMock) -> None:
+    """The same camera cannot be added twice."""
+    result = await _start(hass)
+    await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_ports_do_not_collide(hass: HomeAssistant, mock_setup_entry: AsyncMock) -> None:
+    """A second camera gets another port."""
+    MockConfigEntry(
+        domain=DOMAIN, data={CONF_PORT: PORT_RANGE_START}, unique_id="other"
+    ).add_to_hass(hass)
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["data"][CONF_PORT] != PORT_RANGE_START
+
+
+async def test_reconfigure_keeps_port_and_entry(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock
+) -> None:
+    """Reconfigure changes entities and name; the entry (and so its pairing) and port stay."""
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    entry = result["result"]
+    port = entry.data[CONF_PORT]
+    hass.states.async_set("event.other_bell", "unknown", {"device_class": "doorbell"})
+    result = await _reconfigure(hass, entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {**USER_INPUT, CONF_NAME: "Porch", CONF_DOORBELL: "event.other_bell"},
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.title == "Porch"
+    assert entry.data[CONF_DOORBELL] == "event.other_bell"
+    assert entry.data[CONF_PORT] == port
+
+
+async def test_reconfigure_validates(hass: HomeAssistant, mock_setup_entry: AsyncMock) -> None:
+    """Reconfigure shows the same errors."""
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    entry = result["result"]
+    result = await _reconfigure(hass, entry.entry_id)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {**USER_INPUT, CONF_CAMERA: "camera.missing"}
+    )
+    assert result["errors"] == {CONF_CAMERA: "camera_not_found"}
+
+
+async def test_options_flow_stores_options(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock
+) -> None:
+    """Options are shown with current values and stored as whole numbers."""
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    entry = result["result"]
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    new = {
+        OPT_MAX_RESOLUTION: "720p",
+        OPT_MAX_BITRATE: 1500.0,
+        OPT_AUDIO: False,
+        OPT_VIDEO_MODE: "transcode",
+        OPT_PREBUFFER: 6.0,
+    }
+    result = await hass.config_entries.options.async_configure(result["flow_id"], new)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {**new, OPT_MAX_BITRATE: 1500, OPT_PREBUFFER: 6}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (OPT_MAX_BITRATE, 100),
+        (OPT_MAX_BITRATE, 90000),
+        (OPT_PREBUFFER, 2),
+        (OPT_PREBUFFER, 9),
+        (OPT_MAX_RESOLUTION, "4k"),
+        (OPT_VIDEO_MODE, "magic"),
+    ],
+)
+async def test_options_are_validated(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock, key: str, value: Any
+) -> None:
+    """Out-of-range options are refused by the schema."""
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    entry = result["result"]
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    with pytest.raises(InvalidData):
+        await hass.config_entries.options.async_configure(
+            result["flow_id"], {**DEFAULT_OPTIONS, key: value}
+        )
