@@ -22,7 +22,14 @@ from pytest_homeassistant_custom_component.common import (
     async_get_persistent_notifications,
 )
 
-from custom_components.hksv.const import EVENT_MOTION_SECONDS
+from custom_components.hksv.const import (
+    EVENT_MOTION_SECONDS,
+    OPT_AUDIO,
+    OPT_MAX_BITRATE,
+    OPT_MAX_RESOLUTION,
+    OPT_PREBUFFER,
+    OPT_VIDEO_MODE,
+)
 from custom_components.hksv.hap.definitions import IID_TABLE, HapStatus
 from custom_components.hksv.hap.recording_config import VideoAttributes, parse_selection
 from custom_components.hksv.pairing import notification_id
@@ -508,3 +515,72 @@ async def test_pairing_qr_view(
     assert b"<svg" in await response.read()
     assert (await client.get(url, params={"secret": "wrong"})).status == 404
     assert (await client.get("/api/hksv/pairingqr/nope", params={"secret": "x"})).status == 404
+
+
+async def test_options_reload_into_the_offer(
+    hass: HomeAssistant, hub: HubController, init_integration: MockConfigEntry
+) -> None:
+    """Saving options reloads the accessory: the offer changes and the old selection goes."""
+    await _select(hub)
+    result = await hass.config_entries.options.async_init(init_integration.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            OPT_MAX_RESOLUTION: "720p",
+            OPT_MAX_BITRATE: 1000,
+            OPT_AUDIO: True,
+            OPT_VIDEO_MODE: "auto",
+            OPT_PREBUFFER: 6,
+        },
+    )
+    await hass.async_block_till_done()
+    bridge = init_integration.runtime_data
+    offer = bridge.accessory.offer
+    attrs = offer.video.codec_configurations[0].attributes
+    assert [(a.width, a.height) for a in attrs] == [(1280, 720)]
+    assert offer.camera.prebuffer_length == 6000
+    assert bridge.accessory.state.selected_configuration is None
+    assert bridge.paired
+
+
+@pytest.mark.parametrize("with_doorbell", [False])
+async def test_event_entity_as_motion_source(
+    hass: HomeAssistant,
+    socket_enabled: None,
+    mock_async_zeroconf: Any,
+    fake_camera: FakeCamera,
+    mock_config_entry: MockConfigEntry,
+    session_keys: None,
+) -> None:
+    """An `event` entity as motion source pulses MotionDetected for each event."""
+    event_id = "event.front_door_person"
+    hass.states.async_set(event_id, "unknown", {"event_types": ["person"]})
+    hass.config_entries.async_update_entry(
+        mock_config_entry, data={**mock_config_entry.data, "motion_entity_id": event_id}
+    )
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    bridge = mock_config_entry.runtime_data
+    hub = HubController(bridge.port)
+    await hub.pair(bridge.setup_code)
+    try:
+        motion = hub.iid("85", "22")
+        await hub.subscribe(motion)
+        hass.states.async_set(
+            event_id, "2026-11-21T10:00:00.000+00:00", {"event_types": ["person"]}
+        )
+        assert await hub.next_event(motion) is True
+        async_fire_time_changed(
+            hass, dt_util.utcnow() + timedelta(seconds=EVENT_MOTION_SECONDS + 1)
+        )
+        assert await hub.next_event(motion) is False
+        # The entity becoming available again restores its last event: not a new one.
+        hass.states.async_set(event_id, "unavailable")
+        hass.states.async_set(
+            event_id, "2026-11-21T10:00:00.000+00:00", {"event_types": ["person"]}
+        )
+        await hass.async_block_till_done()
+        assert bridge.accessory.motion_detected is False
+    finally:
+        await hub.close()
+        await hass.config_entries.async_unload(mock_config_entry.entry_id)

@@ -41,6 +41,7 @@ class FixtureRecorder:
         """Create the recorder; ``live`` keeps streams open after the last fixture fragment."""
         self.live = live
         self.opened: list[tuple[int, bool]] = []
+        self.selections: list[Any] = []
         self.closed: list[tuple[int, DataSendCloseReason | None]] = []
         self.acknowledged: list[int] = []
         self.generator_closed = asyncio.Event()
@@ -52,6 +53,7 @@ class FixtureRecorder:
     ) -> AsyncIterator[RecordingPacket]:
         """Return the fixture recording."""
         self.opened.append((stream_id, audio_on))
+        self.selections.append(selection)
         return self._packets()
 
     async def _packets(self) -> AsyncIterator[RecordingPacket]:
@@ -261,3 +263,37 @@ async def test_unmatched_connection_is_closed(home_hub: HomeHub) -> None:
     stranger.send_request("control", "hello", {})
     await stranger.wait_closed()
     assert stranger.messages == []
+
+
+@pytest.mark.parametrize("live", [True])
+async def test_configuration_change_applies_to_the_next_stream(
+    home_hub: HomeHub, recorder: FixtureRecorder
+) -> None:
+    """A new selection during a stream leaves that stream alone and shapes the next one."""
+    client = await home_hub.open_data_stream()
+    assert (await client.open_recording(1)).status == 0
+    await client.wait_until(lambda: len(client.recordings[1].packets) == 4)
+    assert await home_hub.write(home_hub.iid("204", "209"), hub_write(1280, 720, 30)) == {}
+    assert not client.recordings[1].closed
+    client.close_stream(1, 0)
+    await asyncio.wait_for(recorder.generator_closed.wait(), 10)
+    assert (await client.open_recording(2)).status == 0
+    first, second = recorder.selections
+    assert first.video.attributes[0].width == 1920
+    assert second.video.attributes[0].width == 1280
+    await client.close()
+
+
+async def test_audio_follows_recording_audio_active(
+    home_hub: HomeHub, recorder: FixtureRecorder
+) -> None:
+    """The recorder is told RecordingAudioActive at each open."""
+    client = await home_hub.open_data_stream()
+    assert (await client.open_recording(1)).status == 0
+    await client.receive_recording(1)
+    client.ack(1)
+    assert await home_hub.timed_write(home_hub.iid("204", "226"), 0) == {}
+    assert (await client.open_recording(2)).status == 0
+    await client.receive_recording(2)
+    assert recorder.opened == [(1, True), (2, False)]
+    await client.close()

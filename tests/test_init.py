@@ -76,9 +76,7 @@ async def test_port_in_use_raises_a_repair(
         await hass.config_entries.async_setup(mock_config_entry.entry_id)
         await hass.async_block_till_done()
         assert mock_config_entry.state is ConfigEntryState.SETUP_RETRY
-        issue = issue_registry.async_get_issue(
-            DOMAIN, f"port_in_use_{mock_config_entry.entry_id}"
-        )
+        issue = issue_registry.async_get_issue(DOMAIN, f"port_in_use_{mock_config_entry.entry_id}")
         assert issue is not None
         assert issue.translation_placeholders["port"] == str(mock_config_entry.data["port"])
     finally:

@@ -209,9 +209,9 @@ class Prebuffer:
         ):
             return
         _LOGGER.info("%s: camera stream changed; re-attaching the prebuffer", self._log_name)
-        if stream is not None and output is not None and camera.stream is stream:
-            await self._async_detach()
-        self._stream = self._output = None
+        # Leave the old Stream too: a reloaded camera entity does not stop its worker, and our
+        # provider on it would keep its connection to the camera open.
+        await self._async_detach()
         self.stream_restarts += 1
         await self._async_attach()
 
