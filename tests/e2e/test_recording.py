@@ -37,7 +37,7 @@ from custom_components.hksv.recording.fmp4 import (
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, FakeCamera, free_port
 from tests.e2e.source import PacedSource
-from tests.hub.emulator import HomeHub
+from tests.hub.emulator import HomeHub, complete_packets, media_seconds
 from tests.hub.hds_client import Recording
 from tests.media import ClipSpec, read_frame_counter, write_clip
 
@@ -195,31 +195,6 @@ async def _record_event(hass: HomeAssistant, bridge: Any, hub: HomeHub) -> tuple
     await client.close()
     await hass.async_block_till_done()
     return recording, event_counter
-
-
-def complete_packets(recording: Recording) -> list[bytes]:
-    """Return the packets whose last chunk arrived (the hub may close mid-fragment)."""
-    parts: dict[int, list[bytes]] = {}
-    done: set[int] = set()
-    for chunk in recording.chunks:
-        sequence = chunk.metadata["dataSequenceNumber"]
-        parts.setdefault(sequence, []).append(chunk.data)
-        if chunk.metadata["isLastDataChunk"]:
-            done.add(sequence)
-    return [b"".join(parts[sequence]) for sequence in sorted(done)]
-
-
-def media_seconds(recording: Recording) -> float:
-    """Return the video duration of the complete fragments received so far."""
-    packets = complete_packets(recording)
-    if not packets:
-        return 0.0
-    init = parse_init(packets[0])
-    assert init.video is not None
-    total = 0
-    for fragment in packets[1:]:
-        total += sum(s.duration for s in parse_fragments(fragment, init)[init.video.track_id])
-    return total / init.video.timescale
 
 
 @dataclass

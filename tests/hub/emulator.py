@@ -25,8 +25,9 @@ from custom_components.hksv.hap.recording_config import (
     VideoCodecConfiguration,
     VideoCodecParameters,
 )
+from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
 from tests.hub.controller import HOST, HubController
-from tests.hub.hds_client import HDSClient
+from tests.hub.hds_client import HDSClient, Recording
 
 
 class HomeHub(HubController):
@@ -114,3 +115,28 @@ def choose_selection(camera: bytes, video: bytes, audio: bytes, *, bitrate_kbps:
         ),
     )
     return base64.b64encode(selection.encode()).decode()
+
+
+def complete_packets(recording: Recording) -> list[bytes]:
+    """Return the packets whose last chunk arrived (the hub may close mid-fragment)."""
+    parts: dict[int, list[bytes]] = {}
+    done: set[int] = set()
+    for chunk in recording.chunks:
+        sequence = chunk.metadata["dataSequenceNumber"]
+        parts.setdefault(sequence, []).append(chunk.data)
+        if chunk.metadata["isLastDataChunk"]:
+            done.add(sequence)
+    return [b"".join(parts[sequence]) for sequence in sorted(done)]
+
+
+def media_seconds(recording: Recording) -> float:
+    """Return the video duration of the complete fragments received so far."""
+    packets = complete_packets(recording)
+    if not packets:
+        return 0.0
+    init = parse_init(packets[0])
+    assert init.video is not None
+    total = 0
+    for fragment in packets[1:]:
+        total += sum(s.duration for s in parse_fragments(fragment, init)[init.video.track_id])
+    return total / init.video.timescale
