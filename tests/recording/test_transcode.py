@@ -14,10 +14,9 @@ import threading
 import av
 import pytest
 
+from custom_components.hksv.hap.recording_config import H264Level, H264Profile
 from custom_components.hksv.recording.transcode import (
     AudioTarget,
-    H264Level,
-    H264Profile,
     Transcoder,
     TranscodeTarget,
     fit_level,

@@ -41,7 +41,7 @@ from .gop import Gop, profile_source
 from .mode import AudioPlan, ModeDecision, choose_mode
 from .prebuffer import Prebuffer
 from .shaper import FragmentShaper, select_prebuffer
-from .transcode import AudioTarget, H264Level, H264Profile, Transcoder, TranscodeTarget
+from .transcode import AudioTarget, Transcoder, TranscodeTarget
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -121,8 +121,8 @@ def transcode_target(
         width=attrs.width,
         height=attrs.height,
         fps=attrs.frame_rate,
-        profile=H264Profile(int(params.profiles[0])),
-        level=H264Level(int(params.levels[0])),
+        profile=params.profiles[0],
+        level=params.levels[0],
         bitrate_kbps=min(params.bitrate or max_bitrate_kbps, max_bitrate_kbps),
         fragment_length_ms=selection.recording.media_container_configuration.parameters.fragment_length,
         audio=audio,

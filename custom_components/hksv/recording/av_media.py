@@ -1,0 +1,497 @@
+"""PyAV building blocks of the transcoder: demuxing fMP4 input, clocks, video and audio encoders.
+
+Everything here runs on the transcoder's worker thread (transcode.py), never on the event loop.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+import io
+import math
+import os
+from typing import TYPE_CHECKING, Final
+
+import av
+from av.audio.fifo import AudioFifo
+from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
+from av.video.frame import PictureType
+from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
+import numpy as np
+
+if TYPE_CHECKING:
+    from av.audio.codeccontext import AudioCodecContext
+    from av.audio.stream import AudioStream
+    from av.container import InputContainer, OutputContainer
+    from av.packet import Packet
+    from av.rational import AVRational
+    from av.stream import Stream
+    from av.video.codeccontext import VideoCodecContext
+    from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
+
+from .encoding import (
+    LEVEL_LIMITS,
+    AudioTarget,
+    Counters,
+    TranscodeError,
+    TranscodeTarget,
+    VideoPlan,
+)
+
+type AvPacket = Packet[Stream]
+
+# 1080p30 -> 720p on the 2-core dev box (benchmarks/README.md): superfast 2.0-3.3x real time
+# across runs, veryfast ~2x, ultrafast ~5x. superfast keeps CABAC and 8x8 transforms, so the
+# SPS signals the selected Main/High profile (ultrafast falls back to Constrained Baseline),
+# and has no lookahead, so frames leave the encoder as soon as they are coded.
+X264_PRESET: Final = "superfast"
+OUTPUT_TIMESCALE: Final = 90_000  # the video timescale HA's stream worker writes as well
+OUTPUT_TIME_BASE: Final = Fraction(1, OUTPUT_TIMESCALE)
+# Codec parameters come from the init segment, so the demuxer need not probe any samples.
+DEMUX_OPTIONS: Final = {"probesize": "32", "analyzeduration": "0"}
+_X264_PROFILES: Final = {0: "baseline", 1: "main", 2: "high"}
+_MAX_ENCODER_THREADS: Final = 6  # x264's own 1.5 x cores, capped: each thread adds a frame of delay
+MAX_DECODER_THREADS: Final = 2
+_INTERPOLATION: Final = Interpolation.BILINEAR
+AAC_FRAME_SAMPLES: Final = 1024
+_AUDIO_JITTER: Final = Fraction(1, 10)  # audio this close to its slot is taken as contiguous
+_AUDIO_MAX_FILL: Final = Fraction(2)  # gaps up to this are filled with silence, beyond: resync
+_BOX_HEADER: Final = 8
+
+
+def to_fraction(time_base: AVRational | Fraction | None) -> Fraction:
+    """Return a PyAV time base as a Fraction."""
+    if time_base is None:
+        raise TranscodeError("stream has no time base")
+    return Fraction(time_base.numerator, time_base.denominator)
+
+
+def cpu_count() -> int:
+    """Return the number of CPUs this process may use."""
+    return os.process_cpu_count() or 1
+
+
+def _box_end(view: memoryview, pos: int) -> int | None:
+    """Return where the box at ``pos`` ends, or None while it is incomplete."""
+    available = len(view) - pos
+    if available < _BOX_HEADER:
+        return None
+    size = int.from_bytes(view[pos : pos + 4], "big")
+    if size == 1:  # 64-bit largesize (ISO/IEC 14496-12 §4.2)
+        if available < 16:
+            return None
+        size = int.from_bytes(view[pos + 8 : pos + 16], "big")
+    if size < _BOX_HEADER:
+        raise TranscodeError(f"muxer wrote a box of size {size}")
+    return pos + size if size <= available else None
+
+
+class BoxSplitter:
+    """Write-only file for the mp4 muxer that cuts its output at top-level box boundaries."""
+
+    __slots__ = ("_buffer", "_init", "ready")
+
+    def __init__(self) -> None:
+        """Start with nothing buffered."""
+        self._buffer = bytearray()
+        self._init = bytearray()
+        self.ready: list[bytes] = []  # ftyp+moov, then one moof+mdat per entry
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Take muxer output and move each complete init or fragment to ``ready``."""
+        self._buffer += data
+        pos = 0
+        with memoryview(self._buffer) as view:
+            while (end := _box_end(view, pos)) is not None:
+                box_type = bytes(view[pos + 4 : pos + 8])
+                if box_type == b"moof":
+                    # Cut moof and mdat together: one copy per fragment.
+                    mdat_end = _box_end(view, end)
+                    if mdat_end is None:
+                        break
+                    if bytes(view[end + 4 : end + 8]) == b"mdat":
+                        self.ready.append(bytes(view[pos:mdat_end]))
+                    end = mdat_end
+                elif box_type in (b"ftyp", b"moov"):
+                    self._init += view[pos:end]
+                    if box_type == b"moov":
+                        self.ready.append(bytes(self._init))
+                # Anything else (sidx, mfra, free) is nothing the hub needs.
+                pos = end
+        del self._buffer[:pos]
+        return len(data)
+
+
+class SourceDemuxer:
+    """One source init segment: its tracks and decoders, and a demuxer for its fragments."""
+
+    __slots__ = ("_container", "_init", "audio", "video")
+
+    def __init__(self, init: bytes) -> None:
+        """Read the tracks of ``init``; raise TranscodeError when it has no usable video."""
+        try:
+            container = av.open(io.BytesIO(init), "r", format="mp4", options=DEMUX_OPTIONS)
+        except (av.FFmpegError, ValueError) as err:
+            raise TranscodeError(f"unreadable source init segment: {err}") from err
+        self._container: InputContainer = container
+        self._init = init
+        video_ctx: VideoCodecContext | None = (
+            container.streams.video[0].codec_context if container.streams.video else None
+        )
+        if video_ctx is None or video_ctx.width < 2 or video_ctx.height < 2:
+            container.close()
+            raise TranscodeError("source init segment has no decodable video track")
+        self.video: VideoStream = container.streams.video[0]
+        video_ctx.thread_type = "AUTO"
+        video_ctx.thread_count = min(MAX_DECODER_THREADS, cpu_count())
+        audio_ctx: AudioCodecContext | None = (
+            container.streams.audio[0].codec_context if container.streams.audio else None
+        )
+        self.audio: AudioStream | None = (
+            container.streams.audio[0] if audio_ctx is not None else None
+        )
+
+    def describe(self) -> str:
+        """Return a short description of the tracks for logs."""
+        ctx = self.video.codec_context
+        audio = "no audio"
+        if self.audio is not None:
+            actx = self.audio.codec_context
+            audio = f"{actx.name} {actx.sample_rate} Hz x{actx.channels}"
+        return f"{ctx.name} {ctx.width}x{ctx.height}, {audio}"
+
+    def same_video(self, other: SourceDemuxer) -> bool:
+        """Return whether ``other`` carries the same coded video parameters."""
+        mine, theirs = self.video.codec_context, other.video.codec_context
+        return (mine.name, mine.width, mine.height, mine.extradata) == (
+            theirs.name,
+            theirs.width,
+            theirs.height,
+            theirs.extradata,
+        )
+
+    def demux(self, fragment: bytes) -> tuple[list[AvPacket], list[AvPacket]]:
+        """Return the video and audio packets of one moof+mdat, each in decode order."""
+        video: list[AvPacket] = []
+        audio: list[AvPacket] = []
+        audio_index = self.audio.index if self.audio is not None else -1
+        # One short-lived demuxer per fragment: a corrupt fragment then costs only itself,
+        # where a long-lived demuxer would lose its place in the stream.
+        with av.open(
+            io.BytesIO(self._init + fragment), "r", format="mp4", options=DEMUX_OPTIONS
+        ) as container:
+            for packet in container.demux():
+                if packet.dts is None or packet.size == 0:
+                    continue
+                if packet.stream_index == self.video.index:
+                    video.append(packet)
+                elif packet.stream_index == audio_index:
+                    audio.append(packet)
+        return video, audio
+
+    def close(self) -> None:
+        """Release the demuxer and the decoders."""
+        self._container.close()
+
+
+class VideoClock:
+    """Map source timestamps onto one output timeline that starts at 0 and never goes back."""
+
+    __slots__ = ("_last_dts", "_max_gap", "_offset", "_rebase", "_step", "discontinuities")
+
+    def __init__(self, step: Fraction, max_gap: Fraction) -> None:
+        """Start before the first keyframe."""
+        self._offset: Fraction | None = None
+        self._last_dts = Fraction(0)
+        self._step = step
+        self._max_gap = max_gap
+        self._rebase = True
+        self.discontinuities = 0
+
+    @property
+    def offset(self) -> Fraction | None:
+        """Return the seconds added to source times, None before the first keyframe."""
+        return self._offset
+
+    def rebase(self) -> None:
+        """Continue right after the output so far, from the next keyframe on."""
+        self._rebase = True
+
+    def video(self, dts: Fraction, pts: Fraction, keyframe: bool) -> Fraction | None:
+        """Return the offset for a video packet (source seconds), or None to drop it."""
+        if self._rebase:
+            if not keyframe:
+                return None
+            self._rebase = False
+            if self._offset is None:
+                self._offset = -pts
+            else:
+                self._offset = self._last_dts + self._step - dts
+        else:
+            if TYPE_CHECKING:
+                assert self._offset is not None
+            mapped = dts + self._offset
+            if mapped <= self._last_dts or mapped > self._last_dts + self._max_gap:
+                self.discontinuities += 1
+                self._offset = self._last_dts + self._step - dts
+        self._last_dts = dts + self._offset
+        return self._offset
+
+
+def shift_packet(packet: AvPacket, offset: Fraction) -> None:
+    """Move a packet's timestamps by ``offset`` seconds."""
+    ticks = round(offset / to_fraction(packet.time_base))
+    if packet.dts is not None:
+        packet.dts += ticks
+    packet.pts = packet.dts if packet.pts is None else packet.pts + ticks
+
+
+class VideoEncoder:
+    """Scale, pace and encode frames to H.264 with an IDR exactly at every fragment boundary."""
+
+    __slots__ = (
+        "_counters",
+        "_encoder",
+        "_fps",
+        "_fragment_ticks",
+        "_frame_ticks",
+        "_height",
+        "_last_slot",
+        "_next_boundary",
+        "_reformatter",
+        "_width",
+        "end_ticks",
+    )
+
+    def __init__(
+        self,
+        container: OutputContainer,
+        target: TranscodeTarget,
+        plan: VideoPlan,
+        counters: Counters,
+    ) -> None:
+        """Add the libx264 stream to ``container``."""
+        stream = container.add_stream("libx264", rate=plan.fps)
+        stream.time_base = OUTPUT_TIME_BASE
+        ctx = stream.codec_context
+        ctx.width, ctx.height, ctx.pix_fmt = plan.width, plan.height, "yuv420p"
+        ctx.time_base = OUTPUT_TIME_BASE
+        ctx.framerate = Fraction(plan.fps)
+        ctx.gop_size = plan.keyint
+        ctx.bit_rate = plan.bitrate_kbps * 1000
+        ctx.max_bit_rate = plan.bitrate_kbps * 1000
+        ctx.rc_buffer_size = plan.vbv_buffer_kbits * 1000
+        # Frame threads: x264's sliced threads (PyAV's default thread type) ran ~40% slower.
+        ctx.thread_type = "FRAME"
+        ctx.thread_count = min(_MAX_ENCODER_THREADS, cpu_count() * 3 // 2)
+        ctx.options = {
+            "preset": X264_PRESET,
+            "profile": _X264_PROFILES[target.profile],
+            "level": LEVEL_LIMITS[plan.level].name,
+            "forced-idr": "1",
+            # Keyframes only where we force them (peers.md §3 #8): a GOP of one fragment, no
+            # scene cuts. No B-frames: Baseline forbids them, they delay output by the
+            # reorder depth and add composition offsets, for little gain at these presets.
+            "x264-params": f"keyint={plan.keyint}:scenecut=0:bframes=0:open-gop=0",
+        }
+        # Encode through the stream: only it stamps packets with their output track.
+        self._encoder: VideoStream = stream
+        self._reformatter = VideoReformatter()
+        self._width, self._height, self._fps = plan.width, plan.height, plan.fps
+        self._frame_ticks = round(Fraction(OUTPUT_TIMESCALE, plan.fps))
+        self._fragment_ticks = target.fragment_length_ms * OUTPUT_TIMESCALE // 1000
+        self._next_boundary = 0
+        self._last_slot = -1
+        self._counters = counters
+        self.end_ticks = 0
+
+    def encode(self, frame: VideoFrame) -> list[AvPacket]:
+        """Encode a frame stamped on the output timeline, unless its frame slot is taken."""
+        if frame.pts is None:
+            self._counters.frames_dropped += 1
+            return []
+        # Resample by timestamp onto a grid at the target rate: a faster source loses the
+        # frames that land on a taken slot, a slower one keeps its own rate (never upsampled).
+        slot = math.floor(frame.pts * to_fraction(frame.time_base) * self._fps + Fraction(1, 2))
+        if slot <= self._last_slot:
+            self._counters.frames_dropped += 1
+            return []
+        self._last_slot = slot
+        pts = round(Fraction(slot * OUTPUT_TIMESCALE, self._fps))
+        keyframe = pts >= self._next_boundary
+        if keyframe:
+            # The first frame at or past a boundary moves back onto it, so every fragment
+            # starts exactly on the grid and lasts at most one fragment length.
+            pts = self._next_boundary
+            self._next_boundary += self._fragment_ticks
+        out = self._reformatter.reformat(
+            frame,
+            self._width,
+            self._height,
+            "yuv420p",
+            interpolation=_INTERPOLATION,
+            # Full-range sources go to the limited range the encoder signals; anything else
+            # of the right size and format passes through without a copy.
+            dst_color_range=ColorRange.MPEG if frame.color_range == ColorRange.JPEG else None,
+        )
+        out.pts = pts
+        out.time_base = OUTPUT_TIME_BASE
+        # Decoded frames keep the source's picture type, which x264 would honour as a
+        # forced keyframe at every source IDR.
+        out.pict_type = PictureType.I if keyframe else PictureType.NONE
+        self.end_ticks = pts + self._frame_ticks
+        self._counters.frames_out += 1
+        return self._stamp(self._encoder.encode(out))
+
+    def flush(self) -> list[AvPacket]:
+        """Return the packets the encoder still holds."""
+        return self._stamp(self._encoder.encode(None))
+
+    def _stamp(self, packets: list[AvPacket]) -> list[AvPacket]:
+        """Give packets a nominal duration, which the muxer needs for the last sample."""
+        for packet in packets:
+            packet.duration = self._frame_ticks
+        return packets
+
+
+class AudioEncoder:
+    """Place source audio (or silence) on the output timeline and encode it to AAC-LC."""
+
+    __slots__ = (
+        "_channels",
+        "_encoded",
+        "_encoder",
+        "_fifo",
+        "_layout",
+        "_padding",
+        "_rate",
+        "_resampler",
+        "_time_base",
+        "_written",
+        "resyncs",
+    )
+
+    def __init__(self, container: OutputContainer, target: AudioTarget) -> None:
+        """Add the AAC stream to ``container``."""
+        self._rate = target.sample_rate
+        self._channels = target.channels
+        self._layout = "mono" if target.channels == 1 else "stereo"
+        self._time_base = Fraction(1, self._rate)
+        stream = container.add_stream("aac", rate=self._rate)
+        stream.time_base = self._time_base
+        ctx = stream.codec_context
+        ctx.layout = self._layout
+        ctx.format = "fltp"
+        ctx.bit_rate = target.bitrate_kbps * 1000
+        ctx.profile = "LC"  # the native encoder; AAC-ELD needs libfdk_aac (peers.md §3 #11)
+        ctx.time_base = self._time_base
+        self._encoder: AudioStream = stream
+        self._fifo = AudioFifo()
+        self._resampler = self._new_resampler()
+        self._written = 0  # samples placed on the output timeline so far
+        self._encoded = 0  # samples handed to the encoder so far
+        self._padding: int | None = None  # encoder delay, known once the encoder is open
+        self.resyncs = 0
+
+    @property
+    def position(self) -> Fraction:
+        """Return the output time up to which audio has been placed."""
+        return Fraction(self._written, self._rate)
+
+    def new_source(self) -> None:
+        """Forget the previous source's format."""
+        self._resampler = self._new_resampler()
+
+    def push(self, frame: AudioFrame | None) -> list[AvPacket]:
+        """Resample a decoded source frame (None flushes) onto the timeline and encode."""
+        for out in self._resampler.resample(frame):
+            self._place(out)
+        return self._drain(final=False)
+
+    def pad_to(self, end: Fraction, *, final: bool = False) -> list[AvPacket]:
+        """Fill silence up to ``end`` seconds and encode; ``final`` also flushes the encoder."""
+        missing = math.ceil(end * self._rate) - self._written
+        if missing >= (1 if final else AAC_FRAME_SAMPLES):
+            self._write(self._silence(missing))
+        return self._drain(final)
+
+    def _place(self, frame: AudioFrame) -> None:
+        """Write a resampled frame where its timestamp says, within jitter."""
+        samples = frame.samples
+        if frame.pts is None or frame.time_base is None:
+            self._write(frame)
+            return
+        start = round(frame.pts * to_fraction(frame.time_base) * self._rate)
+        if start + samples <= 0:
+            return  # before the first video frame
+        if start < 0:
+            self._write(self._trimmed(frame, -start))
+            return
+        gap = start - self._written
+        jitter = int(_AUDIO_JITTER * self._rate)
+        max_fill = int(_AUDIO_MAX_FILL * self._rate)
+        if abs(gap) <= jitter:
+            self._write(frame)
+        elif jitter < gap <= max_fill:
+            self._write(self._silence(gap))
+            self._write(frame)
+        elif -max_fill <= gap < -jitter:
+            if samples > -gap:
+                self._write(self._trimmed(frame, -gap))
+        else:
+            self.resyncs += 1  # a jump the video clock did not see: keep audio contiguous
+            self._write(frame)
+
+    def _write(self, frame: AudioFrame) -> None:
+        """Append a frame to the timeline."""
+        frame.pts = None
+        self._fifo.write(frame)
+        self._written += frame.samples
+
+    def _trimmed(self, frame: AudioFrame, skip: int) -> AudioFrame:
+        """Return ``frame`` without its first ``skip`` samples."""
+        data = np.ascontiguousarray(frame.to_ndarray()[:, skip:], dtype=np.float32)
+        out = AudioFrame.from_ndarray(data, format="fltp", layout=self._layout)
+        out.sample_rate = self._rate
+        return out
+
+    def _silence(self, samples: int) -> AudioFrame:
+        """Return ``samples`` of silence."""
+        data = np.zeros((self._channels, samples), dtype=np.float32)
+        out = AudioFrame.from_ndarray(data, format="fltp", layout=self._layout)
+        out.sample_rate = self._rate
+        return out
+
+    def _drain(self, final: bool) -> list[AvPacket]:
+        """Encode whole AAC frames from the timeline; ``final`` also takes the remainder."""
+        packets: list[AvPacket] = []
+        padding = self._padding
+        if padding is None:
+            # The encoder's first packet is priming, stamped -initial_padding. An empty_moov
+            # fMP4 has no edit list to hide it and a negative timestamp would make the muxer
+            # shift every track, so packets move up by the padding and the first padding's
+            # worth of timeline is skipped: in sync, and no click (dropping the priming
+            # packet instead leaves the decoder without its first overlap).
+            padding = self._encoder.codec_context.initial_padding
+            if self._fifo.samples < padding and not final:
+                return packets
+            if padding:
+                self._fifo.read(padding, partial=True)
+            self._padding = padding
+        while (frame := self._fifo.read(AAC_FRAME_SAMPLES, partial=final)) is not None:
+            frame.pts = self._encoded
+            frame.time_base = self._time_base
+            self._encoded += frame.samples
+            packets += self._encoder.encode(frame)
+        if final:
+            packets += self._encoder.encode(None)
+        for packet in packets:
+            if packet.pts is not None and packet.dts is not None:
+                packet.pts += padding
+                packet.dts += padding
+        return packets
+
+    def _new_resampler(self) -> AudioResampler:
+        """Return a resampler to the output format, rate and layout."""
+        return AudioResampler(format="fltp", layout=self._layout, rate=self._rate)
