@@ -367,22 +367,28 @@ async def test_snapshot_reasons(
     assert code == 400
 
 
-async def test_unverified_resource_is_refused(
-    hass: HomeAssistant, init_integration: MockConfigEntry, fake_camera: FakeCamera
-) -> None:
-    """/resource on a connection that never did pair-verify gets 401, not a picture."""
-    bridge = init_integration.runtime_data
-    reader, writer = await asyncio.open_connection(HOST, bridge.port)
-    body = json.dumps({"resource-type": "image", "image-width": 64, "image-height": 64}).encode()
+async def _unverified_post(port: int, path: str, content_type: str, body: bytes) -> bytes:
+    """POST on a plain TCP connection that never did pair-verify; return the raw response."""
+    reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(
-        b"POST /resource HTTP/1.1\r\nHost: hksv\r\nContent-Type: application/hap+json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        f"POST {path} HTTP/1.1\r\nHost: hksv\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
     await writer.drain()
     response = await asyncio.wait_for(reader.read(4096), 10)
     writer.close()
     await writer.wait_closed()
+    return response
+
+
+async def test_unverified_resource_is_refused(
+    hass: HomeAssistant, init_integration: MockConfigEntry, fake_camera: FakeCamera
+) -> None:
+    """/resource on a connection that never did pair-verify gets 401, not a picture."""
+    bridge = init_integration.runtime_data
+    body = json.dumps({"resource-type": "image", "image-width": 64, "image-height": 64}).encode()
+    response = await _unverified_post(bridge.port, "/resource", "application/hap+json", body)
     assert response.startswith(b"HTTP/1.1 401")
     assert b'"status": -70401' in response or b'"status":-70401' in response
     assert fake_camera.image_requests == []
@@ -393,17 +399,8 @@ async def test_unverified_pairings_is_an_auth_error(
 ) -> None:
     """/pairings without pair-verify answers a TLV authentication error (HAP-python: 500)."""
     bridge = init_integration.runtime_data
-    reader, writer = await asyncio.open_connection(HOST, bridge.port)
     body = bytes.fromhex("060101000105")  # state M1, method list pairings
-    writer.write(
-        b"POST /pairings HTTP/1.1\r\nHost: hksv\r\nContent-Type: application/pairing+tlv8\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    await writer.drain()
-    response = await asyncio.wait_for(reader.read(4096), 10)
-    writer.close()
-    await writer.wait_closed()
+    response = await _unverified_post(bridge.port, "/pairings", "application/pairing+tlv8", body)
     assert response.startswith(b"HTTP/1.1 200")
     assert response.endswith(bytes.fromhex("060102070102"))
 
