@@ -121,7 +121,7 @@ class CameraBridge(CameraOwner):
         self.setup_code = self._stored["setup_code"]
         self.setup_id = self._stored["setup_id"]
 
-        source = SourceVideo(**self._stored.get("source", {}))
+        source = SourceVideo.from_dict(self._stored.get("source"))
         offer = self._build_offer(source)
         state = CameraState.from_dict(self._stored.get("camera", {}), offer.fingerprint)
         address: str | None = self.entry.data.get(CONF_ADDRESS)
@@ -175,7 +175,9 @@ class CameraBridge(CameraOwner):
         self._follow_entities()
         self._update_pairing_message()
         self._async_save()
-        await self.recorder.async_set_enabled(state.recording_possible, accessory.selection)
+        await self.recorder.async_set_enabled(
+            accessory.state.recording_possible, accessory.selection
+        )
         if "source" not in self._stored:
             # Learn the camera's format for the offer once; it is remembered afterwards.
             self.entry.async_create_background_task(
@@ -395,13 +397,19 @@ class CameraBridge(CameraOwner):
 
     @callback
     def _async_source_profile(self, source: SourceVideo) -> None:
-        """Remember what the camera sends; republish the offer if it changes."""
-        if asdict(source) == self._stored.get("source"):
-            return
+        """Remember what the camera sends when it changes the offer; then republish it."""
+        offer = self._build_offer(source)
+        known = "source" in self._stored
+        if (
+            known
+            and self.accessory is not None
+            and offer.fingerprint == self.accessory.offer.fingerprint
+        ):
+            return  # measurement noise (fps 24.98 vs 25.01) that offers the same
         self._stored["source"] = asdict(source)
         self._async_save()
         if self.accessory is not None:
-            self.accessory.update_offer(self._build_offer(source))
+            self.accessory.update_offer(offer)
 
     # -- Home Assistant entities ----------------------------------------------------------
 

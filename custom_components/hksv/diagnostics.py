@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
@@ -50,5 +49,5 @@ async def async_get_config_entry_diagnostics(
     if recorder is not None:
         data["recording"] = recorder.diagnostics()
         last = recorder.last_recording
-        data["recording"]["last_recording"] = asdict(last) if last else None
+        data["recording"]["last_recording"] = last.as_attributes() if last else None
     return async_redact_data(data, TO_REDACT)

@@ -225,3 +225,20 @@ def test_malformed_selections_are_refused(data: bytes) -> None:
     """Truncated or nonsensical TLVs raise SelectionError, never anything else."""
     with pytest.raises(SelectionError):
         OFFER.validate(parse_selection(data))
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        (None, SourceVideo()),
+        ({"width": 1280, "height": 720, "fps": 25.0, "extra": 1}, SourceVideo(1280, 720, 25.0)),
+        ({"width": "wide", "audio_codec": 7, "fps": True}, SourceVideo()),
+        (
+            {"audio_codec": "aac-lc", "audio_sample_rate": 16000},
+            SourceVideo(audio_codec="aac-lc", audio_sample_rate=16000),
+        ),
+    ],
+)
+def test_stored_source_profile_is_read_defensively(stored: Any, expected: SourceVideo) -> None:
+    """Old or damaged storage never breaks setup; unknown values are ignored."""
+    assert SourceVideo.from_dict(stored) == expected

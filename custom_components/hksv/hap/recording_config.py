@@ -259,6 +259,19 @@ class SourceVideo:
     audio_sample_rate: int | None = None
     audio_channels: int | None = None
 
+    @classmethod
+    def from_dict(cls, data: object) -> SourceVideo:
+        """Restore a stored profile, ignoring anything unexpected (older or damaged storage)."""
+        if not isinstance(data, dict):
+            return cls()
+        kinds: dict[str, type | tuple[type, ...]] = {"audio_codec": str, "fps": (int, float)}
+        values = {}
+        for name in cls.__dataclass_fields__:
+            value = data.get(name)
+            if isinstance(value, kinds.get(name, int)) and not isinstance(value, bool):
+                values[name] = value
+        return cls(**values)
+
 
 @dataclass(frozen=True, slots=True)
 class RecordingOffer:
