@@ -11,7 +11,7 @@ import base64
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 import hashlib
-from typing import Final
+from typing import Any, Final
 
 from .tlv8 import U8, U16, U32, Nested, TLVError, TLVStruct, UInt, tlv, tlv_list
 
@@ -265,7 +265,7 @@ class SourceVideo:
         if not isinstance(data, dict):
             return cls()
         kinds: dict[str, type | tuple[type, ...]] = {"audio_codec": str, "fps": (int, float)}
-        values = {}
+        values: dict[str, Any] = {}
         for name in cls.__dataclass_fields__:
             value = data.get(name)
             if isinstance(value, kinds.get(name, int)) and not isinstance(value, bool):
