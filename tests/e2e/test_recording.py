@@ -27,6 +27,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.const import OPT_VIDEO_MODE
+from custom_components.hksv.hap.recording_config import H264_LEVEL_IDC, H264Profile
 from custom_components.hksv.recording.fmp4 import (
     InitSegment,
     build_fragment,
@@ -42,6 +43,7 @@ from tests.hub.hds_client import Recording
 from tests.media import ClipSpec, read_frame_counter, write_clip
 
 FPS = 25
+AVC_PROFILE_IDC = {H264Profile.BASELINE: 66, H264Profile.MAIN: 77, H264Profile.HIGH: 100}
 CLIP_SECONDS = 40.0
 CLIP_FRAMES = int(CLIP_SECONDS * FPS)
 FRAGMENT_MS = 4000
@@ -221,6 +223,10 @@ def _check_clip(recording: Recording, case: Case, event_counter: int, selection:
     chosen = selection.video.attributes[0]
     assert video.width <= chosen.width
     assert video.height <= chosen.height
+    if case.mode == "transcode":
+        # Re-encoded video carries the selected profile, at most the selected level.
+        assert video.profile_idc == AVC_PROFILE_IDC[selection.video.parameters.profiles[0]]
+        assert video.level_idc <= H264_LEVEL_IDC[selection.video.parameters.levels[0]]
     if case.audio:
         assert init.audio is not None
         assert init.audio.object_type == 2  # AAC-LC
