@@ -155,7 +155,7 @@ class RecordingController:
         self.prebuffer = Prebuffer(hass, camera_entity_id, keep_seconds=keep, log_name=name)
         self._enabled = False
         self._active: dict[int, RecordingSummary] = {}
-        self._gops_since_profile = 0
+        self._gops_seen = 0
         self._profile_unsub = self.prebuffer.subscribe(self._on_gop)
         self.last_recording: RecordingSummary | None = None
         self.recordings = 0
@@ -204,10 +204,9 @@ class RecordingController:
     @callback
     def _on_gop(self, gop: Gop) -> None:
         """Refresh the source profile now and then (it shapes the offer)."""
-        self._gops_since_profile += 1
-        if self._gops_since_profile >= PROFILE_EVERY_GOPS or self._gops_since_profile == 2:
-            if self._gops_since_profile >= PROFILE_EVERY_GOPS:
-                self._gops_since_profile = 0
+        self._gops_seen += 1
+        # The second GOP gives the first keyframe interval; later ones follow camera changes.
+        if self._gops_seen == 2 or self._gops_seen % PROFILE_EVERY_GOPS == 0:
             self._report_profile(self.prebuffer.gops)
 
     def _report_profile(self, gops: Sequence[Gop]) -> None:
