@@ -38,7 +38,7 @@ from custom_components.hksv.recording.fmp4 import (
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, FakeCamera, free_port
 from tests.e2e.source import PacedSource
-from tests.hub.emulator import HomeHub, complete_packets, media_seconds
+from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import Recording
 from tests.media import ClipSpec, read_frame_counter, write_clip
 
@@ -213,7 +213,7 @@ def _check_clip(recording: Recording, case: Case, event_counter: int, selection:
     chunks = recording.chunks
     assert chunks[0].metadata["dataType"] == "mediaInitialization"
     assert all(c.metadata["dataType"] == "mediaFragment" for c in chunks[1:])
-    packets = complete_packets(recording)
+    packets = recording.complete_packets
     init = parse_init(packets[0])
     video = init.video
     assert video is not None
@@ -288,7 +288,7 @@ async def test_motion_records_a_clip(
     assert summary.outcome.value == "hub_closed"
     assert summary.hub_close_reason == "NORMAL"
     assert summary.mode == case.mode
-    assert summary.fragments >= len(complete_packets(recording)) - 1
+    assert summary.fragments >= len(recording.complete_packets) - 1
     assert summary.first_data_ms is not None  # measured in benchmarks/, not asserted here
     state = hass.states.get("sensor.front_door_last_recording")
     assert state.state == "hub_closed"
@@ -321,7 +321,7 @@ async def test_source_restart_mid_event(
     await client.wait_until(lambda: media_seconds(recording) >= before + 8)
     client.close_stream(1, 0)
     await client.close()
-    packets = complete_packets(recording)
+    packets = recording.complete_packets
     init = parse_init(packets[0])
     assert init.video is not None
     expected = None
@@ -356,7 +356,7 @@ async def test_copy_only_raises_a_repair(
     client = await home_hub.open_data_stream()
     client.timeout = 90
     assert (await client.open_recording(1)).status == 0
-    await client.wait_until(lambda: len(complete_packets(client.recordings[1])) >= 2)
+    await client.wait_until(lambda: len(client.recordings[1].complete_packets) >= 2)
     client.close_stream(1, 0)
     await client.close()
     issue_id = f"copy_incompatible_{init_integration.entry_id}"

@@ -117,21 +117,9 @@ def choose_selection(camera: bytes, video: bytes, audio: bytes, *, bitrate_kbps:
     return base64.b64encode(selection.encode()).decode()
 
 
-def complete_packets(recording: Recording) -> list[bytes]:
-    """Return the packets whose last chunk arrived (the hub may close mid-fragment)."""
-    parts: dict[int, list[bytes]] = {}
-    done: set[int] = set()
-    for chunk in recording.chunks:
-        sequence = chunk.metadata["dataSequenceNumber"]
-        parts.setdefault(sequence, []).append(chunk.data)
-        if chunk.metadata["isLastDataChunk"]:
-            done.add(sequence)
-    return [b"".join(parts[sequence]) for sequence in sorted(done)]
-
-
 def media_seconds(recording: Recording) -> float:
     """Return the video duration of the complete fragments received so far."""
-    packets = complete_packets(recording)
+    packets = recording.complete_packets
     if not packets:
         return 0.0
     init = parse_init(packets[0])

@@ -93,10 +93,27 @@ class Recording:
     @property
     def packets(self) -> list[bytes]:
         """Return the packets reassembled from their chunks, in dataSequenceNumber order."""
+        return self._reassemble(complete_only=False)
+
+    @property
+    def complete_packets(self) -> list[bytes]:
+        """Return only the packets whose last chunk arrived (a hub may close mid-packet)."""
+        return self._reassemble(complete_only=True)
+
+    def _reassemble(self, *, complete_only: bool) -> list[bytes]:
+        """Join chunks by dataSequenceNumber."""
         parts: dict[int, list[bytes]] = {}
+        done: set[int] = set()
         for chunk in self.chunks:
-            parts.setdefault(chunk.metadata["dataSequenceNumber"], []).append(chunk.data)
-        return [b"".join(parts[number]) for number in sorted(parts)]
+            number = chunk.metadata["dataSequenceNumber"]
+            parts.setdefault(number, []).append(chunk.data)
+            if chunk.metadata.get("isLastDataChunk"):
+                done.add(number)
+        return [
+            b"".join(parts[number])
+            for number in sorted(parts)
+            if not complete_only or number in done
+        ]
 
 
 class HDSClient(asyncio.Protocol):

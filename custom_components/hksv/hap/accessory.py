@@ -344,8 +344,10 @@ class HksvCamera(Accessory):
         self._offer = offer
         self._selection = None
         _LOGGER.info("%s: recording offer changed; the hub will select again", self.display_name)
-        self._set_state(self._state.with_selection(None, None))
-        self._apply_state_to_characteristics(notify=True)
+        if self._state.selected_configuration is not None:
+            self._set_state(self._state.with_selection(None, None))  # also republishes
+        else:
+            self._apply_state_to_characteristics(notify=True)
 
     # -- recording configuration ----------------------------------------------------------
 

@@ -138,7 +138,8 @@ class Prebuffer:
         self._watchdog: CALLBACK_TYPE | None = None
         self.running = False
         self.parts_received = 0
-        self.stream_restarts = 0
+        self.stream_restarts = 0  # new epochs: worker restarts and new Stream objects
+        self.reattachments = 0  # the watchdog found our provider gone and added it again
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -212,7 +213,7 @@ class Prebuffer:
         # Leave the old Stream too: a reloaded camera entity does not stop its worker, and our
         # provider on it would keep its connection to the camera open.
         await self._async_detach()
-        self.stream_restarts += 1
+        self.reattachments += 1
         await self._async_attach()
 
     # -- data -----------------------------------------------------------------------------
@@ -327,5 +328,6 @@ class Prebuffer:
             "buffered_bytes": self._bytes,
             "parts_received": self.parts_received,
             "stream_restarts": self.stream_restarts,
+            "reattachments": self.reattachments,
             "stream": self._stream.get_diagnostics() if self._stream is not None else None,
         }
