@@ -7,6 +7,7 @@ from dataclasses import asdict
 from functools import partial
 import os
 import secrets
+import stat
 from typing import Any, Final
 
 from homeassistant.components import camera, network, zeroconf
@@ -92,8 +93,9 @@ class CameraBridge(CameraOwner):
         self.motion_entity_id: str | None = entry.data.get(CONF_MOTION)
         self.doorbell_entity_id: str | None = entry.data.get(CONF_DOORBELL)
         self.options: dict[str, Any] = {**DEFAULT_OPTIONS, **entry.options}
+        # Private (0600): the setup code is a secret until the camera is paired.
         self._store: Store[dict[str, Any]] = Store(
-            hass, STORAGE_VERSION, storage_key(entry.entry_id)
+            hass, STORAGE_VERSION, storage_key(entry.entry_id), private=True
         )
         self._stored: dict[str, Any] = {}
         self.driver: HksvDriver | None = None
@@ -115,6 +117,9 @@ class CameraBridge(CameraOwner):
     async def async_start(self) -> None:
         """Load state, build and start the accessory, and follow the HA entities."""
         self._stored = await self._store.async_load() or {}
+        store_was_readable = await self.hass.async_add_executor_job(
+            readable_by_others, self._store.path
+        )
         if not self._stored.get("setup_code"):
             self._stored["setup_code"] = generate_setup_code()
             self._stored["setup_id"] = generate_setup_id()
@@ -171,6 +176,14 @@ class CameraBridge(CameraOwner):
             ) from err
         self._driver_started = True
         ir.async_delete_issue(self.hass, DOMAIN, f"port_in_use_{self.entry.entry_id}")
+        if store_was_readable:
+            # Written world-readable by an older version (and the code was a sensor state,
+            # so it is in the recorder too): an unpaired camera gets a new code, and the
+            # file is rewritten privately now rather than at the next change.
+            LOGGER.info("%s: storing the setup code privately", self.name)
+            if not self.paired:
+                self._rotate_setup_code()
+            await self._store.async_save(self._stored)
         self.pairing_qr = await self.hass.async_add_executor_job(qr_svg, self.setup_uri)
         self._follow_entities()
         self._update_pairing_message()
@@ -306,9 +319,32 @@ class CameraBridge(CameraOwner):
 
     def _paired_changed(self, paired: bool) -> None:
         """React to the first pairing or the removal of the last one (loop, HAP callback)."""
-        if not paired and self.accessory is not None:
-            LOGGER.info("%s: last pairing removed; resetting to factory state", self.name)
-            self.accessory.factory_reset()
+        if not paired:
+            if self.accessory is not None:
+                LOGGER.info("%s: last pairing removed; resetting to factory state", self.name)
+                self.accessory.factory_reset()
+            # Back to unpaired: whoever saw the old code must not be able to pair with it.
+            self._rotate_setup_code()
+            self.entry.async_create_task(
+                self.hass, self._async_publish_new_code(), f"{DOMAIN} new setup code"
+            )
+            return
+        self._update_pairing_message()
+        self._async_notify_listeners()
+
+    def _rotate_setup_code(self) -> None:
+        """Replace the setup code (and the QR view's secret); pair-setup uses it at once."""
+        self.setup_code = generate_setup_code()
+        self._stored["setup_code"] = self.setup_code
+        self.qr_secret = secrets.token_urlsafe(16)
+        self.pairing_qr = b""
+        if self.driver is not None:
+            self.driver.state.pincode = self.setup_code.encode()
+
+    async def _async_publish_new_code(self) -> None:
+        """Save the new code now, then show it (notification, QR image)."""
+        await self._store.async_save(self._stored)
+        self.pairing_qr = await self.hass.async_add_executor_job(qr_svg, self.setup_uri)
         self._update_pairing_message()
         self._async_notify_listeners()
 
@@ -487,6 +523,14 @@ class CameraBridge(CameraOwner):
     def _async_save(self) -> None:
         """Save the state soon (coalesced)."""
         self._store.async_delay_save(lambda: self._stored, _SAVE_DELAY)
+
+
+def readable_by_others(path: str) -> bool:
+    """Return True if ``path`` exists with group or world permissions (executor)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o077 != 0
+    except FileNotFoundError:
+        return False
 
 
 def _is_new_event(event: Event[EventStateChangedData]) -> bool:
