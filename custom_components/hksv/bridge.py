@@ -44,7 +44,7 @@ from .const import (
     RESOLUTION_HEIGHT,
 )
 from .hap.accessory import AccessoryInfo, CameraOwner, HksvCamera, SnapshotUnavailable
-from .hap.camera_state import CameraState
+from .hap.camera_state import FACTORY_STATE, CameraState
 from .hap.definitions import FIRMWARE_REVISION
 from .hap.driver import ClientAddress, HksvDriver
 from .hap.recording_config import (
@@ -53,6 +53,7 @@ from .hap.recording_config import (
     SourceVideo,
     build_offer,
 )
+from .hap.state_file import StateFileStatus, load_state_file
 from .hds import DataSendCloseReason, DataStreamServer, HDSError, RecordingPacket
 from .pairing import (
     dismiss_pairing_notification,
@@ -133,7 +134,7 @@ class CameraBridge(CameraOwner):
         advertised = [address] if address else await network.async_get_announce_addresses(self.hass)
         zc = await zeroconf.async_get_async_instance(self.hass)
         uuid = await instance_id.async_get(self.hass)
-        driver, accessory = await self.hass.async_add_executor_job(
+        driver, accessory, state_file = await self.hass.async_add_executor_job(
             partial(
                 self._create_accessory,
                 address=address,
@@ -145,6 +146,8 @@ class CameraBridge(CameraOwner):
             )
         )
         self.driver, self.accessory = driver, accessory
+        if state_file is StateFileStatus.LOST:
+            await self._async_pairing_lost()
         self.recorder = RecordingController(
             self.hass,
             camera_entity_id=self.camera_entity_id,
@@ -222,7 +225,7 @@ class CameraBridge(CameraOwner):
         zeroconf_server: str,
         state: CameraState,
         offer: RecordingOffer,
-    ) -> tuple[HksvDriver, HksvCamera]:
+    ) -> tuple[HksvDriver, HksvCamera, StateFileStatus]:
         """Build the driver and accessory (key generation and file reads: executor only)."""
         persist_file = persist_file_path(self.hass, self.entry.entry_id)
         os.makedirs(os.path.dirname(persist_file), exist_ok=True)
@@ -241,8 +244,12 @@ class CameraBridge(CameraOwner):
             loader=get_loader(),
         )
         driver.state.setup_id = self.setup_id
-        if os.path.exists(driver.persist_file):
-            driver.load()
+        state_file = load_state_file(driver.persist_file, driver.encoder, driver.state)
+        if state_file is StateFileStatus.LOST:
+            # The selection and switches belonged to the lost pairing.
+            state = FACTORY_STATE
+        if state_file in (StateFileStatus.NEW, StateFileStatus.LOST):
+            driver.persist()  # the new keys, before any controller can pair with them
         info = AccessoryInfo(
             name=self.name,
             manufacturer=MANUFACTURER,
@@ -253,7 +260,7 @@ class CameraBridge(CameraOwner):
         )
         accessory = HksvCamera(driver, info, state, offer, self)
         driver.accessory = accessory
-        return driver, accessory
+        return driver, accessory, state_file
 
     async def async_stop(self) -> None:
         """Stop everything and save state."""
@@ -329,8 +336,26 @@ class CameraBridge(CameraOwner):
                 self.hass, self._async_publish_new_code(), f"{DOMAIN} new setup code"
             )
             return
+        ir.async_delete_issue(self.hass, DOMAIN, f"pairing_lost_{self.entry.entry_id}")
         self._update_pairing_message()
         self._async_notify_listeners()
+
+    async def _async_pairing_lost(self) -> None:
+        """Start as a new accessory with a new code, and tell the user how to pair again."""
+        self._rotate_setup_code()
+        if self.accessory is not None:
+            self._stored["camera"] = self.accessory.state.to_dict()
+        await self._store.async_save(self._stored)
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"pairing_lost_{self.entry.entry_id}",
+            is_fixable=False,
+            is_persistent=True,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key="pairing_lost",
+            translation_placeholders={"name": self.name},
+        )
 
     def _rotate_setup_code(self) -> None:
         """Replace the setup code (and the QR view's secret); pair-setup uses it at once."""
