@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 @st.composite
 def mutated(draw: st.DrawFn, seed: bytes) -> bytes:
-    """Return ``seed`` with a few bytes flipped, cut, inserted, dropped or duplicated."""
+    """Return ``seed`` with up to four bytes flipped, cut, inserted, dropped or duplicated."""
     data = bytearray(seed)
-    for _ in range(draw(st.integers(1, 4))):
+    for _ in range(draw(st.integers(0, 4))):  # 0: the valid seed itself
         op = draw(st.sampled_from(("flip", "set", "cut", "insert", "drop", "repeat")))
         pos = draw(st.integers(0, max(0, len(data) - 1)))
         if op == "flip" and data:
@@ -36,9 +36,13 @@ def tlv_bytes(seed: bytes) -> st.SearchStrategy[bytes]:
 
 
 def written_values(seed: bytes) -> st.SearchStrategy[Any]:
-    """Return what a buggy or hostile controller might put in a TLV8 write's "value"."""
-    return st.one_of(
-        tlv_bytes(seed).map(lambda data: base64.b64encode(data).decode()),
+    """Return what a buggy or hostile controller might put in a TLV8 write's "value".
+
+    Mostly base64 of mutated seeds (the interesting cases: nearly valid), then any bytes,
+    then values that are not base64 text at all.
+    """
+    near = mutated(seed).map(_b64)
+    not_base64 = st.one_of(
         st.text(max_size=40),  # not base64, or non-ASCII
         st.none(),
         st.booleans(),
@@ -47,3 +51,9 @@ def written_values(seed: bytes) -> st.SearchStrategy[Any]:
         st.lists(st.integers(), max_size=3),
         st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
     )
+    return st.one_of(near, near, near, st.binary(max_size=300).map(_b64), not_base64)
+
+
+def _b64(data: bytes) -> str:
+    """Return base64 text."""
+    return base64.b64encode(data).decode()
