@@ -40,13 +40,12 @@ async def test_load_and_unload(
         "binary_sensor.front_door_recording",
         "button.front_door_reset_homekit_pairing",
         "image.front_door_pairing_qr_code",
-        "sensor.front_door_setup_code",
         "sensor.front_door_home_app_mode",
         "sensor.front_door_last_recording",
         "switch.front_door_homekit_camera",
     ):
         assert hass.states.get(entity_id) is not None, entity_id
-    assert hass.states.get("sensor.front_door_setup_code").state == bridge.setup_code
+    assert hass.states.get("sensor.front_door_setup_code") is None  # the code is no entity state
     assert hass.states.get("sensor.front_door_home_app_mode").state == "stream"
 
     port = bridge.port

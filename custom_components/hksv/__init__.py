@@ -7,12 +7,13 @@ import os
 
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import config_validation as cv, issue_registry as ir
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
 from .bridge import STORAGE_VERSION, CameraBridge, HksvConfigEntry, persist_file_path, storage_key
 from .const import DOMAIN
+from .hap.state_file import all_state_files
 from .pairing import PairingQRView
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -54,10 +55,12 @@ async def async_remove_entry(hass: HomeAssistant, entry: HksvConfigEntry) -> Non
     """Delete the pairing keys and stored camera state of a removed entry."""
     store: Store[dict[str, object]] = Store(hass, STORAGE_VERSION, storage_key(entry.entry_id))
     await store.async_remove()
+    ir.async_delete_issue(hass, DOMAIN, f"pairing_lost_{entry.entry_id}")
     path = persist_file_path(hass, entry.entry_id)
 
     def remove_state_file() -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
+        for name in all_state_files(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name)
 
     await hass.async_add_executor_job(remove_state_file)

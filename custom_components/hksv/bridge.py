@@ -7,6 +7,7 @@ from dataclasses import asdict
 from functools import partial
 import os
 import secrets
+import stat
 from typing import Any, Final
 
 from homeassistant.components import camera, network, zeroconf
@@ -43,7 +44,7 @@ from .const import (
     RESOLUTION_HEIGHT,
 )
 from .hap.accessory import AccessoryInfo, CameraOwner, HksvCamera, SnapshotUnavailable
-from .hap.camera_state import CameraState
+from .hap.camera_state import FACTORY_STATE, CameraState
 from .hap.definitions import FIRMWARE_REVISION
 from .hap.driver import ClientAddress, HksvDriver
 from .hap.recording_config import (
@@ -52,6 +53,7 @@ from .hap.recording_config import (
     SourceVideo,
     build_offer,
 )
+from .hap.state_file import StateFileStatus, load_state_file
 from .hds import DataSendCloseReason, DataStreamServer, HDSError, RecordingPacket
 from .pairing import (
     dismiss_pairing_notification,
@@ -92,8 +94,9 @@ class CameraBridge(CameraOwner):
         self.motion_entity_id: str | None = entry.data.get(CONF_MOTION)
         self.doorbell_entity_id: str | None = entry.data.get(CONF_DOORBELL)
         self.options: dict[str, Any] = {**DEFAULT_OPTIONS, **entry.options}
+        # Private (0600): the setup code is a secret until the camera is paired.
         self._store: Store[dict[str, Any]] = Store(
-            hass, STORAGE_VERSION, storage_key(entry.entry_id)
+            hass, STORAGE_VERSION, storage_key(entry.entry_id), private=True
         )
         self._stored: dict[str, Any] = {}
         self.driver: HksvDriver | None = None
@@ -115,6 +118,9 @@ class CameraBridge(CameraOwner):
     async def async_start(self) -> None:
         """Load state, build and start the accessory, and follow the HA entities."""
         self._stored = await self._store.async_load() or {}
+        store_was_readable = await self.hass.async_add_executor_job(
+            readable_by_others, self._store.path
+        )
         if not self._stored.get("setup_code"):
             self._stored["setup_code"] = generate_setup_code()
             self._stored["setup_id"] = generate_setup_id()
@@ -128,7 +134,7 @@ class CameraBridge(CameraOwner):
         advertised = [address] if address else await network.async_get_announce_addresses(self.hass)
         zc = await zeroconf.async_get_async_instance(self.hass)
         uuid = await instance_id.async_get(self.hass)
-        driver, accessory = await self.hass.async_add_executor_job(
+        driver, accessory, state_file = await self.hass.async_add_executor_job(
             partial(
                 self._create_accessory,
                 address=address,
@@ -140,6 +146,8 @@ class CameraBridge(CameraOwner):
             )
         )
         self.driver, self.accessory = driver, accessory
+        if state_file is StateFileStatus.LOST:
+            await self._async_pairing_lost()
         self.recorder = RecordingController(
             self.hass,
             camera_entity_id=self.camera_entity_id,
@@ -171,6 +179,14 @@ class CameraBridge(CameraOwner):
             ) from err
         self._driver_started = True
         ir.async_delete_issue(self.hass, DOMAIN, f"port_in_use_{self.entry.entry_id}")
+        if store_was_readable:
+            # Written world-readable by an older version (and the code was a sensor state,
+            # so it is in the recorder too): an unpaired camera gets a new code, and the
+            # file is rewritten privately now rather than at the next change.
+            LOGGER.info("%s: storing the setup code privately", self.name)
+            if not self.paired:
+                self._rotate_setup_code()
+            await self._store.async_save(self._stored)
         self.pairing_qr = await self.hass.async_add_executor_job(qr_svg, self.setup_uri)
         self._follow_entities()
         self._update_pairing_message()
@@ -209,7 +225,7 @@ class CameraBridge(CameraOwner):
         zeroconf_server: str,
         state: CameraState,
         offer: RecordingOffer,
-    ) -> tuple[HksvDriver, HksvCamera]:
+    ) -> tuple[HksvDriver, HksvCamera, StateFileStatus]:
         """Build the driver and accessory (key generation and file reads: executor only)."""
         persist_file = persist_file_path(self.hass, self.entry.entry_id)
         os.makedirs(os.path.dirname(persist_file), exist_ok=True)
@@ -228,8 +244,12 @@ class CameraBridge(CameraOwner):
             loader=get_loader(),
         )
         driver.state.setup_id = self.setup_id
-        if os.path.exists(driver.persist_file):
-            driver.load()
+        state_file = load_state_file(driver.persist_file, driver.encoder, driver.state)
+        if state_file is StateFileStatus.LOST:
+            # The selection and switches belonged to the lost pairing.
+            state = FACTORY_STATE
+        if state_file in (StateFileStatus.NEW, StateFileStatus.LOST):
+            driver.persist()  # the new keys, before any controller can pair with them
         info = AccessoryInfo(
             name=self.name,
             manufacturer=MANUFACTURER,
@@ -240,7 +260,7 @@ class CameraBridge(CameraOwner):
         )
         accessory = HksvCamera(driver, info, state, offer, self)
         driver.accessory = accessory
-        return driver, accessory
+        return driver, accessory, state_file
 
     async def async_stop(self) -> None:
         """Stop everything and save state."""
@@ -306,9 +326,50 @@ class CameraBridge(CameraOwner):
 
     def _paired_changed(self, paired: bool) -> None:
         """React to the first pairing or the removal of the last one (loop, HAP callback)."""
-        if not paired and self.accessory is not None:
-            LOGGER.info("%s: last pairing removed; resetting to factory state", self.name)
-            self.accessory.factory_reset()
+        if not paired:
+            if self.accessory is not None:
+                LOGGER.info("%s: last pairing removed; resetting to factory state", self.name)
+                self.accessory.factory_reset()
+            # Back to unpaired: whoever saw the old code must not be able to pair with it.
+            self._rotate_setup_code()
+            self.entry.async_create_task(
+                self.hass, self._async_publish_new_code(), f"{DOMAIN} new setup code"
+            )
+            return
+        ir.async_delete_issue(self.hass, DOMAIN, f"pairing_lost_{self.entry.entry_id}")
+        self._update_pairing_message()
+        self._async_notify_listeners()
+
+    async def _async_pairing_lost(self) -> None:
+        """Start as a new accessory with a new code, and tell the user how to pair again."""
+        self._rotate_setup_code()
+        if self.accessory is not None:
+            self._stored["camera"] = self.accessory.state.to_dict()
+        await self._store.async_save(self._stored)
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"pairing_lost_{self.entry.entry_id}",
+            is_fixable=False,
+            is_persistent=True,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key="pairing_lost",
+            translation_placeholders={"name": self.name},
+        )
+
+    def _rotate_setup_code(self) -> None:
+        """Replace the setup code (and the QR view's secret); pair-setup uses it at once."""
+        self.setup_code = generate_setup_code()
+        self._stored["setup_code"] = self.setup_code
+        self.qr_secret = secrets.token_urlsafe(16)
+        self.pairing_qr = b""
+        if self.driver is not None:
+            self.driver.state.pincode = self.setup_code.encode()
+
+    async def _async_publish_new_code(self) -> None:
+        """Save the new code now, then show it (notification, QR image)."""
+        await self._store.async_save(self._stored)
+        self.pairing_qr = await self.hass.async_add_executor_job(qr_svg, self.setup_uri)
         self._update_pairing_message()
         self._async_notify_listeners()
 
@@ -487,6 +548,14 @@ class CameraBridge(CameraOwner):
     def _async_save(self) -> None:
         """Save the state soon (coalesced)."""
         self._store.async_delay_save(lambda: self._stored, _SAVE_DELAY)
+
+
+def readable_by_others(path: str) -> bool:
+    """Return True if ``path`` exists with group or world permissions (executor)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o077 != 0
+    except FileNotFoundError:
+        return False
 
 
 def _is_new_event(event: Event[EventStateChangedData]) -> bool:

@@ -1,14 +1,16 @@
-"""Image: the pairing QR code, shown while the camera is not paired."""
+"""Image: the pairing QR code, present only while the camera waits to be paired."""
 
 from __future__ import annotations
 
 from homeassistant.components.image import ImageEntity, ImageEntityDescription
-from homeassistant.const import EntityCategory
+from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from .bridge import CameraBridge, HksvConfigEntry
+from .const import DOMAIN
 from .entity import HksvEntity
 
 PARALLEL_UPDATES = 0
@@ -23,12 +25,29 @@ async def async_setup_entry(
     entry: HksvConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the QR image."""
-    async_add_entities([HksvPairingQR(hass, entry.runtime_data)])
+    """Add the QR image while unpaired; remove it once paired instead of leaving it Unavailable."""
+    bridge = entry.runtime_data
+    registry = er.async_get(hass)
+    unique_id = f"{entry.entry_id}_{PAIRING_QR.key}"
+    added = False
+
+    @callback
+    def follow_pairing() -> None:
+        nonlocal added
+        if bridge.paired:
+            if entity_id := registry.async_get_entity_id(Platform.IMAGE, DOMAIN, unique_id):
+                registry.async_remove(entity_id)  # the entity removes itself from HA too
+            added = False
+        elif not added:
+            added = True
+            async_add_entities([HksvPairingQR(hass, bridge)])
+
+    follow_pairing()
+    entry.async_on_unload(bridge.async_add_listener(follow_pairing))
 
 
 class HksvPairingQR(HksvEntity, ImageEntity):
-    """The QR code to scan in the Home app; unavailable once paired."""
+    """The QR code to scan in the Home app (it encodes the setup code; the state does not)."""
 
     _attr_content_type = "image/svg+xml"
 
@@ -37,25 +56,21 @@ class HksvPairingQR(HksvEntity, ImageEntity):
         HksvEntity.__init__(self, bridge, PAIRING_QR)
         ImageEntity.__init__(self, hass)
         self._attr_image_last_updated = dt_util.utcnow()
-        self._paired = bridge.paired
-
-    @property
-    def available(self) -> bool:
-        """Return True while the camera waits to be paired."""
-        return not self.bridge.paired
+        self._shown_qr = bridge.pairing_qr
 
     async def async_image(self) -> bytes | None:
         """Return the QR SVG while unpaired."""
         return None if self.bridge.paired else self.bridge.pairing_qr
 
     async def async_added_to_hass(self) -> None:
-        """Follow pairing changes."""
+        """Follow new setup codes."""
         await super().async_added_to_hass()
-        self.async_on_remove(self.bridge.async_add_listener(self._async_pairing_changed))
+        self.async_on_remove(self.bridge.async_add_listener(self._async_qr_changed))
 
     @callback
-    def _async_pairing_changed(self) -> None:
-        """Mark the image changed when the pairing state flips."""
-        if self.bridge.paired != self._paired:
-            self._paired = self.bridge.paired
+    def _async_qr_changed(self) -> None:
+        """Mark the image changed when the setup code (so the QR) was replaced."""
+        if self.bridge.pairing_qr != self._shown_qr:
+            self._shown_qr = self.bridge.pairing_qr
             self._attr_image_last_updated = dt_util.utcnow()
+            self.async_write_ha_state()

@@ -1,4 +1,4 @@
-"""Sensors: the setup code, the Home-app camera mode, and the last recording."""
+"""Sensors: the Home-app camera mode and the last recording."""
 
 from __future__ import annotations
 
@@ -11,16 +11,19 @@ from homeassistant.components.sensor import (
     SensorEntity,
     SensorEntityDescription,
 )
-from homeassistant.const import EntityCategory
+from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .bridge import CameraBridge, HksvConfigEntry
+from .const import DOMAIN
 from .entity import HksvEntity
 from .hap.camera_state import HomeAppMode
 from .recording.recorder import RecordingOutcome
 
 PARALLEL_UPDATES = 0
+REMOVED_SETUP_CODE_KEY = "setup_code"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,13 +54,6 @@ def _last_recording_attributes(bridge: CameraBridge) -> dict[str, Any] | None:
 
 SENSORS: tuple[HksvSensorEntityDescription, ...] = (
     HksvSensorEntityDescription(
-        key="setup_code",
-        translation_key="setup_code",
-        entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda bridge: bridge.setup_code,
-        available_fn=lambda bridge: not bridge.paired,
-    ),
-    HksvSensorEntityDescription(
         key="home_app_mode",
         translation_key="home_app_mode",
         device_class=SensorDeviceClass.ENUM,
@@ -81,6 +77,12 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the sensors."""
+    # Older versions had a setup-code sensor, which put the code in the recorder's history.
+    registry = er.async_get(hass)
+    if old := registry.async_get_entity_id(
+        Platform.SENSOR, DOMAIN, f"{entry.entry_id}_{REMOVED_SETUP_CODE_KEY}"
+    ):
+        registry.async_remove(old)
     async_add_entities(HksvSensor(entry.runtime_data, description) for description in SENSORS)
 
 

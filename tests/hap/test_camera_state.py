@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from hypothesis import given, strategies as st
 import pytest
 
 from custom_components.hksv.hap.camera_state import (
@@ -88,3 +89,29 @@ def test_round_trip_and_fingerprint() -> None:
 def test_corrupt_storage_falls_back_to_defaults(stored: dict[str, object]) -> None:
     """Garbage in storage gives factory values, never an exception."""
     assert CameraState.from_dict(stored, "abc") == FACTORY_STATE
+
+
+@given(
+    reason=st.integers().filter(lambda r: r not in (SnapshotReason.PERIODIC, SnapshotReason.EVENT)),
+    event_on=st.booleans(),
+    periodic_on=st.booleans(),
+)
+def test_unknown_reasons_are_refused_when_either_kind_is_off(
+    reason: int, event_on: bool, periodic_on: bool
+) -> None:
+    """A reason HomeKit does not define cannot slip past a snapshot switch that is off."""
+    state = replace(STREAM, event_snapshots_active=event_on, periodic_snapshots_active=periodic_on)
+    refusal = snapshot_refusal(state, reason)
+    if event_on and periodic_on:
+        assert refusal is None
+    else:
+        assert refusal == snapshot_refusal(state, None) == HapStatus.INSUFFICIENT_PRIVILEGES
+
+
+@pytest.mark.parametrize("garbage", ["é", "\u0660\u0661", "AA==\x00"])
+def test_non_ascii_stored_selection_is_dropped(garbage: str) -> None:
+    """Stored text base64 cannot decode (even non-ASCII) loses the selection, nothing else."""
+    stored = {**RECORD.to_dict(), "selected_configuration": garbage, "offer_fingerprint": "abc"}
+    restored = CameraState.from_dict(stored, "abc")
+    assert restored.selected_configuration is None
+    assert restored.recording_active

@@ -7,7 +7,6 @@ docs/hksv-protocol.md §2.4, §6.1 and §6.2 are tested on their own.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import asdict, dataclass, replace
 from enum import IntEnum, StrEnum
 from typing import Any, Final
@@ -82,7 +81,7 @@ class CameraState:
         if isinstance(raw, str) and data.get("offer_fingerprint") == offer_fingerprint:
             try:
                 selected = base64.b64decode(raw, validate=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or non-ASCII text
                 selected = None
 
         def flag(name: str) -> bool:
@@ -109,6 +108,8 @@ class CameraState:
         )
 
 
+_KNOWN_REASONS: Final = frozenset(SnapshotReason)
+
 # What removing the last pairing restores (HAP-NodeJS factory reset, §2.4).
 FACTORY_STATE: Final = CameraState()
 
@@ -121,6 +122,10 @@ def snapshot_refusal(state: CameraState, reason: int | None) -> HapStatus | None
         # HAP-NodeJS checks this only once recording is configured; a camera the user
         # turned off must not hand out pictures either way.
         return HapStatus.NOT_ALLOWED_IN_CURRENT_STATE
+    if reason is not None and reason not in _KNOWN_REASONS:
+        # A reason HomeKit does not define cannot say which switch applies: treat it as
+        # missing, refused whenever either kind of snapshot is off.
+        reason = None
     if not state.event_snapshots_active:
         if reason is None:
             return HapStatus.INSUFFICIENT_PRIVILEGES

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -95,8 +94,12 @@ def answer_setup(value: object, prepare: PrepareSession) -> tuple[str, str]:
     if not isinstance(value, str):
         raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, "value is not base64 text")
     try:
-        request = SetupDataStreamRequest.decode(base64.b64decode(value, validate=True))
-    except (binascii.Error, TLVError) as err:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError as err:  # binascii.Error, and plain ValueError for non-ASCII text
+        raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, f"not base64: {err}") from err
+    try:
+        request = SetupDataStreamRequest.decode(raw)
+    except TLVError as err:
         raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, f"malformed: {err}") from err
     if request.command != SessionCommand.START:
         raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, "unknown session command")

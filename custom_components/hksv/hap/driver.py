@@ -34,6 +34,7 @@ from pyhap.util import callback as pyhap_callback, to_hap_json
 
 from .definitions import EV, PR, PW, TW, HapStatus, HapStatusError
 from .srp import FixedWidthSrpServer, with_fixed_width_numbers
+from .state_file import write_state_file
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -253,6 +254,11 @@ class HksvDriver(AccessoryDriver):
     def hksv_accessory(self) -> HksvAccessoryProtocol:
         """Return the camera accessory."""
         return cast("HksvAccessoryProtocol", self.accessory)
+
+    @override
+    def persist(self) -> None:
+        """Write keys and pairings durably, with a last good copy (state_file.py); executor."""
+        write_state_file(self.persist_file, self.encoder, self.state)
 
     @override
     def setup_srp_verifier(self) -> None:
