@@ -148,14 +148,20 @@ class HksvHandler(HAPServerHandler):
 
     def _guard_malformed(self, step: Callable[[], None], path: str) -> None:
         """Run a pairing step; answer malformed input with one debug line and a status."""
+        response = self.response
         try:
             step()
         except _MALFORMED_INPUT as err:
             _LOGGER.debug("%s: malformed %s refused: %r", self.client_address, path, err)
-            if self.response is not None:
-                self.response.headers.clear()
-                self.response.shared_key = None
-                self.response.pairing_changed = False
+            if response is not None:
+                response.headers.clear()
+                response.shared_key = None
+                response.pairing_changed = False
+            self._send_status(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
+            return
+        if response is not None and not response.body and response.status_code >= 500:
+            # HAP-python answers an unknown pairing state with an empty 500.
+            _LOGGER.debug("%s: %s in an unknown state refused", self.client_address, path)
             self._send_status(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
 
     @override
