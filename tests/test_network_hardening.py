@@ -349,7 +349,10 @@ async def test_malformed_unverified_requests(
 
 
 async def test_options_offer_the_listen_address(
-    hass: HomeAssistant, socket_enabled: None, mock_config_entry: MockConfigEntry
+    hass: HomeAssistant,
+    socket_enabled: None,
+    mock_async_zeroconf: Any,
+    mock_config_entry: MockConfigEntry,
 ) -> None:
     """A collapsed advanced section lists every interface and HA's addresses; saving keeps it."""
     entry = mock_config_entry
