@@ -197,7 +197,7 @@ async def test_hostile_load_while_recording(
     print(f"  malformed requests sent {counts['malformed_sent']}: {counts['malformed_statuses']}")
     print(
         f"  idle HAP connections still open at the end: {counts['hap_idle_held_to_end']}; "
-        f"HDS: {counts['hds']}; accessory refused {diagnostics['connections_refused']}, "
+        f"HDS: {counts['hds']}; accessory refused {diagnostics.get('connections_refused', 'n/a')}, "
         f"unmatched {diagnostics['connections_unmatched']}"
     )
     print(f"  recording stream ended during the run: {ended}")
