@@ -28,6 +28,7 @@ from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL
 from pyhap.loader import get_loader
 
 from .const import (
+    ADDRESS_ALL,
     CONF_ADDRESS,
     CONF_CAMERA,
     CONF_DOORBELL,
@@ -130,7 +131,7 @@ class CameraBridge(CameraOwner):
         source = SourceVideo.from_dict(self._stored.get("source"))
         offer = self._build_offer(source)
         state = CameraState.from_dict(self._stored.get("camera", {}), offer.fingerprint)
-        address: str | None = self.entry.data.get(CONF_ADDRESS)
+        address = listen_address(self.entry)
         advertised = [address] if address else await network.async_get_announce_addresses(self.hass)
         zc = await zeroconf.async_get_async_instance(self.hass)
         uuid = await instance_id.async_get(self.hass)
@@ -567,3 +568,9 @@ def _is_new_event(event: Event[EventStateChangedData]) -> bool:
         # The entity coming back (reload, restart) restores its last event; not a new one.
         return False
     return new.state != old.state
+
+
+def listen_address(entry: ConfigEntry) -> str | None:
+    """Return the address HAP and HDS listen on (None: every interface)."""
+    chosen = entry.options.get(CONF_ADDRESS) or entry.data.get(CONF_ADDRESS)
+    return None if not chosen or chosen == ADDRESS_ALL else str(chosen)

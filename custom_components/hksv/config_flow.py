@@ -6,6 +6,7 @@ import asyncio
 import socket
 from typing import Any, Final
 
+from homeassistant.components import network
 from homeassistant.components.camera import async_get_stream_source
 from homeassistant.config_entries import (
     ConfigEntry,
@@ -15,7 +16,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.const import CONF_NAME
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.data_entry_flow import AbortFlow
+from homeassistant.data_entry_flow import AbortFlow, section
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
@@ -33,6 +34,8 @@ from homeassistant.helpers.selector import (
 import voluptuous as vol
 
 from .const import (
+    ADDRESS_ALL,
+    CONF_ADDRESS,
     CONF_CAMERA,
     CONF_DOORBELL,
     CONF_MOTION,
@@ -57,6 +60,8 @@ from .const import (
 )
 
 STREAM_SOURCE_TIMEOUT: Final = 10.0
+# The collapsed options section for network settings most installations leave alone.
+SECTION_ADVANCED: Final = "advanced"
 
 CAMERA_SELECTOR: Final = EntitySelector(EntitySelectorConfig(filter=[{"domain": "camera"}]))
 MOTION_SELECTOR: Final = EntitySelector(
@@ -128,6 +133,28 @@ def _entities_schema(defaults: dict[str, Any]) -> Any:
             vol.Optional(
                 CONF_DOORBELL, description={"suggested_value": doorbell} if doorbell else None
             ): DOORBELL_SELECTOR,
+        }
+    )
+
+
+async def _async_address_schema(hass: HomeAssistant, current: str) -> Any:
+    """Return the advanced listen-address field: every interface or one address HA knows."""
+    addresses: list[str] = []
+    for adapter in await network.async_get_adapters(hass):
+        addresses += [ip["address"] for ip in adapter["ipv4"]]
+        # Link-local IPv6 needs a zone to bind; hubs reach the accessory on other addresses.
+        addresses += [ip["address"] for ip in adapter["ipv6"] if not ip["scope_id"]]
+    if current != ADDRESS_ALL and current not in addresses:
+        addresses.append(current)  # keep a configured address selectable while it is down
+    return vol.Schema(
+        {
+            vol.Required(CONF_ADDRESS, default=current): SelectSelector(
+                SelectSelectorConfig(
+                    options=[ADDRESS_ALL, *dict.fromkeys(addresses)],
+                    mode=SelectSelectorMode.DROPDOWN,
+                    translation_key=CONF_ADDRESS,
+                )
+            )
         }
     )
 
@@ -280,9 +307,22 @@ class HksvOptionsFlow(OptionsFlowWithReload):
             # Number selectors hand back floats; store whole kbit/s and seconds.
             options[OPT_MAX_BITRATE] = int(options[OPT_MAX_BITRATE])
             options[OPT_PREBUFFER] = int(options[OPT_PREBUFFER])
+            advanced = options.pop(SECTION_ADVANCED, None)
+            if advanced is not None:
+                options.update(advanced)
+            elif CONF_ADDRESS in self.config_entry.options:
+                options[CONF_ADDRESS] = self.config_entry.options[CONF_ADDRESS]
             return self.async_create_entry(data=options)
         current = {**DEFAULT_OPTIONS, **self.config_entry.options}
+        address = current.pop(CONF_ADDRESS, None) or ADDRESS_ALL
+        schema = OPTIONS_SCHEMA.extend(
+            {
+                vol.Optional(SECTION_ADVANCED): section(
+                    await _async_address_schema(self.hass, address), {"collapsed": True}
+                )
+            }
+        )
         return self.async_show_form(
             step_id="init",
-            data_schema=self.add_suggested_values_to_schema(OPTIONS_SCHEMA, current),
+            data_schema=self.add_suggested_values_to_schema(schema, current),
         )

@@ -12,8 +12,10 @@ CONF_CAMERA: Final = "camera_entity_id"
 CONF_MOTION: Final = "motion_entity_id"
 CONF_DOORBELL: Final = "doorbell_entity_id"
 CONF_PORT: Final = "port"
-# Advanced: bind HAP and HDS to one address instead of all (tests bind 127.0.0.1).
+# Advanced: bind HAP and HDS to one address instead of all (tests bind 127.0.0.1). Set in
+# the options flow (advanced mode); ADDRESS_ALL listens on every interface.
 CONF_ADDRESS: Final = "address"
+ADDRESS_ALL: Final = "all"
 
 OPT_MAX_RESOLUTION: Final = "max_resolution"
 OPT_MAX_BITRATE: Final = "max_bitrate"

@@ -242,6 +242,10 @@ class MockOwner:
             return SessionMatch(f"hap-{index}", EncryptCipher(a2c), decrypt, plaintext)
         return None
 
+    def admit_connection(self, connection: Any, peer_host: str) -> bool:
+        """Admit every connection (admission is tested on the real server)."""
+        return True
+
     def connection_closed(self, connection: Any, exc: BaseException | None) -> None:
         """Record the close."""
         self.closed.append((connection, exc))

@@ -159,22 +159,40 @@ async def test_session_expires(
     client.send_request("control", "hello")
     await client.wait_closed()
     assert client.messages == []
-    assert server.diagnostics()["connections_unmatched"] == 1
+    # With no setup pending the connection is refused at accept, before any frame.
+    assert server.diagnostics()["connections_refused"] == 1
 
 
-async def test_max_pending_drops_oldest(server: DataStreamServer, connect: ConnectFactory) -> None:
-    """Beyond MAX_PENDING_SESSIONS the oldest pending session is dropped."""
+async def test_repeated_setup_drops_own_oldest(
+    server: DataStreamServer, connect: ConnectFactory
+) -> None:
+    """A HAP connection asking again displaces only its own oldest pending session."""
+    server.prepare_session("other", SHARED_SECRET, bytes([0xEE]) * 32)
     salts = [bytes([i]) * 32 for i in range(server_module.MAX_PENDING_SESSIONS + 1)]
     for salt in salts:
         server.prepare_session("hap", SHARED_SECRET, salt)
     diagnostics = server.diagnostics()
-    assert diagnostics["pending_sessions"] == server_module.MAX_PENDING_SESSIONS
-    assert diagnostics["sessions_dropped"] == 1
+    assert diagnostics["pending_sessions"] == 1 + server_module.MAX_PENDING_PER_HAP_CONNECTION
+    assert (
+        diagnostics["sessions_dropped"] == len(salts) - server_module.MAX_PENDING_PER_HAP_CONNECTION
+    )
     oldest = await connect(controller_salt=salts[0], prepare=False, hello=False)
     oldest.send_request("control", "hello")
     await oldest.wait_closed()
     newest = await connect(controller_salt=salts[-1], prepare=False)
     assert newest.messages[0].status == 0
+    other = await connect(controller_salt=bytes([0xEE]) * 32, prepare=False)
+    assert other.messages[0].status == 0
+
+
+async def test_full_pending_refuses_new_setups(server: DataStreamServer) -> None:
+    """When other connections fill every slot a new setup is refused, not displacing them."""
+    for index in range(server_module.MAX_PENDING_SESSIONS):
+        server.prepare_session(f"hap-{index}", SHARED_SECRET, bytes([index]) * 32)
+    with pytest.raises(HDSError):
+        server.prepare_session("late", SHARED_SECRET, bytes(32))
+    assert server.diagnostics()["pending_sessions"] == server_module.MAX_PENDING_SESSIONS
+    assert server.diagnostics()["sessions_dropped"] == 0
 
 
 async def test_matching_picks_the_right_session(

@@ -395,7 +395,12 @@ class HksvCamera(Accessory):
             raise HapStatusError(HapStatus.SERVICE_COMMUNICATION_FAILURE, "data stream not ready")
 
         def prepare(controller_salt: bytes) -> tuple[int, bytes]:
-            salt = server.prepare_session(client.address, client.shared_key or b"", controller_salt)
+            salt = server.prepare_session(
+                client.address,
+                client.shared_key or b"",
+                controller_salt,
+                peer_host=client.address[0],
+            )
             return server.port, salt
 
         try:

@@ -20,10 +20,12 @@ from http import HTTPStatus
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast, override
-from urllib.parse import parse_qs
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeIs, cast, override
+from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
+from cryptography.exceptions import InvalidTag
+import h11
 from pyhap.accessory_driver import AccessoryDriver
 from pyhap.characteristic import Characteristic
 from pyhap.const import STANDALONE_AID
@@ -33,6 +35,7 @@ from pyhap.hap_server import HAPServer
 from pyhap.util import callback as pyhap_callback, to_hap_json
 
 from .definitions import EV, PR, PW, TW, HapStatus, HapStatusError
+from .http_limits import MAX_CHARACTERISTICS_BODY, BoundedConnection
 from .srp import FixedWidthSrpServer, with_fixed_width_numbers
 from .state_file import write_state_file
 
@@ -42,7 +45,15 @@ type ClientAddress = tuple[str, int]
 
 # A controller batch is a handful of characteristics; refuse absurd requests early.
 MAX_CHARACTERISTICS_PER_REQUEST: Final = 100
-MAX_REQUEST_BODY: Final = 64 * 1024
+MAX_REQUEST_BODY: Final = MAX_CHARACTERISTICS_BODY
+# An "aid.iid" number; longer digit strings are refused before int() (and its digit limit).
+MAX_ID_DIGITS: Final = 20
+# Prepared timed writes kept per connection; the oldest is forgotten beyond this.
+MAX_PREPARED_WRITES: Final = 16
+# Longest timed-write window a controller may ask for (HAP-NodeJS uses a few seconds).
+MAX_PREPARE_TTL_MS: Final = 60_000
+# What a malformed request can raise from HAP-python's pairing steps and TLV parser.
+_MALFORMED_INPUT: Final = (KeyError, IndexError, ValueError, TypeError, InvalidTag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +103,91 @@ class HksvHandler(HAPServerHandler):
     def driver(self) -> HksvDriver:
         """Return the driver this handler serves."""
         return cast("HksvDriver", self.accessory_handler)
+
+    @override
+    def dispatch(self, request: h11.Request, body: bytes | None = None) -> HAPResponse:
+        """Refuse what HAP-python would answer with a 500 and a traceback, then dispatch.
+
+        HAP-python logs every handler exception with its traceback; an unauthenticated peer
+        must not be able to fill the log, so unknown paths, unknown methods and non-ASCII
+        headers are answered here with a HAP status and one debug line.
+        """
+        try:
+            method = request.method.decode("ascii")
+            path = urlparse(request.target.decode("ascii")).path
+            for name, value in request.headers:
+                name.decode("ascii")
+                value.decode("ascii")
+        except UnicodeDecodeError:
+            return self._refusal(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
+        handlers = self.HANDLERS.get(method)
+        if handlers is None:
+            _LOGGER.debug("%s: unknown method %r refused", self.client_address, method)
+            return self._refusal(HTTPStatus.METHOD_NOT_ALLOWED, HapStatus.INVALID_VALUE_IN_REQUEST)
+        if path not in handlers:
+            _LOGGER.debug("%s: unknown path %r refused", self.client_address, path[:64])
+            return self._refusal(HTTPStatus.NOT_FOUND, HapStatus.RESOURCE_DOES_NOT_EXIST)
+        return cast("HAPResponse", super().dispatch(request, body))
+
+    def _refusal(self, http_status: HTTPStatus, status: HapStatus) -> HAPResponse:
+        """Return a response carrying only a HAP status."""
+        response = HAPResponse()
+        self.response = response
+        self._send_status(http_status, status)
+        self.response = None
+        return response
+
+    @override
+    def handle_pairing(self) -> None:
+        """Pair-setup; a malformed message gets 400 and -70410 instead of a 500."""
+        self._guard_malformed(super().handle_pairing, "/pair-setup")
+
+    @override
+    def handle_pair_verify(self) -> None:
+        """Pair-verify; a malformed message gets 400 and -70410 instead of a 500."""
+        self._guard_malformed(super().handle_pair_verify, "/pair-verify")
+
+    def _guard_malformed(self, step: Callable[[], None], path: str) -> None:
+        """Run a pairing step; answer malformed input with one debug line and a status."""
+        response = self.response
+        try:
+            step()
+        except _MALFORMED_INPUT as err:
+            _LOGGER.debug("%s: malformed %s refused: %r", self.client_address, path, err)
+            if response is not None:
+                response.headers.clear()
+                response.shared_key = None
+                response.pairing_changed = False
+            self._send_status(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
+            return
+        if response is not None and not response.body and response.status_code >= 500:
+            # HAP-python answers an unknown pairing state with an empty 500.
+            _LOGGER.debug("%s: %s in an unknown state refused", self.client_address, path)
+            self._send_status(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
+
+    @override
+    def handle_prepare(self) -> None:
+        """Record a timed-write window; anything but ``{"ttl": int, "pid": int}`` gets 400."""
+        if not self.is_encrypted:
+            raise UnprivilegedRequestException
+        try:
+            request = json.loads((self.request_body or b"").decode())
+        except UnicodeDecodeError, ValueError:
+            request = None
+        ttl = request.get("ttl") if isinstance(request, dict) else None
+        pid = request.get("pid") if isinstance(request, dict) else None
+        if not (_is_int(ttl) and 0 < ttl <= MAX_PREPARE_TTL_MS and _is_int(pid) and pid >= 0):
+            _LOGGER.debug("%s: malformed /prepare refused", self.client_address)
+            self._send_status(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
+            return
+        prepared = self.driver.prepared_writes.setdefault(self.client_address, {})
+        prepared.pop(pid, None)
+        while len(prepared) >= MAX_PREPARED_WRITES:
+            del prepared[next(iter(prepared))]
+        prepared[pid] = time.time() + ttl / 1000
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", self.JSON_RESPONSE_TYPE)
+        self.end_response(to_hap_json({"status": HapStatus.SUCCESS}))
 
     @override
     def handle_resource(self) -> None:
@@ -194,6 +290,8 @@ class HksvProtocol(HAPServerProtocol):
         """Install the hardened handler."""
         super().connection_made(transport)
         self.handler = HksvHandler(self.accessory_driver, self.peername)
+        # Before any data: bound headers and refuse oversized bodies while they arrive.
+        self.conn = BoundedConnection()
 
     @override
     def close(self) -> None:
@@ -203,6 +301,29 @@ class HksvProtocol(HAPServerProtocol):
             timer.cancel()
             self._event_timer = None
         super().close()
+
+    @override
+    def _handle_invalid_conn_state(self, message: Exception | str) -> bool:
+        """Answer a refused request (413, 431, 400) when possible, log one line, close."""
+        _LOGGER.debug("%s: HAP request refused: %s", self.peername, message)
+        transport = self.transport
+        if (
+            isinstance(message, h11.RemoteProtocolError)
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            try:
+                head = self.conn.send(
+                    h11.Response(
+                        status_code=message.error_status_hint,
+                        headers=[("Connection", "close"), ("Content-Length", "0")],
+                    )
+                )
+                self.write((head or b"") + (self.conn.send(h11.EndOfMessage()) or b""))
+            except h11.LocalProtocolError:
+                pass  # mid-response already: just close
+        self.close()
+        return False
 
     @override
     def _process_response(self, response: HAPResponse) -> None:
@@ -395,9 +516,21 @@ class HksvDriver(AccessoryDriver):
 
 
 def _parse_aid_iid(text: str) -> tuple[int | str, int | str]:
-    """Split ``"1.9"``; keep the raw text where it is not a number."""
+    """Split ``"1.9"``; keep the raw text where it is not a plain ASCII number."""
     aid, _, iid = text.partition(".")
-    return (int(aid) if aid.isdigit() else aid, int(iid) if iid.isdigit() else iid)
+    return _parse_id(aid), _parse_id(iid)
+
+
+def _parse_id(text: str) -> int | str:
+    """Return an id as int; Unicode digits ("²") and absurd lengths stay text (-70409)."""
+    if text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS:
+        return int(text)
+    return text[:MAX_ID_DIGITS]
+
+
+def _is_int(value: object) -> TypeIs[int]:
+    """Return True for a JSON integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _write_refusal(

@@ -20,6 +20,7 @@ from .errors import (
 )
 from .frame import (
     HEADER_LENGTH,
+    MAX_PAYLOAD_LENGTH,
     DecryptCipher,
     EncryptCipher,
     HDSFrameReader,
@@ -48,6 +49,9 @@ _LOGGER = logging.getLogger(__name__)
 # Close a connection that has not completed hello this long after accept
 # (HN DataStreamServer hello timer; ADK kHAPDataStream_TCPStreamTimeout for unmatched streams).
 HELLO_TIMEOUT: Final = 10.0
+# Largest first frame of an unmatched connection: a hub opens with the hello request (tens of
+# bytes), so an unauthenticated peer cannot make the accessory buffer a 1 MiB frame (hksv).
+MAX_FIRST_FRAME_PAYLOAD: Final = 1024
 # Transport buffer limits: a slow hub pauses the producer instead of growing memory (hksv).
 WRITE_BUFFER_HIGH: Final = 1 << 20
 WRITE_BUFFER_LOW: Final = 1 << 18
@@ -76,6 +80,9 @@ class ConnectionOwner(Protocol):
 
     def match_session(self, header: bytes, body: memoryview) -> SessionMatch | None:
         """Return the pending session whose key opens the first frame, consuming it."""
+
+    def admit_connection(self, connection: HDSConnection, peer_host: str) -> bool:
+        """Return whether a just-accepted connection from peer_host may wait for its frame."""
 
     def connection_closed(self, connection: HDSConnection, exc: BaseException | None) -> None:
         """Forget a connection that has closed."""
@@ -107,6 +114,7 @@ class HDSConnection(asyncio.Protocol):
         "frames_sent",
         "hap_connection",
         "peer",
+        "peer_host",
     )
 
     def __init__(
@@ -119,7 +127,7 @@ class HDSConnection(asyncio.Protocol):
         self._state = HDS_STATE_MATCHING
         self._transport: Transport | None = None
         self._writelines: Callable[[Any], None] | None = None
-        self._reader = HDSFrameReader()
+        self._reader = HDSFrameReader(MAX_FIRST_FRAME_PAYLOAD)
         self._encrypt: EncryptCipher | None = None
         self._decrypt: DecryptCipher | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -134,6 +142,7 @@ class HDSConnection(asyncio.Protocol):
         self._protocols: set[str] = {PROTOCOL_CONTROL}
         self.hap_connection: Hashable | None = None
         self.peer = "?"
+        self.peer_host = ""
         self.bytes_sent = 0
         self.frames_sent = 0
         self.frames_received = 0
@@ -147,6 +156,11 @@ class HDSConnection(asyncio.Protocol):
     def state(self) -> int:
         """Return the HDS_STATE_* value."""
         return self._state
+
+    @property
+    def is_matching(self) -> bool:
+        """Return True until the first frame has matched a session."""
+        return self._state == HDS_STATE_MATCHING
 
     @property
     def is_ready(self) -> bool:
@@ -189,6 +203,10 @@ class HDSConnection(asyncio.Protocol):
         self._writelines = transport.writelines
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.peer_host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        if not self._owner.admit_connection(self, self.peer_host):
+            self._cleanup(None, "refused at accept")
+            return
         if (sock := transport.get_extra_info("socket")) is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -256,6 +274,7 @@ class HDSConnection(asyncio.Protocol):
         self.hap_connection = match.hap_connection
         self._encrypt = match.encrypt
         self._decrypt = match.decrypt
+        self._reader.max_payload = MAX_PAYLOAD_LENGTH
         self._state = HDS_STATE_AWAITING_HELLO
         self._handle_payload(match.plaintext)
 

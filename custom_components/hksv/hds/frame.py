@@ -104,13 +104,14 @@ class DecryptCipher:
 class HDSFrameReader:
     """Split a TCP byte stream into frames without copying more than needed."""
 
-    __slots__ = ("_buffer", "_buffer_len", "_pos")
+    __slots__ = ("_buffer", "_buffer_len", "_pos", "max_payload")
 
-    def __init__(self) -> None:
-        """Start with an empty buffer."""
+    def __init__(self, max_payload: int = MAX_PAYLOAD_LENGTH) -> None:
+        """Start with an empty buffer; frames longer than max_payload are refused."""
         self._buffer: bytes | None = None
         self._buffer_len = 0
         self._pos = 0
+        self.max_payload = max_payload
 
     @property
     def buffered(self) -> int:
@@ -139,8 +140,8 @@ class HDSFrameReader:
             if buffer[pos] != FRAME_TYPE:
                 raise HDSFrameError(f"frame type 0x{buffer[pos]:02x}, expected 0x01")
             length = (buffer[pos + 1] << 16) | (buffer[pos + 2] << 8) | buffer[pos + 3]
-            if length > MAX_PAYLOAD_LENGTH:
-                raise HDSFrameError(f"frame length {length} exceeds {MAX_PAYLOAD_LENGTH}")
+            if length > self.max_payload:
+                raise HDSFrameError(f"frame length {length} exceeds {self.max_payload}")
             end = pos + HEADER_LENGTH + length + AUTH_TAG_LENGTH
             if end <= self._buffer_len:
                 self._pos = end

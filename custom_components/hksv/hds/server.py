@@ -22,9 +22,17 @@ _LOGGER = logging.getLogger(__name__)
 # A prepared session waits this long for its TCP connection and first frame
 # (HN DataStreamServer pending-setup timer; ADK kHAPDataStream_SetupTimeout).
 SESSION_TIMEOUT: Final = 10.0
-# Pending sessions kept at once; the oldest is dropped beyond this (hksv: bounds the
-# trial decryptions one new connection can cost).
+# Pending sessions kept at once (hksv: bounds the trial decryptions one new connection can
+# cost). Beyond it a new setup is refused (BUSY) rather than displacing another controller's.
 MAX_PENDING_SESSIONS: Final = 8
+# Pending sessions per HAP connection and per controller address: a controller that asks
+# again displaces only its own oldest setup, never the home hub's.
+MAX_PENDING_PER_HAP_CONNECTION: Final = 2
+MAX_PENDING_PER_PEER: Final = 4
+# Accepted connections that have not yet matched a session (each holds at most one small
+# first frame, see connection.MAX_FIRST_FRAME_PAYLOAD); more are refused at accept.
+MAX_UNMATCHED_CONNECTIONS: Final = 16
+MAX_UNMATCHED_PER_PEER: Final = 4
 SHARED_SECRET_LENGTH: Final = 32  # X25519
 SALT_LENGTH: Final = 32  # §2.6 controller and accessory key salts
 # Connection errors kept for diagnostics.
@@ -34,14 +42,27 @@ ERROR_HISTORY: Final = 10
 class _PendingSession:
     """A SetupDataStreamTransport write waiting for its TCP connection."""
 
-    __slots__ = ("decrypt", "hap_connection", "keys", "timer")
+    __slots__ = ("decrypt", "hap_connection", "keys", "peer_host", "timer")
 
-    def __init__(self, hap_connection: Hashable, keys: HDSKeys) -> None:
+    def __init__(self, hap_connection: Hashable, peer_host: str | None, keys: HDSKeys) -> None:
         """Store the keys; the c2a cipher starts at counter 0 for trial decryption."""
         self.hap_connection = hap_connection
+        self.peer_host = peer_host
         self.keys = keys
         self.decrypt = DecryptCipher(keys.controller_to_accessory)
         self.timer: asyncio.TimerHandle | None = None
+
+
+def normalize_host(host: str) -> str:
+    """Return an address in one spelling: no zone, IPv4-mapped IPv6 as plain IPv4."""
+    text = host.partition("%")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _bind_socket(host: str) -> socket.socket:
@@ -101,6 +122,7 @@ class DataStreamServer:
             "sessions_dropped": 0,
             "connections_accepted": 0,
             "connections_unmatched": 0,
+            "connections_refused": 0,
         }
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
@@ -155,12 +177,47 @@ class DataStreamServer:
         self._stats["connections_accepted"] += 1
         return connection
 
+    def admit_connection(self, connection: HDSConnection, peer_host: str) -> bool:
+        """Return whether a just-accepted connection may wait for its first frame.
+
+        Only an address that prepared a session over HAP may connect, and unmatched
+        connections are capped overall and per address, so unauthenticated peers can hold
+        neither memory nor the slots a hub's connection needs.
+        """
+        host = normalize_host(peer_host)
+        if not any(s.peer_host in (None, host) for s in self._pending):
+            refusal = "no HDS setup was prepared from this address"
+        else:
+            unmatched = [c for c in self._connections if c.is_matching and c is not connection]
+            if len(unmatched) >= MAX_UNMATCHED_CONNECTIONS:
+                refusal = "too many connections waiting for their first frame"
+            elif (
+                sum(normalize_host(c.peer_host) == host for c in unmatched)
+                >= MAX_UNMATCHED_PER_PEER
+            ):
+                refusal = "too many connections from this address waiting for their first frame"
+            else:
+                return True
+        self._stats["connections_refused"] += 1
+        _LOGGER.debug("%s: HDS connection from %s refused: %s", self._log_name, host, refusal)
+        return False
+
     # -- sessions -------------------------------------------------------------------------
 
     def prepare_session(
-        self, hap_connection: Hashable, shared_secret: bytes, controller_salt: bytes
+        self,
+        hap_connection: Hashable,
+        shared_secret: bytes,
+        controller_salt: bytes,
+        *,
+        peer_host: str | None = None,
     ) -> bytes:
-        """Derive and store a pending session for a HAP connection; return the accessory salt."""
+        """Derive and store a pending session for a HAP connection; return the accessory salt.
+
+        ``peer_host`` is the HAP connection's address: only a TCP connection from it may use
+        the session (None: any address, for tests and benchmarks without HAP). Raise HDSError
+        when the pending sessions of other controllers fill every slot (answered BUSY).
+        """
         if self._server is None:
             raise HDSConnectionError(f"{self._log_name}: HDS server is not started")
         if len(shared_secret) != SHARED_SECRET_LENGTH:
@@ -170,18 +227,29 @@ class DataStreamServer:
         accessory_salt = self._salt_factory(SALT_LENGTH)
         if len(accessory_salt) != SALT_LENGTH:
             raise HDSError(f"accessory key salt of {len(accessory_salt)} bytes, expected 32")
+        host = None if peer_host is None else normalize_host(peer_host)
+        self._make_room(hap_connection, host)
         keys = derive_keys(bytes(shared_secret), bytes(controller_salt), bytes(accessory_salt))
-        while len(self._pending) >= MAX_PENDING_SESSIONS:
-            oldest = self._pending[0]
-            _LOGGER.warning("%s: too many pending HDS setups, dropping the oldest", self._log_name)
-            self._drop_session(oldest)
-            self._stats["sessions_dropped"] += 1
-        session = _PendingSession(hap_connection, keys)
+        session = _PendingSession(hap_connection, host, keys)
         loop = self._get_loop()
         session.timer = loop.call_at(loop.time() + SESSION_TIMEOUT, self._expire_session, session)
         self._pending.append(session)
         self._stats["sessions_prepared"] += 1
         return bytes(accessory_salt)
+
+    def _make_room(self, hap_connection: Hashable, host: str | None) -> None:
+        """Free a slot for a new setup, displacing only the asking controller's own ones."""
+        own = [s for s in self._pending if s.hap_connection == hap_connection]
+        if len(own) < MAX_PENDING_PER_HAP_CONNECTION:
+            own = [s for s in self._pending if host is not None and s.peer_host == host]
+            if len(own) < MAX_PENDING_PER_PEER:
+                own = []
+        if own:
+            _LOGGER.debug("%s: HDS setup repeated, dropping the older one", self._log_name)
+            self._drop_session(own[0])
+            self._stats["sessions_dropped"] += 1
+        elif len(self._pending) >= MAX_PENDING_SESSIONS:
+            raise HDSError(f"{len(self._pending)} HDS setups of other controllers are pending")
 
     def _drop_session(self, session: _PendingSession) -> None:
         """Forget a pending session and cancel its timer."""
