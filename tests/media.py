@@ -80,6 +80,11 @@ def _pad(plane: np.ndarray, line_size: int) -> np.ndarray:
 def read_frame_counter(frame: VideoFrame) -> int:
     """Return the frame index drawn into ``frame`` (any size, any pixel format)."""
     gray = frame.to_ndarray(format="gray")
+    # A pillarboxed picture (4:3 in a 16:9 frame): read inside the black bars. Picture columns
+    # always hold texture (luma >= 48) below the counter band.
+    lit = np.flatnonzero(gray.max(axis=0) > 32)
+    if len(lit):
+        gray = gray[:, lit[0] : lit[-1] + 1]
     h, w = gray.shape
     band = max(8, int(h * _BAND))
     block = w / COUNTER_BITS
