@@ -29,6 +29,7 @@ from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
+from tests.e2e.source import PacedSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
 from tests.media import ClipSpec, write_clip
@@ -36,6 +37,9 @@ from tests.media import ClipSpec, write_clip
 FPS = 25
 PREBUFFER_S = 4.0
 GOP_2S = ClipSpec(seconds=40.0, fps=FPS, gop_seconds=2.0)
+# A camera that starts every client with a keyframe (as many RTSP cameras do): its first GOP
+# after a (re)connect is short, the rest are exact 2 s GOPs.
+IDR_ON_CONNECT = ClipSpec(seconds=60.0, fps=FPS, gop_seconds=2.0, first_gop_seconds=1.2)
 
 
 @pytest.fixture(scope="session")
@@ -68,15 +72,20 @@ async def live_feed(
     spec: ClipSpec,
     fault_clips: dict[ClipSpec, Path],
     tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncGenerator[LiveFeedSource]:
-    """Serve the clip as a live feed and set up `stream` (LL-HLS)."""
+) -> AsyncGenerator[LiveFeedSource | PacedSource]:
+    """Serve the clip as a live feed (joined mid-GOP) and set up `stream` (LL-HLS).
+
+    A clip with its own first GOP is served from its start to every client instead, like a
+    camera that sends a keyframe when a client connects.
+    """
     directory = tmp_path_factory.getbasetemp() / "fault-clips"
     directory.mkdir(exist_ok=True)
     if spec not in fault_clips:
         path = directory / f"clip{len(fault_clips)}.ts"
         fault_clips[spec] = await hass.async_add_executor_job(write_clip, path, spec)
     assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
-    source = LiveFeedSource(fault_clips[spec], free_port())
+    kind = LiveFeedSource if spec.first_gop_seconds is None else PacedSource
+    source = kind(fault_clips[spec], free_port())
     await source.start()
     with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
         yield source
@@ -84,7 +93,7 @@ async def live_feed(
 
 
 @pytest.fixture
-def stream_source(live_feed: LiveFeedSource) -> str:
+def stream_source(live_feed: LiveFeedSource | PacedSource) -> str:
     """Point the test camera at the live feed."""
     return live_feed.url
 
@@ -239,33 +248,52 @@ async def test_hub_that_stops_reading_frees_the_camera(
 # -- item 4: the copy/transcode decision judges the camera's steady GOP ----------------------
 
 
-async def test_first_gop_after_a_restart_does_not_force_a_transcode(
+@pytest.mark.parametrize("spec", [IDR_ON_CONNECT], indirect=True)
+async def test_short_first_gop_does_not_force_a_transcode(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
     home_hub: HomeHub,
-    live_feed: LiveFeedSource,
+    live_feed: PacedSource,
 ) -> None:
-    """An exact 2 s GOP camera is copied right after its stream (re)starts, with no reasons."""
+    """A 2 s GOP camera whose first GOP after a (re)connect is short is copied, no reasons.
+
+    The first recording after setup, and the first after the camera reconnects, both see the
+    short GOP in the prebuffer next to exact 2 s ones.
+    """
     bridge = init_integration.runtime_data
     prebuffer = bridge.recorder.prebuffer
-    await _wait_for(lambda: prebuffer.buffered_seconds >= PREBUFFER_S + 2)
-    restarts = prebuffer.stream_restarts
-    await live_feed.restart()  # the worker reconnects and joins mid-GOP: a new epoch
-    await _wait_for(lambda: prebuffer.stream_restarts > restarts)
-    epoch = prebuffer.gops[-1].epoch + 1
-    # Record as soon as the new epoch has its first complete GOP and one after it.
-    await _wait_for(lambda: sum(g.epoch >= epoch for g in prebuffer.gops) >= 2)
-    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
-    client = await _open(home_hub)
-    await client.wait_until(lambda: media_seconds(client.recordings[1]) >= PREBUFFER_S)
-    client.close_stream(1, 0)
-    await client.close()
-    hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
-    await _wait_for(lambda: not bridge.recorder.streaming)
-    summary = bridge.recorder.last_recording
+
+    async def record(stream_id: int) -> Any:
+        hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+        client = await _open(home_hub, stream_id)
+        recording = client.recordings[stream_id]
+        await client.wait_until(lambda: media_seconds(recording) >= PREBUFFER_S)
+        client.close_stream(stream_id, 0)
+        await client.close()
+        hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
+        await _wait_for(lambda: not bridge.recorder.streaming)
+        return bridge.recorder.last_recording
+
+    def epoch_gops() -> list[Any]:
+        gops = prebuffer.gops
+        return [g for g in gops if g.epoch == gops[-1].epoch] if gops else []
+
+    # Right after recording was enabled: the short first GOP and two exact ones.
+    await _wait_for(lambda: len(epoch_gops()) >= 3)
+    assert round(epoch_gops()[0].duration_seconds, 1) == 1.2
+    summary = await record(1)
     assert summary.mode_reasons == []
     assert summary.mode == "copy"
     assert summary.outcome.value == "completed"
+
+    # The camera reconnects: a new epoch starts with a short GOP after steady ones.
+    restarts = prebuffer.stream_restarts
+    await live_feed.restart()
+    await _wait_for(lambda: prebuffer.stream_restarts > restarts and len(epoch_gops()) >= 2)
+    assert round(epoch_gops()[0].duration_seconds, 1) == 1.2
+    summary = await record(2)
+    assert summary.mode_reasons == []
+    assert summary.mode == "copy"
 
 
 # -- item 5: a 4:3 camera is recorded at exactly the selected size ---------------------------
@@ -347,16 +375,22 @@ async def test_entities_follow_the_camera(
     # The camera's stream goes away: a reloaded camera whose stream source now fails.
     fake_camera.stream_error = HomeAssistantError("connection refused")
     fake_camera.stream = None
-    for tick in range(1, 5):  # four watchdog rounds: one minute of a dead stream
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=WATCHDOG_INTERVAL_SECONDS))
+    await _wait_for(lambda: states() == {"unavailable"})
+    assert hass.states.get("switch.front_door_homekit_camera").state != "unavailable"
+    assert len(_hksv_records(caplog, logging.WARNING)) == 1
+    assert "connection refused" in _hksv_records(caplog, logging.WARNING)[0].getMessage()
+    # Three more watchdog rounds (45 s of a dead stream) add nothing to the log.
+    caplog.clear()
+    for tick in range(2, 5):
         async_fire_time_changed(
             hass, dt_util.utcnow() + timedelta(seconds=WATCHDOG_INTERVAL_SECONDS * tick)
         )
         await hass.async_block_till_done()
-    await _wait_for(lambda: states() == {"unavailable"})
-    assert hass.states.get("sensor.front_door_setup_code") is not None
-    assert len(_hksv_records(caplog, logging.WARNING)) == 1
-    assert "connection refused" in _hksv_records(caplog, logging.WARNING)[0].getMessage()
+    assert prebuffer.reattachments >= 3
+    assert _hksv_records(caplog, logging.WARNING) == []
     assert _hksv_records(caplog, logging.INFO) == []
+    assert states() == {"unavailable"}
 
     caplog.clear()
     fake_camera.stream_error = None
