@@ -152,11 +152,18 @@ def _fragment_starts_are_contiguous(packets: list[bytes]) -> None:
 # -- item 6: a camera that dies mid-clip -----------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [GOP_2S, ClipSpec(seconds=40.0, fps=FPS, gop_seconds=2.0, audio_codec=None)],
+    ids=["copy", "through_pyav"],  # no camera audio: silent AAC, so parts go through PyAV
+    indirect=True,
+)
 async def test_camera_stall_ends_the_clip(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
     home_hub: HomeHub,
     live_feed: LiveFeedSource,
+    spec: ClipSpec,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A camera that hangs mid-clip: the clip ends on its last real fragment, said why."""
@@ -176,6 +183,7 @@ async def test_camera_stall_ends_the_clip(
     client.ack(1)
     await _wait_for(lambda: not bridge.recorder.streaming)
     summary = bridge.recorder.last_recording
+    assert summary.mode == ("copy" if spec.audio_codec else "copy video, encode audio")
     assert summary.outcome.value == "camera_stream_lost"
     state = hass.states.get("sensor.front_door_last_recording")
     assert state.state == "camera_stream_lost"
