@@ -67,10 +67,11 @@ class LiveCamera:
             self.caps = sample.get_caps()
             GLib.idle_add(self._listen)
         feed_buffer = sample.get_buffer()
-        for source, offset in list(self.sources.items()):
+        for source, known_offset in list(self.sources.items()):
             clock = source.get_clock()
             if clock is None:
                 continue  # not playing yet: a live camera does not queue for later
+            offset = known_offset
             if offset is None:
                 # The feed's timeline, moved to start at this pipeline's "now": frame spacing
                 # stays the encoder's, not the arrival jitter of the TCP feed.

@@ -41,7 +41,7 @@ class RtspSource:
     async def _start_server(self) -> None:
         self._server = await asyncio.create_subprocess_exec(
             SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.feed.port), str(self.port),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert self._server.stdout is not None
         async with asyncio.timeout(READY_TIMEOUT):
