@@ -9,6 +9,7 @@ decoded. If Home Assistant changes that API, this file is the one to fix
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -136,6 +137,10 @@ class Prebuffer:
         self._output: HksvStreamOutput | None = None
         self._epochs: dict[tuple[int, int], int] = {}
         self._watchdog: CALLBACK_TYPE | None = None
+        # Start, stop and re-attach one at a time: a start during a stop's worker join would
+        # add our provider to a Stream whose finishing worker then removes it again.
+        self._lock = asyncio.Lock()
+        self._closed = False
         self.running = False
         self.parts_received = 0
         self.stream_restarts = 0  # new epochs: worker restarts and new Stream objects
@@ -148,25 +153,35 @@ class Prebuffer:
 
     async def async_start(self) -> None:
         """Attach to the camera's stream and keep it running while we need it."""
-        if self.running:
-            return
-        self.running = True
-        await self._async_attach()
-        self._watchdog = async_track_time_interval(
-            self._hass, self._async_check_attached, timedelta(seconds=WATCHDOG_INTERVAL_SECONDS)
-        )
+        async with self._lock:
+            if self.running or self._closed or self._hass.is_stopping:
+                return
+            self.running = True
+            await self._async_attach()
+            self._watchdog = async_track_time_interval(
+                self._hass,
+                self._async_check_attached,
+                timedelta(seconds=WATCHDOG_INTERVAL_SECONDS),
+                cancel_on_shutdown=True,
+            )
 
     async def async_stop(self) -> None:
         """Detach from the stream (stopping the worker if nobody else uses it)."""
-        self.running = False
-        if self._watchdog is not None:
-            self._watchdog()
-            self._watchdog = None
-        await self._async_detach()
-        self._gops.clear()
-        self._bytes = 0
-        self._seconds = 0.0
-        self._assembler = GopAssembler()
+        async with self._lock:
+            self.running = False
+            if self._watchdog is not None:
+                self._watchdog()
+                self._watchdog = None
+            await self._async_detach()
+            self._gops.clear()
+            self._bytes = 0
+            self._seconds = 0.0
+            self._assembler = GopAssembler()
+
+    async def async_close(self) -> None:
+        """Stop for good (unload, Home Assistant stopping): nothing restarts the stream."""
+        self._closed = True
+        await self.async_stop()
 
     async def _async_attach(self) -> None:
         """Add our provider to the camera entity's current Stream and start it."""
@@ -182,6 +197,11 @@ class Prebuffer:
         output = stream.add_provider(PROVIDER_NAME)
         if not isinstance(output, HksvStreamOutput):
             _LOGGER.error("%s: stream provider %s is not ours", self._log_name, PROVIDER_NAME)
+            return
+        if self._hass.is_stopping:
+            # Home Assistant began stopping while we looked the camera up: its stream
+            # shutdown has run (or is running) and would not stop a worker we start now.
+            await stream.remove_provider(output)
             return
         output.on_part = self._on_part
         self._stream, self._output = stream, output
@@ -208,8 +228,12 @@ class Prebuffer:
 
     async def _async_check_attached(self, _now: datetime) -> None:
         """Re-attach after a camera reload or an idled-out provider."""
-        if not self.running:
-            return
+        async with self._lock:
+            if self.running and not self._hass.is_stopping:
+                await self._async_reattach()
+
+    async def _async_reattach(self) -> None:
+        """Attach again unless our provider is still on the camera entity's current Stream."""
         try:
             camera = get_camera_from_entity_id(self._hass, self._camera_entity_id)
         except HomeAssistantError:

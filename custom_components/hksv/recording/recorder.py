@@ -215,9 +215,9 @@ class RecordingController:
                 await self.prebuffer.async_stop()
 
     async def async_stop(self) -> None:
-        """Stop the prebuffer."""
+        """Stop the prebuffer for good (unload or Home Assistant stopping)."""
         self._profile_unsub()
-        await self.prebuffer.async_stop()
+        await self.prebuffer.async_close()
 
     @callback
     def _on_gop(self, gop: Gop) -> None:
