@@ -44,6 +44,12 @@ def _other_public_key(text: bytes) -> bytes:
     return json.dumps(data).encode()
 
 
+def _short_controller_key(text: bytes) -> bytes:
+    data = json.loads(text)
+    data["paired_clients"] = {uuid: key[:10] for uuid, key in data["paired_clients"].items()}
+    return json.dumps(data).encode()
+
+
 CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
     "garbage": lambda _: b"\x00\xff\xfe not json at all",
     "truncated": lambda text: text[: len(text) // 2],
@@ -52,6 +58,7 @@ CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
     "not_an_object": lambda _: b"[]",
     "wrong_type": _bad_mac,
     "mismatched_keys": _other_public_key,
+    "short_controller_key": _short_controller_key,
 }
 
 

@@ -27,6 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 
 BACKUP_SUFFIX: Final = ".bak"
 CORRUPT_SUFFIX: Final = ".corrupt"
+_ED25519_KEY_LENGTH: Final = 32
 _MAC: Final = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}")
 # What HAP-python's encoder raises on damaged JSON (wrong types, bad hex, bad key lengths).
 _DAMAGE: Final = (ValueError, KeyError, TypeError, AttributeError)
@@ -106,6 +107,11 @@ def _inconsistency(state: Any) -> str | None:
         return "no valid device id"
     if not isinstance(state.config_version, int) or isinstance(state.config_version, bool):
         return "no valid configuration number"
+    if not isinstance(state.paired_clients, dict) or any(
+        not isinstance(key, bytes) or len(key) != _ED25519_KEY_LENGTH
+        for key in state.paired_clients.values()
+    ):
+        return "a pairing without a valid controller key"
     derived = state.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     if derived != state.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw):
         return "the public key does not belong to the private key"
