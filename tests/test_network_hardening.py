@@ -404,3 +404,15 @@ async def test_listen_address_binds_hap_and_hds(
         if entry.state is ConfigEntryState.LOADED:
             await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_block_till_done()
+
+
+async def test_prepared_writes_are_bounded_per_connection(
+    hass: HomeAssistant, home_hub: HomeHub
+) -> None:
+    """A controller flooding /prepare keeps only the newest windows, not an ever-growing map."""
+    iid = home_hub.iid("204", "226")
+    for pid in range(1, 41):
+        body = json.dumps({"ttl": 10000, "pid": pid}).encode()
+        assert await home_hub.raw("PUT", "/prepare", body) == (200, b'{"status":0}')
+    assert (await home_hub.write(iid, 1, pid=1))["status"] == HapStatus.INVALID_VALUE_IN_REQUEST
+    assert await home_hub.write(iid, 1, pid=40) == {}
