@@ -287,7 +287,9 @@ async def test_malformed_prepare_is_a_hap_status(
 
 
 @pytest.mark.parametrize(
-    "ids", ["1.%C2%B2", "%C2%B2.1", f"1.{'9' * 4301}", "1.9,1.%C2%B2", "x.y", "1.-1"]
+    "ids",
+    ["1.%C2%B2", "%C2%B2.1", f"1.{'9' * 4301}", "1.9,1.%C2%B2", "x.y", "1.-1"],
+    ids=["superscript-iid", "superscript-aid", "4301-digits", "mixed", "letters", "negative"],
 )
 async def test_malformed_ids_are_207_per_id(
     hass: HomeAssistant, home_hub: HomeHub, caplog: pytest.LogCaptureFixture, ids: str
@@ -324,6 +326,20 @@ def _post(path: str, body: bytes, extra: str = "", method: str = "POST") -> byte
         (_post("/prepare", b"{}", method="PUT"), (401, -70401)),  # unverified
         (b"GET / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", (400, None)),
         (b"\x16\x03\x01garbage\r\n\r\n", (400, None)),
+    ],
+    ids=[
+        "unknown-path",
+        "unknown-post-path",
+        "unknown-method",
+        "pair-setup-truncated-tlv",
+        "pair-setup-no-state",
+        "pair-setup-state-m9",
+        "pair-setup-m3-no-proof",
+        "pair-verify-unpaired",
+        "non-ascii-header",
+        "prepare-unverified",
+        "content-length-5000-digits",
+        "tls-hello",
     ],
 )
 async def test_malformed_unverified_requests(
