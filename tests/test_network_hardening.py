@@ -471,3 +471,37 @@ async def test_pair_verify_from_unknown_controller_logs_no_error(
     assert no_tracebacks(caplog) == []
     assert "value" in await home_hub.read(home_hub.iid("21A", "21B"))
     assert bridge.paired
+
+
+async def test_unverified_hap_connections_are_bounded(
+    hass: HomeAssistant, init_integration: MockConfigEntry, home_hub: HomeHub
+) -> None:
+    """Idle strangers hold at most 8 connections per address and 64 in all; a paired
+    controller still connects and verifies (it displaces the longest-idle stranger)."""
+    bridge = init_integration.runtime_data
+    connections = bridge.driver.http_server.connections
+
+    def unverified() -> int:
+        return sum(1 for c in connections.values() if c.hap_crypto is None)
+
+    one_address = [
+        await asyncio.open_connection(HOST, bridge.port, local_addr=(OTHER_HOST, 0))
+        for _ in range(12)
+    ]
+    closed = await asyncio.gather(*(_closed_by_peer(reader) for reader, _ in one_address[8:]))
+    assert all(closed)
+    await _until(lambda: unverified() == 8)
+
+    many = [
+        await asyncio.open_connection(HOST, bridge.port, local_addr=(f"127.0.1.{n // 8}", 0))
+        for n in range(80)
+    ]
+    await _until(lambda: unverified() == 64)
+    late = HomeHub(bridge.port, alias="late")
+    late.adopt(home_hub.pairing_data)
+    assert "value" in await late.read(home_hub.iid("21A", "21B"))
+    await late.close()
+    for _, writer in one_address + many:
+        writer.close()
+    await _until(lambda: unverified() == 0)
+    assert bridge.paired

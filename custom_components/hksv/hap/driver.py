@@ -45,7 +45,7 @@ from pyhap.hap_server import HAPServer
 from pyhap.util import callback as pyhap_callback, to_hap_json
 
 from .definitions import EV, PR, PW, TW, HapStatus, HapStatusError
-from .http_limits import MAX_CHARACTERISTICS_BODY, BoundedConnection
+from .http_limits import MAX_CHARACTERISTICS_BODY, BoundedConnection, unverified_admission
 from .srp import FixedWidthSrpServer, with_fixed_width_numbers
 
 _LOGGER = logging.getLogger(__name__)
@@ -340,6 +340,13 @@ class HksvProtocol(HAPServerProtocol):
         self.handler = HksvHandler(self.accessory_driver, self.peername)
         # Before any data: bound headers and refuse oversized bodies while they arrive.
         self.conn = BoundedConnection()
+        admit, evict = unverified_admission(self, list(self.connections.values()))
+        if evict is not None:
+            _LOGGER.debug("%s: closing idle unverified HAP connection", evict.peername)
+            evict.close()
+        if not admit:
+            _LOGGER.debug("%s: too many unverified HAP connections, refused", self.peername)
+            self.close()
 
     @override
     def close(self) -> None:
