@@ -1,11 +1,11 @@
 """A hostile LAN peer for bench_hostile_load.py, run as its own process (loopback only).
 
 For ``--seconds`` it holds ``--hap-connections`` unauthenticated HAP connections (8 per
-source address in 127.0.2.0/24) and
-``--hds-connections`` HDS connection attempts open (each HDS attempt starts a 1 MiB frame and
-sends 256 KiB of it), and sends ``--rate`` malformed HAP requests per second on fresh
-connections from 127.0.3.0/24, cycling through the cases of issue 7. Prints one JSON line of counts at the end.
-Everything is bounded: connection counts, the request rate, and the duration.
+source address in 127.0.2.0/24) and ``--hds-connections`` HDS connection attempts open (each
+starts a 1 MiB frame and sends 256 KiB of it), and sends ``--rate`` malformed HAP requests per
+second on fresh connections from 127.0.3.0/24, cycling through the cases of issue 7. Prints
+one JSON line of counts at the end. Everything is bounded: connection counts, the request
+rate, and the duration.
 """
 
 from __future__ import annotations
@@ -57,15 +57,16 @@ async def _malformed_request(
 
 async def _hold_hap(port: int, count: int, stop: asyncio.Event) -> int:
     """Open ``count`` idle HAP connections (a partial request each) until ``stop``."""
-    writers = []
+    streams = []
     for index in range(count):
         with contextlib.suppress(OSError):
             source = _source(2, index // 8)  # 8 per address
-            _, writer = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+            reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
             writer.write(b"POST /pair-setup HTTP/1.1\r\nHost: h\r\n")
-            writers.append(writer)
+            streams.append((reader, writer))
     await stop.wait()
-    held = sum(not w.is_closing() for w in writers)
+    held = sum(not reader.at_eof() for reader, _ in streams)
+    writers = [writer for _, writer in streams]
     for writer in writers:
         writer.close()
     return held
