@@ -1,10 +1,11 @@
 """A hostile LAN peer for bench_hostile_load.py, run as its own process (loopback only).
 
-For ``--seconds`` it holds ``--hap-connections`` unauthenticated HAP connections and
-``--hds-connections`` HDS connection attempts open (each HDS attempt starts a 1 MiB frame and
-sends 256 KiB of it), and sends ``--rate`` malformed HAP requests per second on fresh
-connections, cycling through the cases of issue 7. Prints one JSON line of counts at the end.
-Everything is bounded: connection counts, the request rate, and the duration.
+For ``--seconds`` it holds ``--hap-connections`` unauthenticated HAP connections (8 per
+source address in 127.0.2.0/24) and ``--hds-connections`` HDS connection attempts open (each
+starts a 1 MiB frame and sends 256 KiB of it), and sends ``--rate`` malformed HAP requests per
+second on fresh connections from 127.0.3.0/24, cycling through the cases of issue 7. Prints
+one JSON line of counts at the end. Everything is bounded: connection counts, the request
+rate, and the duration.
 """
 
 from __future__ import annotations
@@ -33,11 +34,18 @@ MALFORMED: Final = (
 )
 
 
-async def _malformed_request(port: int, request: bytes, statuses: dict[str, int]) -> None:
+def _source(block: int, index: int) -> str:
+    """Return a loopback source address: strangers come from many addresses."""
+    return f"127.0.{block}.{index % 250 + 1}"
+
+
+async def _malformed_request(
+    port: int, request: bytes, statuses: dict[str, int], source: str
+) -> None:
     """Send one malformed request on a fresh connection; count the status line or failure."""
     try:
         async with asyncio.timeout(IO_TIMEOUT):
-            reader, writer = await asyncio.open_connection(HOST, port)
+            reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
             writer.write(request)
             line = await reader.readline()
             writer.close()
@@ -49,14 +57,16 @@ async def _malformed_request(port: int, request: bytes, statuses: dict[str, int]
 
 async def _hold_hap(port: int, count: int, stop: asyncio.Event) -> int:
     """Open ``count`` idle HAP connections (a partial request each) until ``stop``."""
-    writers = []
-    for _ in range(count):
+    streams = []
+    for index in range(count):
         with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection(HOST, port)
+            source = _source(2, index // 8)  # 8 per address
+            reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
             writer.write(b"POST /pair-setup HTTP/1.1\r\nHost: h\r\n")
-            writers.append(writer)
+            streams.append((reader, writer))
     await stop.wait()
-    held = sum(not w.is_closing() for w in writers)
+    held = sum(not reader.at_eof() for reader, _ in streams)
+    writers = [writer for _, writer in streams]
     for writer in writers:
         writer.close()
     return held
@@ -105,7 +115,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     while (elapsed := time.monotonic() - start) < args.seconds:
         due = int(elapsed * args.rate) + 1
         while sent < due:
-            task = asyncio.create_task(_malformed_request(args.hap_port, next(cases), statuses))
+            request = _malformed_request(args.hap_port, next(cases), statuses, _source(3, sent))
+            task = asyncio.create_task(request)
             pending.add(task)
             task.add_done_callback(pending.discard)
             sent += 1

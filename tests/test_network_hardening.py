@@ -17,7 +17,10 @@ import logging
 import tracemalloc
 from typing import Any
 from unittest.mock import patch
+import uuid
 
+from aiohomekit.exceptions import AuthenticationError
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType, InvalidData
@@ -53,9 +56,14 @@ def memory_growth() -> Iterator[Callable[[], int]]:
 def no_tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
     """Return what was logged at WARNING and above (HAP-python's tracebacks are ERRORs).
 
-    DEBUG records with exc_info come from the attacking client's own asyncio transport.
+    DEBUG records with exc_info come from the attacking client's own asyncio transport, and
+    aiohomekit (the controller side of these tests) logs its own failed connections.
     """
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and not r.name.startswith("aiohomekit")
+    ]
 
 
 async def _exchange(port: int, request: bytes, *, host: str = HOST) -> bytes:
@@ -287,7 +295,9 @@ async def test_malformed_prepare_is_a_hap_status(
 
 
 @pytest.mark.parametrize(
-    "ids", ["1.%C2%B2", "%C2%B2.1", f"1.{'9' * 4301}", "1.9,1.%C2%B2", "x.y", "1.-1"]
+    "ids",
+    ["1.%C2%B2", "%C2%B2.1", f"1.{'9' * 4301}", "1.9,1.%C2%B2", "x.y", "1.-1"],
+    ids=["superscript-iid", "superscript-aid", "4301-digits", "mixed", "letters", "negative"],
 )
 async def test_malformed_ids_are_207_per_id(
     hass: HomeAssistant, home_hub: HomeHub, caplog: pytest.LogCaptureFixture, ids: str
@@ -324,6 +334,20 @@ def _post(path: str, body: bytes, extra: str = "", method: str = "POST") -> byte
         (_post("/prepare", b"{}", method="PUT"), (401, -70401)),  # unverified
         (b"GET / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", (400, None)),
         (b"\x16\x03\x01garbage\r\n\r\n", (400, None)),
+    ],
+    ids=[
+        "unknown-path",
+        "unknown-post-path",
+        "unknown-method",
+        "pair-setup-truncated-tlv",
+        "pair-setup-no-state",
+        "pair-setup-state-m9",
+        "pair-setup-m3-no-proof",
+        "pair-verify-unpaired",
+        "non-ascii-header",
+        "prepare-unverified",
+        "content-length-5000-digits",
+        "tls-hello",
     ],
 )
 async def test_malformed_unverified_requests(
@@ -404,3 +428,80 @@ async def test_listen_address_binds_hap_and_hds(
         if entry.state is ConfigEntryState.LOADED:
             await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_block_till_done()
+
+
+async def test_prepared_writes_are_bounded_per_connection(
+    hass: HomeAssistant, home_hub: HomeHub
+) -> None:
+    """A controller flooding /prepare keeps only the newest windows, not an ever-growing map."""
+    iid = home_hub.iid("204", "226")
+    for pid in range(1, 41):
+        body = json.dumps({"ttl": 10000, "pid": pid}).encode()
+        assert await home_hub.raw("PUT", "/prepare", body) == (200, b'{"status":0}')
+    assert (await home_hub.write(iid, 1, pid=1))["status"] == HapStatus.INVALID_VALUE_IN_REQUEST
+    assert await home_hub.write(iid, 1, pid=40) == {}
+
+
+async def test_pair_verify_from_unknown_controller_logs_no_error(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    home_hub: HomeHub,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer verifying with an identity that was never paired gets the TLV error, quietly.
+
+    HAP-python logs an ERROR listing every paired key for each such attempt, which anyone
+    on the network could repeat to fill the log.
+    """
+    bridge = init_integration.runtime_data
+    stranger_key = ed25519.Ed25519PrivateKey.generate()
+    data = home_hub.pairing_data | {
+        "iOSPairingId": str(uuid.uuid4()),
+        "iOSDeviceLTSK": stranger_key.private_bytes_raw().hex(),
+        "iOSDeviceLTPK": stranger_key.public_key().public_bytes_raw().hex(),
+    }
+    caplog.clear()
+    for _ in range(5):
+        stranger = HomeHub(bridge.port, alias="stranger")
+        stranger.adopt(data)
+        with pytest.raises(AuthenticationError):
+            await stranger.read(1)
+        with pytest.raises(AuthenticationError):
+            await stranger.close()  # aiohomekit re-raises its connector's failure
+    assert no_tracebacks(caplog) == []
+    assert "value" in await home_hub.read(home_hub.iid("21A", "21B"))
+    assert bridge.paired
+
+
+async def test_unverified_hap_connections_are_bounded(
+    hass: HomeAssistant, init_integration: MockConfigEntry, home_hub: HomeHub
+) -> None:
+    """Idle strangers hold at most 8 connections per address and 64 in all; a paired
+    controller still connects and verifies (it displaces the longest-idle stranger)."""
+    bridge = init_integration.runtime_data
+    connections = bridge.driver.http_server.connections
+
+    def unverified() -> int:
+        return sum(1 for c in connections.values() if c.hap_crypto is None)
+
+    one_address = [
+        await asyncio.open_connection(HOST, bridge.port, local_addr=(OTHER_HOST, 0))
+        for _ in range(12)
+    ]
+    closed = await asyncio.gather(*(_closed_by_peer(reader) for reader, _ in one_address[8:]))
+    assert all(closed)
+    await _until(lambda: unverified() == 8)
+
+    many = [
+        await asyncio.open_connection(HOST, bridge.port, local_addr=(f"127.0.1.{n // 8}", 0))
+        for n in range(80)
+    ]
+    await _until(lambda: unverified() == 64)
+    late = HomeHub(bridge.port, alias="late")
+    late.adopt(home_hub.pairing_data)
+    assert "value" in await late.read(home_hub.iid("21A", "21B"))
+    await late.close()
+    for _, writer in one_address + many:
+        writer.close()
+    await _until(lambda: unverified() == 0)
+    assert bridge.paired

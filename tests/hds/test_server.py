@@ -364,3 +364,18 @@ async def test_stop_closes_everything(socket_enabled: None) -> None:
     with pytest.raises(HDSClosedError):
         await client.hello()
     await server.async_stop()  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("host", "normalized"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("::ffff:192.168.1.20", "192.168.1.20"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("FE80::0001", "fe80::1"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_normalize_host(host: str, normalized: str) -> None:
+    """A hub reaching HAP over a dual-stack socket and HDS over IPv4 is the same address."""
+    assert server_module.normalize_host(host) == normalized

@@ -24,18 +24,28 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeIs, cast, override
 from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 import h11
+from pyhap import tlv
 from pyhap.accessory_driver import AccessoryDriver
 from pyhap.characteristic import Characteristic
 from pyhap.const import STANDALONE_AID
-from pyhap.hap_handler import HAPResponse, HAPServerHandler, UnprivilegedRequestException
+from pyhap.hap_handler import (
+    HAP_TLV_STATES,
+    HAP_TLV_TAGS,
+    HAPResponse,
+    HAPServerHandler,
+    UnprivilegedRequestException,
+)
 from pyhap.hap_protocol import HAPServerProtocol
 from pyhap.hap_server import HAPServer
 from pyhap.util import callback as pyhap_callback, to_hap_json
 
 from .definitions import EV, PR, PW, TW, HapStatus, HapStatusError
-from .http_limits import MAX_CHARACTERISTICS_BODY, BoundedConnection
+from .http_limits import MAX_CHARACTERISTICS_BODY, BoundedConnection, unverified_admission
 from .srp import FixedWidthSrpServer, with_fixed_width_numbers
 from .state_file import write_state_file
 
@@ -146,6 +156,45 @@ class HksvHandler(HAPServerHandler):
     def handle_pair_verify(self) -> None:
         """Pair-verify; a malformed message gets 400 and -70410 instead of a 500."""
         self._guard_malformed(super().handle_pair_verify, "/pair-verify")
+
+    @override
+    def _pair_verify_two(self, tlv_objects: dict[bytes, bytes]) -> None:
+        """Refuse an unknown controller or a bad proof with one debug line.
+
+        HAP-python logs an ERROR for each (listing every paired public key), which anyone on
+        the network could repeat at will. The step is checked here first and only a
+        controller that will pass is handed on.
+        """
+        client = self._verify_two_client(tlv_objects)
+        if client is None:
+            _LOGGER.debug("%s: pair-verify from an unknown controller", self.client_address)
+            self._send_authentication_error_tlv_response(HAP_TLV_STATES.M4)
+            return
+        super()._pair_verify_two(tlv_objects)
+
+    def _verify_two_client(self, tlv_objects: dict[bytes, bytes]) -> UUID | None:
+        """Return the paired controller whose proof opens pair-verify M3, or None."""
+        context = self.enc_context
+        if context is None:
+            return None
+        try:
+            plaintext = ChaCha20Poly1305(context["pre_session_key"]).decrypt(
+                self.PVERIFY_2_NONCE, bytes(tlv_objects[HAP_TLV_TAGS.ENCRYPTED_DATA]), b""
+            )
+            inner = tlv.decode(plaintext)
+            identifier = bytes(inner[HAP_TLV_TAGS.USERNAME])
+            client_uuid = UUID(identifier.decode())
+            known = self.state.paired_clients.get(client_uuid)
+            if known is None:
+                return None
+            accessory_public = context["public_key"].public_bytes(Encoding.Raw, PublicFormat.Raw)
+            Ed25519PublicKey.from_public_bytes(known).verify(
+                bytes(inner[HAP_TLV_TAGS.PROOF]),
+                context["client_public"] + identifier + accessory_public,
+            )
+        except (*_MALFORMED_INPUT, InvalidSignature):
+            return None
+        return client_uuid
 
     def _guard_malformed(self, step: Callable[[], None], path: str) -> None:
         """Run a pairing step; answer malformed input with one debug line and a status."""
@@ -292,6 +341,13 @@ class HksvProtocol(HAPServerProtocol):
         self.handler = HksvHandler(self.accessory_driver, self.peername)
         # Before any data: bound headers and refuse oversized bodies while they arrive.
         self.conn = BoundedConnection()
+        admit, evict = unverified_admission(self, list(self.connections.values()))
+        if evict is not None:
+            _LOGGER.debug("%s: closing idle unverified HAP connection", evict.peername)
+            evict.close()
+        if not admit:
+            _LOGGER.debug("%s: too many unverified HAP connections, refused", self.peername)
+            self.close()
 
     @override
     def close(self) -> None:

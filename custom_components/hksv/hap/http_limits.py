@@ -10,10 +10,13 @@ the request line and headers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, override
 
 import h11
+from pyhap.hap_protocol import HAPServerProtocol
+
+from ..hds.server import normalize_host
 
 # Request line and headers together; controllers send a few short headers.
 MAX_HEADER_BYTES: Final = 8 * 1024
@@ -23,6 +26,12 @@ MAX_CHARACTERISTICS_BODY: Final = 64 * 1024
 MAX_PAIRING_BODY: Final = 4 * 1024
 # /prepare, /resource, /identify and anything unknown: a short JSON object at most.
 MAX_SMALL_BODY: Final = 1024
+# Connections that have not completed pair-verify: a controller needs one at a time per
+# device (pair-setup, or the few milliseconds before pair-verify). Beyond the per-address
+# bound new ones are refused; beyond the total the longest-idle one is closed, so that
+# strangers can hold neither memory nor sockets without end.
+MAX_UNVERIFIED_PER_PEER: Final = 8
+MAX_UNVERIFIED: Final = 64
 
 BODY_LIMITS: Final[dict[bytes, int]] = {
     b"/characteristics": MAX_CHARACTERISTICS_BODY,
@@ -89,3 +98,17 @@ def _declared_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
         if name == b"content-length":
             return int(value) if len(value) <= 19 else 1 << 63
     return None
+
+
+def unverified_admission(
+    new: HAPServerProtocol, connections: Iterable[HAPServerProtocol]
+) -> tuple[bool, HAPServerProtocol | None]:
+    """Return (admit ``new``, the idle unverified connection to close to make room)."""
+    others = [c for c in connections if c is not new and c.hap_crypto is None]
+    host = normalize_host(str(new.peername[0])) if new.peername else ""
+    same_peer = sum(1 for c in others if c.peername and normalize_host(str(c.peername[0])) == host)
+    if same_peer >= MAX_UNVERIFIED_PER_PEER:
+        return False, None
+    if len(others) >= MAX_UNVERIFIED:
+        return True, min(others, key=lambda c: c.last_activity or 0.0)
+    return True, None
