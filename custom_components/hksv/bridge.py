@@ -38,6 +38,8 @@ from .const import (
     LOGGER,
     MANUFACTURER,
     MODEL,
+    OPT_AUDIO,
+    OPT_LIVE_SLOTS,
     OPT_MAX_RESOLUTION,
     OPT_PREBUFFER,
     RESOLUTION_HEIGHT,
@@ -237,6 +239,8 @@ class CameraBridge(CameraOwner):
             serial_number=self.entry.entry_id[:16],
             firmware_revision=FIRMWARE_REVISION,
             doorbell=self.doorbell_entity_id is not None,
+            stream_slots=int(self.options[OPT_LIVE_SLOTS]),
+            microphone=bool(self.options[OPT_AUDIO]),
         )
         accessory = HksvCamera(driver, info, state, offer, self)
         driver.accessory = accessory
