@@ -39,6 +39,8 @@ from .const import (
     MANUFACTURER,
     MODEL,
     OPT_AUDIO,
+    OPT_LIVE_MAX_BITRATE,
+    OPT_LIVE_MODE,
     OPT_LIVE_SLOTS,
     OPT_MAX_RESOLUTION,
     OPT_PREBUFFER,
@@ -55,6 +57,9 @@ from .hap.recording_config import (
     build_offer,
 )
 from .hds import DataSendCloseReason, DataStreamServer, HDSError, RecordingPacket
+from .live.manager import LiveOptions, LiveStreamManager
+from .live.policy import LiveModeOption
+from .live.source import LiveFeed
 from .pairing import (
     dismiss_pairing_notification,
     generate_setup_code,
@@ -63,6 +68,7 @@ from .pairing import (
     setup_uri,
     show_pairing_notification,
 )
+from .recording.gop import profile_source
 from .recording.recorder import RecordingController
 
 type HksvConfigEntry = ConfigEntry[CameraBridge]
@@ -102,6 +108,7 @@ class CameraBridge(CameraOwner):
         self.accessory: HksvCamera | None = None
         self.data_stream: DataStreamServer | None = None
         self.recorder: RecordingController | None = None
+        self.live: LiveStreamManager | None = None
         self.setup_code = ""
         self.setup_id = ""
         self.qr_secret = secrets.token_urlsafe(16)
@@ -153,6 +160,9 @@ class CameraBridge(CameraOwner):
         )
         self.data_stream = await self._async_start_data_stream(address, accessory)
         accessory.data_stream = self.data_stream
+        self.live = self._create_live(self.recorder, accessory, address)
+        accessory.live = self.live
+        self.live.set_allowed(accessory.state.rtp_active and accessory.state.homekit_camera_active)
         try:
             await driver.async_start()
         except OSError as err:
@@ -200,6 +210,35 @@ class CameraBridge(CameraOwner):
             return server
         raise ConfigEntryNotReady(
             translation_domain=DOMAIN, translation_key="data_stream_unavailable"
+        )
+
+    def _create_live(
+        self, recorder: RecordingController, accessory: HksvCamera, address: str | None
+    ) -> LiveStreamManager:
+        """Build live view on the recording prebuffer (one camera connection for both)."""
+        prebuffer = recorder.prebuffer
+        feed = LiveFeed(
+            prebuffer,
+            recording_wants_stream=lambda: accessory.state.recording_possible or recorder.streaming,
+            log_name=self.name,
+        )
+
+        def source_profile() -> tuple[float | None, float | None]:
+            profile = profile_source(prebuffer.gops)
+            return profile.fps, profile.video_bitrate_kbps
+
+        return LiveStreamManager(
+            slots=accessory.stream_slots,
+            feed=feed,
+            publisher=accessory,
+            source_profile=source_profile,
+            options=LiveOptions(
+                mode=LiveModeOption(self.options[OPT_LIVE_MODE]),
+                max_bitrate_kbps=int(self.options[OPT_LIVE_MAX_BITRATE]),
+                address=address,
+            ),
+            on_change=self._async_notify_listeners,
+            log_name=self.name,
         )
 
     def _create_accessory(
@@ -254,6 +293,8 @@ class CameraBridge(CameraOwner):
         if self._event_motion_until:
             self._event_motion_until()
             self._event_motion_until = None
+        if self.live is not None:
+            await self.live.async_stop()
         if self.recorder is not None:
             await self.recorder.async_stop()
         if self.data_stream is not None:
@@ -342,6 +383,8 @@ class CameraBridge(CameraOwner):
         """Drop HDS sessions and connections of a closed HAP connection."""
         if self.data_stream is not None:
             self.data_stream.hap_connection_lost(client)
+        if self.live is not None:
+            self.live.connection_lost(client)
 
     # -- CameraOwner ----------------------------------------------------------------------
 
@@ -349,6 +392,8 @@ class CameraBridge(CameraOwner):
         """Persist and start/stop the prebuffer when recording becomes possible or not."""
         self._stored["camera"] = state.to_dict()
         self._async_save()
+        if self.live is not None:
+            self.live.set_allowed(state.rtp_active and state.homekit_camera_active)
         if state.recording_possible != previous.recording_possible or (
             state.selected_configuration != previous.selected_configuration
         ):

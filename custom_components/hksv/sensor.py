@@ -10,6 +10,7 @@ from homeassistant.components.sensor import (
     SensorDeviceClass,
     SensorEntity,
     SensorEntityDescription,
+    SensorStateClass,
 )
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
@@ -27,7 +28,7 @@ PARALLEL_UPDATES = 0
 class HksvSensorEntityDescription(SensorEntityDescription):
     """Describes an HKSV sensor."""
 
-    value_fn: Callable[[CameraBridge], str | None]
+    value_fn: Callable[[CameraBridge], str | int | None]
     attributes_fn: Callable[[CameraBridge], dict[str, Any] | None] = lambda _: None
     available_fn: Callable[[CameraBridge], bool] = lambda _: True
 
@@ -47,6 +48,18 @@ def _last_recording_attributes(bridge: CameraBridge) -> dict[str, Any] | None:
     """Return the last recording's details."""
     summary = bridge.recorder.last_recording if bridge.recorder else None
     return summary.as_attributes() if summary else None
+
+
+def _live_viewers(bridge: CameraBridge) -> int | None:
+    """Return how many are watching live."""
+    return bridge.live.viewers if bridge.live else None
+
+
+def _live_attributes(bridge: CameraBridge) -> dict[str, Any] | None:
+    """Return who is watching and how (full numbers are in the diagnostics)."""
+    if bridge.live is None:
+        return None
+    return {"sessions": bridge.live.viewer_summaries()}
 
 
 SENSORS: tuple[HksvSensorEntityDescription, ...] = (
@@ -72,6 +85,13 @@ SENSORS: tuple[HksvSensorEntityDescription, ...] = (
         value_fn=_last_recording,
         attributes_fn=_last_recording_attributes,
     ),
+    HksvSensorEntityDescription(
+        key="live_viewers",
+        translation_key="live_viewers",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=_live_viewers,
+        attributes_fn=_live_attributes,
+    ),
 )
 
 
@@ -95,7 +115,7 @@ class HksvSensor(HksvEntity, SensorEntity):
         return self.entity_description.available_fn(self.bridge)
 
     @property
-    def native_value(self) -> str | None:
+    def native_value(self) -> str | int | None:
         """Return the state."""
         return self.entity_description.value_fn(self.bridge)
 

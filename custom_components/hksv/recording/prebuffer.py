@@ -137,6 +137,8 @@ class Prebuffer:
         self._epochs: dict[tuple[int, int], int] = {}
         self._watchdog: CALLBACK_TYPE | None = None
         self.running = False
+        # Consumers other than recording (live view) that need the stream running.
+        self._holders: set[str] = set()
         self.parts_received = 0
         self.stream_restarts = 0  # new epochs: worker restarts and new Stream objects
         self.reattachments = 0  # the watchdog found our provider gone and added it again
@@ -153,8 +155,23 @@ class Prebuffer:
             self._hass, self._async_check_attached, timedelta(seconds=WATCHDOG_INTERVAL_SECONDS)
         )
 
+    def hold(self, holder: str) -> None:
+        """Keep the prebuffer running for ``holder`` even when recording stops it."""
+        self._holders.add(holder)
+
+    def release(self, holder: str) -> None:
+        """Drop a hold; the caller stops the prebuffer if nothing else needs it."""
+        self._holders.discard(holder)
+
+    @property
+    def held(self) -> bool:
+        """Return True while a consumer other than recording needs the stream."""
+        return bool(self._holders)
+
     async def async_stop(self) -> None:
         """Detach from the stream (stopping the worker if nobody else uses it)."""
+        if self._holders:
+            return  # live view is watching; it stops the prebuffer after its last viewer
         self.running = False
         if self._watchdog is not None:
             self._watchdog()
@@ -322,6 +339,7 @@ class Prebuffer:
         """Return counters and the worker's own diagnostics."""
         return {
             "running": self.running,
+            "held_by": sorted(self._holders),
             "attached": self._output is not None,
             "gops": len(self._gops),
             "buffered_seconds": round(self.buffered_seconds, 3),

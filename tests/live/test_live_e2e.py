@@ -1,0 +1,241 @@
+"""Live view end to end: aiohomekit controller, HA's stream worker, SRTP on loopback, PyAV.
+
+A camera-like feed (joined mid-GOP) goes through Home Assistant's real stream worker into
+hksv's prebuffer; a paired aiohomekit controller sets up endpoints and starts a stream like
+iOS; the viewer decrypts with libsrtp (pylibsrtp), depacketizes and decodes with PyAV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SLOTS
+from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, StreamingState
+from tests.conftest import free_port
+from tests.e2e.live_source import LiveFeedSource
+from tests.hub.controller import HubController
+from tests.live.viewer import (
+    IPV4_UDP_HEADERS,
+    MTU,
+    VIDEO_PT,
+    LiveViewer,
+    access_units,
+    counters,
+    decode_units,
+)
+from tests.media import ClipSpec, write_clip
+
+FPS = 25
+SPEC = ClipSpec(seconds=20.0, width=640, height=360, fps=FPS, gop_seconds=1.0)
+CLIP_FRAMES = int(SPEC.seconds * FPS)
+WATCH_SECONDS = 4.0
+
+
+@pytest.fixture(scope="session")
+def live_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generate the camera's clip once."""
+    return write_clip(tmp_path_factory.mktemp("live") / "camera.ts", SPEC)
+
+
+@pytest.fixture
+async def live_source(
+    hass: HomeAssistant, socket_enabled: None, live_clip: Path
+) -> AsyncGenerator[LiveFeedSource]:
+    """Serve the clip as a live feed and set up HA's stream (LL-HLS parts)."""
+    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
+    source = LiveFeedSource(live_clip, free_port())
+    await source.start()
+    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+        yield source
+    await source.stop()
+
+
+@pytest.fixture
+def stream_source(live_source: LiveFeedSource) -> str:
+    """Point the test camera at the feed."""
+    return live_source.url
+
+
+@pytest.fixture
+def with_doorbell() -> bool:
+    """No doorbell."""
+    return False
+
+
+@pytest.fixture
+async def controller(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> AsyncGenerator[HubController]:
+    """Return a paired iPhone-like controller."""
+    bridge = init_integration.runtime_data
+    hub = HubController(bridge.port, alias="iphone")
+    await hub.pair(bridge.setup_code)
+    yield hub
+    await hub.close()
+
+
+async def _viewer(hub: HubController, slot: int = 0) -> LiveViewer:
+    """Open a viewer's sockets and set up endpoints on ``slot``."""
+    viewer = LiveViewer(hub, slot)
+    await viewer.open()
+    response = await viewer.setup()
+    assert response.status == SetupStatus.SUCCESS
+    return viewer
+
+
+def _check_stream(viewer: LiveViewer, advertised_ssrc: int) -> list[int]:
+    """Check every packet and access unit; return the decoded frame counters."""
+    packets = viewer.packets
+    assert packets
+    for packet in packets:
+        assert (packet.version, packet.padding, packet.extension, packet.csrc_count) == (
+            2,
+            False,
+            False,
+            0,
+        )
+        assert packet.payload_type == VIDEO_PT
+        assert packet.ssrc == advertised_ssrc
+        assert packet.datagram_size + IPV4_UDP_HEADERS <= MTU
+    steps = {(b.sequence - a.sequence) % 65536 for a, b in pairwise(packets)}
+    assert steps == {1}, "sequence numbers must be contiguous on loopback"
+    units = access_units(packets)
+    complete = units[:-1] if not units[-1].packets[-1].marker else units
+    for unit in complete:
+        # The marker is on the last packet of each access unit, and only there.
+        assert [p.marker for p in unit.packets] == [False] * (len(unit.packets) - 1) + [True]
+        assert 6 not in unit.types, "SEI must be dropped"
+        if 5 in unit.types:
+            assert unit.stap_a and unit.stap_a[0] == [7, 8], "SPS+PPS STAP-A before each IDR"
+            assert unit.packets[0].payload[0] == 24  # plain STAP-A header, NRI 0
+    assert 5 in complete[0].types, "the stream starts at a keyframe"
+    frames = decode_units(complete)
+    assert len(frames) >= len(complete) - 2
+    assert {(f.width, f.height) for f in frames} == {(SPEC.width, SPEC.height)}
+    found = counters(frames)
+    assert all((b - a) % CLIP_FRAMES == 1 for a, b in pairwise(found)), found
+    return found
+
+
+async def test_live_view_copy_and_end(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """START streams the camera copied and decodable; END stops it and frees the slot."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert viewer.response is not None and viewer.response.address is not None
+    assert viewer.response.address.address == "127.0.0.1"
+    assert viewer.response.video_srtp is not None
+    assert viewer.response.video_srtp.master_key == viewer.key
+    await controller.subscribe(viewer.iids["120"])
+    assert await viewer.streaming_status() == StreamingState.IN_USE
+    assert await viewer.select() == {}
+    await viewer.wait_frames(WATCH_SECONDS, FPS)
+    assert viewer.response.video_ssrc is not None
+    _check_stream(viewer, viewer.response.video_ssrc)
+    assert viewer.rtcp_count() >= 1  # sender reports
+    diagnostics = bridge.live.diagnostics()
+    assert diagnostics["viewers"] == 1
+    active = diagnostics["active"][0]
+    assert active["mode"] == "copy"
+    assert active["stats"]["rtcp_received"] >= 1
+    assert active["stats"]["start_to_first_keyframe_ms"] is not None
+
+    assert await viewer.select(SessionCommand.END) == {}
+    await hass.async_block_till_done()
+    event = await controller.next_event(viewer.iids["120"])
+    assert event is not None
+    assert await viewer.streaming_status() == StreamingState.AVAILABLE
+    count = len(viewer.video.datagrams)
+    await asyncio.sleep(1.5)
+    assert len(viewer.video.datagrams) == count, "packets stop after END"
+    assert bridge.live.history[-1]["end_reason"] == "end"
+    assert bridge.live.viewers == 0
+    await viewer.close()
+
+
+async def test_dropped_hap_connection_ends_session(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """Closing the HAP connection that set up the stream ends it."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_packets(10)
+    await controller.close()
+    async with asyncio.timeout(30):
+        while bridge.live.viewers:
+            await asyncio.sleep(0.1)
+    assert bridge.live.history[-1]["end_reason"] == "hap_connection_closed"
+    await viewer.close()
+
+
+async def test_silent_viewer_times_out(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """A viewer that stops sending RTCP is ended after the idle timeout."""
+    bridge = init_integration.runtime_data
+    bridge.live.idle_timeout = 3.0
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_packets(10)
+    await asyncio.sleep(4)
+    assert bridge.live.viewers == 1, "a reporting viewer stays"
+    viewer.reporting = False
+    async with asyncio.timeout(30):
+        while bridge.live.viewers:
+            await asyncio.sleep(0.2)
+    assert bridge.live.history[-1]["end_reason"] == "rtcp_timeout"
+    assert await viewer.streaming_status() == StreamingState.AVAILABLE
+    await viewer.close()
+
+
+@pytest.mark.parametrize("entry_options", [{**DEFAULT_OPTIONS, OPT_LIVE_SLOTS: 2}])
+async def test_two_viewers_busy_and_camera_off(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    entry_options: dict[str, Any],
+) -> None:
+    """Two viewers at once; a busy slot answers BUSY; turning the camera off ends both."""
+    bridge = init_integration.runtime_data
+    second_hub = HubController(bridge.port, alias="ipad")
+    second_hub.adopt(controller.pairing_data)
+    second_hub.accessories = controller.accessories
+    first = await _viewer(controller, 0)
+    second = await _viewer(second_hub, 1)
+    intruder = LiveViewer(second_hub, 0)
+    await intruder.open()
+    assert (await intruder.setup()).status == SetupStatus.BUSY
+    assert await first.select() == {}
+    assert await second.select() == {}
+    await first.wait_frames(3, FPS)
+    await second.wait_frames(3, FPS)
+    assert first.response is not None and second.response is not None
+    _check_stream(first, first.response.video_ssrc or 0)
+    _check_stream(second, second.response.video_ssrc or 0)
+    assert bridge.live.viewers == 2
+    state = hass.states.get("sensor.front_door_live_viewers")
+    assert state is not None and state.state == "2"
+
+    await hass.services.async_call(
+        "switch", "turn_off", {"entity_id": "switch.front_door_homekit_camera"}, blocking=True
+    )
+    assert bridge.live.viewers == 0
+    assert {r["end_reason"] for r in bridge.live.history} == {"camera_off"}
+    assert await first.streaming_status() == StreamingState.UNAVAILABLE
+    result = await first.hub.write(first.iids["118"], "AQA=")
+    assert result["status"] == -70412
+    for viewer in (first, second, intruder):
+        await viewer.close()
+    await second_hub.close()
