@@ -39,6 +39,7 @@ class ClipSpec:
     audio_rate: int = 32000
     audio_channels: int = 1
     container: str = "mpegts"  # "mpegts" or "mp4"
+    b_frames: int = 0  # H.264 B-frames between references (0: none)
 
 
 def _luma(spec: ClipSpec, index: int) -> np.ndarray:
@@ -121,12 +122,14 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
         video.pix_fmt = "yuv420p"
         video.bit_rate = spec.video_bitrate_kbps * 1000
         video.codec_context.gop_size = gop
-        opts = {"preset": "ultrafast", "bf": "0"}
+        opts = {"preset": "ultrafast", "bf": str(spec.b_frames)}
         if spec.video_codec == "h264":
             opts |= {"sc_threshold": "0", "keyint_min": str(gop), "profile": spec.h264_profile}
             if spec.h264_level:
                 opts["level"] = spec.h264_level
             x264 = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+            if spec.b_frames:
+                x264 += f":bframes={spec.b_frames}:b-adapt=0"
             opts["x264-params"] = x264
         else:
             opts["x265-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=error"

@@ -239,6 +239,7 @@ class CameraBridge(CameraOwner):
             ),
             on_change=self._async_notify_listeners,
             log_name=self.name,
+            audio_muted=lambda: not self.options[OPT_AUDIO] or accessory.microphone_muted,
         )
 
     def _create_accessory(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from itertools import pairwise
+import json
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -20,11 +22,13 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SLOTS
+from custom_components.hksv.diagnostics import async_get_config_entry_diagnostics
 from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, StreamingState
 from tests.conftest import free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.controller import HubController
 from tests.live.viewer import (
+    AUDIO_PT,
     IPV4_UDP_HEADERS,
     MTU,
     VIDEO_PT,
@@ -32,6 +36,7 @@ from tests.live.viewer import (
     access_units,
     counters,
     decode_units,
+    opus_durations,
 )
 from tests.media import ClipSpec, write_clip
 
@@ -41,19 +46,36 @@ CLIP_FRAMES = int(SPEC.seconds * FPS)
 WATCH_SECONDS = 4.0
 
 
+HEVC_SPEC = replace(SPEC, video_codec="hevc")
+B_FRAME_SPEC = replace(SPEC, h264_profile="high", b_frames=2)
+
+
 @pytest.fixture(scope="session")
-def live_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Generate the camera's clip once."""
-    return write_clip(tmp_path_factory.mktemp("live") / "camera.ts", SPEC)
+def clip_cache(tmp_path_factory: pytest.TempPathFactory) -> dict[ClipSpec, Path]:
+    """Return generated clips by spec (each made once per session)."""
+    return {}
+
+
+@pytest.fixture
+def camera_spec() -> ClipSpec:
+    """Return what the camera sends (parametrized by some tests)."""
+    return SPEC
 
 
 @pytest.fixture
 async def live_source(
-    hass: HomeAssistant, socket_enabled: None, live_clip: Path
+    hass: HomeAssistant,
+    socket_enabled: None,
+    clip_cache: dict[ClipSpec, Path],
+    camera_spec: ClipSpec,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncGenerator[LiveFeedSource]:
     """Serve the clip as a live feed and set up HA's stream (LL-HLS parts)."""
+    if camera_spec not in clip_cache:
+        path = tmp_path_factory.mktemp("live") / "camera.ts"
+        clip_cache[camera_spec] = await hass.async_add_executor_job(write_clip, path, camera_spec)
     assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
-    source = LiveFeedSource(live_clip, free_port())
+    source = LiveFeedSource(clip_cache[camera_spec], free_port())
     await source.start()
     with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
         yield source
@@ -93,7 +115,13 @@ async def _viewer(hub: HubController, slot: int = 0) -> LiveViewer:
     return viewer
 
 
-def _check_stream(viewer: LiveViewer, advertised_ssrc: int) -> list[int]:
+def _check_stream(
+    viewer: LiveViewer,
+    advertised_ssrc: int,
+    size: tuple[int, int] = (SPEC.width, SPEC.height),
+    picture: tuple[int, int] | None = None,
+    max_step: int = 1,
+) -> list[int]:
     """Check every packet and access unit; return the decoded frame counters."""
     packets = viewer.packets
     assert packets
@@ -121,10 +149,28 @@ def _check_stream(viewer: LiveViewer, advertised_ssrc: int) -> list[int]:
     assert 5 in complete[0].types, "the stream starts at a keyframe"
     frames = decode_units(complete)
     assert len(frames) >= len(complete) - 2
-    assert {(f.width, f.height) for f in frames} == {(SPEC.width, SPEC.height)}
-    found = counters(frames)
-    assert all((b - a) % CLIP_FRAMES == 1 for a, b in pairwise(found)), found
+    assert {(f.width, f.height) for f in frames} == {size}
+    found = counters(frames, picture)
+    assert all(1 <= (b - a) % CLIP_FRAMES <= max_step for a, b in pairwise(found)), found
     return found
+
+
+def _check_audio(viewer: LiveViewer, rate: int, packet_ms: int) -> None:
+    """Opus at the negotiated clock: step = rate x packet time, one packet per packet time."""
+    assert viewer.response is not None
+    packets = viewer.audio_packets
+    assert len(packets) >= 20
+    assert {p.payload_type for p in packets} == {AUDIO_PT}
+    assert {p.ssrc for p in packets} == {viewer.response.audio_ssrc}
+    assert not any(p.marker or p.padding for p in packets)
+    steps = {(b.timestamp - a.timestamp) % 2**32 for a, b in pairwise(packets)}
+    assert steps == {rate * packet_ms // 1000}
+    assert {(b.sequence - a.sequence) % 65536 for a, b in pairwise(packets)} == {1}
+    durations = opus_durations(packets)
+    assert set(durations) == {packet_ms / 1000}
+    # Paced: about one packet per packet time over the run (not bursts of a part).
+    span = packets[-1].arrived - packets[0].arrived
+    assert span == pytest.approx((len(packets) - 1) * packet_ms / 1000, rel=0.25)
 
 
 async def test_live_view_copy_and_end(
@@ -144,12 +190,24 @@ async def test_live_view_copy_and_end(
     assert viewer.response.video_ssrc is not None
     _check_stream(viewer, viewer.response.video_ssrc)
     assert viewer.rtcp_count() >= 1  # sender reports
-    diagnostics = bridge.live.diagnostics()
+    await viewer.wait_audio(50)
+    _check_audio(viewer, 16000, 20)
+    diagnostics = (await async_get_config_entry_diagnostics(hass, init_integration))["live_view"]
     assert diagnostics["viewers"] == 1
     active = diagnostics["active"][0]
+    assert active["viewer"] == f"127.0.0.1:{viewer._port(viewer.video)}"
     assert active["mode"] == "copy"
-    assert active["stats"]["rtcp_received"] >= 1
-    assert active["stats"]["start_to_first_keyframe_ms"] is not None
+    assert active["reason"].startswith("camera fits")
+    assert active["requested"]["size"] == "1280x720@30"
+    assert active["requested"]["max_mtu"] == MTU
+    stats = active["stats"]
+    assert stats["rtcp_received"] >= 1
+    assert stats["video_reception"]["reports"] >= 1
+    assert stats["start_to_first_packet_ms"] is not None
+    assert stats["start_to_first_keyframe_ms"] is not None
+    assert stats["rtp_packets"] >= len(viewer.packets)
+    assert stats["largest_datagram"] + IPV4_UDP_HEADERS <= MTU
+    assert viewer.key.hex() not in json.dumps(diagnostics)
 
     assert await viewer.select(SessionCommand.END) == {}
     await hass.async_block_till_done()
@@ -239,3 +297,72 @@ async def test_two_viewers_busy_and_camera_off(
     for viewer in (first, second, intruder):
         await viewer.close()
     await second_hub.close()
+
+
+@pytest.mark.parametrize("camera_spec", [B_FRAME_SPEC], ids=["b_frames"])
+async def test_b_frame_camera_is_copied(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    camera_spec: ClipSpec,
+) -> None:
+    """A High-profile camera with B-frames is copied and decodes in order."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_frames(WATCH_SECONDS, FPS)
+    assert viewer.response is not None
+    _check_stream(viewer, viewer.response.video_ssrc or 0)
+    timestamps = [u.timestamp for u in access_units(viewer.packets)]
+    assert timestamps != sorted(timestamps), "B-frames: RTP timestamps follow presentation"
+    assert bridge.live.diagnostics()["active"][0]["mode"] == "copy"
+    await viewer.close()
+
+
+async def test_watch_request_is_transcoded(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """An Apple Watch asking for 320x240@15 gets a transcoded 320x240 stream; RECONFIGURE works."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
+    await viewer.wait_frames(3, 15)
+    assert viewer.response is not None
+    # 640x360 letterboxed into 320x240: the picture is the middle 320x180.
+    _check_stream(viewer, viewer.response.video_ssrc or 0, (320, 240), (30, 180), max_step=3)
+    diagnostics = bridge.live.diagnostics()
+    active = diagnostics["active"][0]
+    assert active["mode"] == "transcode"
+    assert active["reason"].startswith("watch-sized request")
+    assert [t["target"] for t in diagnostics["transcoders"]] == ["320x240@15"]
+    await viewer.wait_audio(10)
+    _check_audio(viewer, 16000, 60)
+    before = diagnostics["transcoders"][0]["bitrate_kbps"]
+    assert await viewer.select(SessionCommand.RECONFIGURE, bitrate=400, width=320, height=240) == {}
+    async with asyncio.timeout(30):
+        while bridge.live.diagnostics()["transcoders"][0]["bitrate_kbps"] == before:
+            await asyncio.sleep(0.2)
+    assert await viewer.select(SessionCommand.END) == {}
+    await hass.async_block_till_done()
+    assert bridge.live.diagnostics()["transcoders"] == []
+    await viewer.close()
+
+
+@pytest.mark.parametrize("camera_spec", [HEVC_SPEC], ids=["hevc"])
+async def test_hevc_camera_is_transcoded(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    camera_spec: ClipSpec,
+) -> None:
+    """An HEVC camera's live view is transcoded to H.264 at the camera's size."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_frames(3, FPS)
+    assert viewer.response is not None
+    _check_stream(viewer, viewer.response.video_ssrc or 0)
+    active = bridge.live.diagnostics()["active"][0]
+    assert active["mode"] == "transcode"
+    assert "hvc1" in active["reason"] or "hev1" in active["reason"]
+    await viewer.close()

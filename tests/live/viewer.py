@@ -170,6 +170,15 @@ class LiveViewer:
         packet_time: int = 20,
     ) -> bytes:
         """Return a Selected write shaped like iOS's (docs/live-view.md §1.3)."""
+        if command is SessionCommand.RECONFIGURE:
+            # iOS sends only the attributes and RTP parameters (docs/live-view.md §1.2).
+            return SelectedRTPStreamConfiguration(
+                SessionControl(self.session_id, command),
+                video=SelectedVideoParameters(
+                    attributes=VideoAttributes(width=width, height=height, frame_rate=fps),
+                    rtp=VideoRtpParameters(max_bitrate=bitrate, rtcp_interval=0.0),
+                ),
+            ).encode()
         if command is not SessionCommand.START:
             return SelectedRTPStreamConfiguration(SessionControl(self.session_id, command)).encode()
         return SelectedRTPStreamConfiguration(
@@ -287,6 +296,18 @@ class LiveViewer:
         receiver.__dict__["_done"] = len(receiver.datagrams)
         return cache
 
+    @property
+    def audio_packets(self) -> list[RtpPacket]:
+        """Return every RTP packet received on the audio port so far, decrypted."""
+        return self._decrypt(self.audio)
+
+    async def wait_audio(self, count: int, timeout: float = 60) -> None:
+        """Wait until ``count`` audio RTP packets arrived."""
+        async with asyncio.timeout(timeout):
+            while len(self.audio_packets) < count:
+                self.audio.arrived.clear()
+                await self.audio.arrived.wait()
+
     def rtcp_count(self) -> int:
         """Return how many SRTCP packets arrived on the video port."""
         return sum(1 for _, d in self.video.datagrams if 192 <= d[1] <= 223)
@@ -351,6 +372,28 @@ def decode_units(units: list[AccessUnit]) -> list[av.VideoFrame]:
     return frames
 
 
-def counters(frames: list[av.VideoFrame]) -> list[int]:
-    """Return the frame counters drawn in the pictures."""
-    return [read_frame_counter(frame) for frame in frames]
+def counters(frames: list[av.VideoFrame], picture: tuple[int, int] | None = None) -> list[int]:
+    """Return the frame counters drawn in the pictures (``picture``: rows top, height)."""
+    if picture is None:
+        return [read_frame_counter(frame) for frame in frames]
+    top, height = picture
+    return [
+        read_frame_counter(
+            av.VideoFrame.from_ndarray(
+                frame.to_ndarray(format="gray")[top : top + height].copy(), format="gray"
+            )
+        )
+        for frame in frames
+    ]
+
+
+def opus_durations(packets: list[RtpPacket]) -> list[float]:
+    """Decode each Opus payload with PyAV and return its duration in seconds."""
+    codec = av.CodecContext.create("opus", "r")
+    durations = []
+    for packet in packets:
+        frames = codec.decode(av.Packet(packet.payload))
+        samples = sum(f.samples for f in frames)
+        rate = frames[0].sample_rate if frames else 48000
+        durations.append(round(samples / rate, 4))
+    return durations

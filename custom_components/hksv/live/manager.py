@@ -20,10 +20,13 @@ import time
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..hap.definitions import HapStatus, HapStatusError
+from ..hap.recording_config import H264Level, H264Profile
 from ..hap.rtp_stream import (
     SETUP_ENDPOINTS_IDLE,
     EndpointAddress,
     IPVersion,
+    RtpAudioCodec,
+    RtpSampleRate,
     SelectedRTPStreamConfiguration,
     SessionCommand,
     SetupEndpointsRequest,
@@ -36,10 +39,26 @@ from ..hap.rtp_stream import (
     selection_idle,
 )
 from ..hap.tlv8 import TLVError
+from .audio import PACKET_TIMES_MS
 from .h264_rtp import payload_budget
-from .policy import LiveMode, LiveModeOption, SourceVideoInfo, ViewerRequest, choose_live_mode
-from .session import DEFAULT_IDLE_TIMEOUT, EndReason, LiveSession, VideoConfig
+from .policy import (
+    LiveMode,
+    LiveModeOption,
+    SourceVideoInfo,
+    ViewerRequest,
+    choose_live_mode,
+    transcode_target,
+)
+from .session import (
+    DEFAULT_CATCHUP_SECONDS,
+    DEFAULT_IDLE_TIMEOUT,
+    EndReason,
+    LiveSession,
+    VideoConfig,
+)
+from .shared import AudioSender, OpusFeed, TranscodedFeed
 from .srtp import SrtpContext
+from .transcode import LiveVideoTarget
 from .transport import MediaEndpoint, SessionTransport, bind_socket, normalize_local_address
 
 if TYPE_CHECKING:
@@ -122,27 +141,42 @@ class _Viewer:
     slot: int
     session: LiveSession
     request: ViewerRequest
+    profile: tuple[H264Profile, H264Level]
     record: dict[str, Any]
+    audio: AudioSender | None = None
     mode: LiveMode | None = None
+    transcoded: TranscodedFeed | None = None
 
     def on_part(self, part: MediaPart) -> None:
-        """Forward a part (FeedListener)."""
+        """Forward a part (FeedListener): copied viewers take it, transcoded ones ignore it."""
         if self.mode is None:
-            self.decide(part.init)
-        self.session.on_part(part)
+            self.decide(part.init, None, part)
+        elif self.mode is LiveMode.COPY:
+            self.session.on_part(part)
 
-    def decide(self, init: InitSegment) -> None:
+    def decide(self, init: InitSegment, pending: Gop | None, part: MediaPart | None) -> None:
         """Choose copy or transcode for this viewer from what the camera sends."""
-        source = self.manager.source_info(init)
+        manager = self.manager
+        source = manager.source_info(init)
         mode, reason = choose_live_mode(
-            source, self.request, self.manager.options.mode, self.manager.options.max_bitrate_kbps
+            source, self.request, manager.options.mode, manager.options.max_bitrate_kbps
         )
-        if mode is LiveMode.TRANSCODE:
-            # No live transcoder is wired in yet: say so instead of pretending.
-            reason = f"copied: transcode wanted ({reason}) but not available"
-            mode = LiveMode.COPY
-        self.session.patch_level = source.level_idc is not None and source.level_idc > 40
         self.mode = mode
+        if mode is LiveMode.TRANSCODE:
+            width, height, fps, kbps = transcode_target(
+                source, self.request, manager.options.max_bitrate_kbps
+            )
+            target = LiveVideoTarget(width, height, fps, kbps, *self.profile)
+            shared, created = manager.transcoded_feed(target)
+            self.transcoded = shared
+            shared.add(self.session, pending)
+            if part is not None and created:
+                shared.on_part(part)  # the feed is handing this part out right now
+            self.record["transcode_target"] = f"{width}x{height}@{fps} {kbps} kbit/s"
+        else:
+            self.session.patch_level = source.level_idc is not None and source.level_idc > 40
+            if part is not None:
+                self.session.on_part(part)
         self.record["mode"] = mode.value
         self.record["reason"] = reason
         self.record["source"] = {
@@ -167,6 +201,7 @@ class LiveStreamManager:
         on_change: Callable[[], None],
         log_name: str,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        audio_muted: Callable[[], bool] = lambda: False,
     ) -> None:
         """Prepare the slots; every slot starts unavailable until ``set_allowed``."""
         self._slots = [_Slot(i) for i in range(slots)]
@@ -179,6 +214,9 @@ class LiveStreamManager:
         self.idle_timeout = idle_timeout
         self._allowed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._transcoded: dict[LiveVideoTarget, TranscodedFeed] = {}
+        self._opus: dict[tuple[int, int], OpusFeed] = {}
+        self._audio_muted = audio_muted
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.sessions_started = 0
         self.busy_answers = 0
@@ -336,8 +374,13 @@ class LiveStreamManager:
         elif command is SessionCommand.RESUME:
             slot.session.resume()
         elif command is SessionCommand.RECONFIGURE and slot.viewer is not None:
-            # Copy mode keeps the camera's stream; the request is recorded (diagnostics).
+            # Copy keeps the camera's stream; a transcoder takes the new bitrate (HAP-NodeJS
+            # passes it on; iOS lowers it for a weak link).
             slot.viewer.record["reconfigured"] = _video_summary(selection)
+            transcoded = slot.viewer.transcoded
+            rtp = selection.video.rtp if selection.video is not None else None
+            if transcoded is not None and rtp is not None and rtp.max_bitrate:
+                transcoded.reconfigure(rtp.max_bitrate)
         slot.selected = value
         self._on_change()
 
@@ -406,7 +449,17 @@ class LiveStreamManager:
             "mode": None,
             "reason": "waiting for the camera",
         }
-        viewer = _Viewer(self, slot.index, session, request, record)
+        codec = video.codec_parameters
+        profile = (
+            H264Profile(codec.profile)
+            if codec and codec.profile in H264Profile._value2member_map_
+            else H264Profile.MAIN,
+            H264Level(codec.level)
+            if codec and codec.level in H264Level._value2member_map_
+            else H264Level.LEVEL3_1,
+        )
+        viewer = _Viewer(self, slot.index, session, request, profile, record)
+        viewer.audio = self._audio_sender(selection, setup, transport, record)
         slot.session, slot.viewer, slot.setup = session, viewer, None
         self.sessions_started += 1
         self._spawn(self._async_run(slot, viewer), f"{self._log_name} live start")
@@ -417,6 +470,8 @@ class LiveStreamManager:
         try:
             await session.transport.async_open()
             pending: Gop | None = await self._feed.async_add(viewer)
+            if viewer.audio is not None:
+                self._opus_feed(viewer.audio)
         except OSError as err:
             _LOGGER.warning("%s: live view could not start: %s", self._log_name, err)
             self._end_session(session, EndReason.ERROR)
@@ -425,8 +480,10 @@ class LiveStreamManager:
             self._feed.remove(viewer)
             return  # ended while starting
         if pending is not None:
-            viewer.decide(pending.init)
-        session.start(pending)
+            viewer.decide(pending.init, pending, None)
+        session.start(pending if viewer.mode is LiveMode.COPY else None)
+        if viewer.audio is not None:
+            viewer.audio.start()
         _LOGGER.info(
             "%s: live view started for %s (slot %d, %s)",
             self._log_name,
@@ -459,10 +516,13 @@ class LiveStreamManager:
         slot.session = slot.viewer = None
         if session is not None and viewer is not None:
             self._feed.remove(viewer)
+            self._leave_shared(viewer)
             record = viewer.record
             record["end_reason"] = reason.value
             record["ended_at"] = time.time()
             record["stats"] = session.diagnostics()
+            if viewer.audio is not None:
+                record["audio_stats"] = viewer.audio.stats()
             self.history.append(record)
             _LOGGER.info(
                 "%s: live view for %s ended (%s)", self._log_name, record["viewer"], reason
@@ -472,6 +532,87 @@ class LiveStreamManager:
         slot.selected = selection_idle()
         self._publish(slot)
         self._on_change()
+
+    # -- shared media -----------------------------------------------------------------------
+
+    def transcoded_feed(self, target: LiveVideoTarget) -> tuple[TranscodedFeed, bool]:
+        """Return the transcoder serving ``target`` (one per distinct target) and if it is new."""
+        shared = self._transcoded.get(target)
+        if shared is not None:
+            return shared, False
+        shared = TranscodedFeed(
+            target, catchup_seconds=DEFAULT_CATCHUP_SECONDS, log_name=self._log_name
+        )
+        self._transcoded[target] = shared
+        self._feed.add_listener(shared)
+        return shared, True
+
+    def _audio_sender(
+        self,
+        selection: SelectedRTPStreamConfiguration,
+        setup: _Setup,
+        transport: SessionTransport,
+        record: dict[str, Any],
+    ) -> AudioSender | None:
+        """Return an Opus sender when the viewer selected Opus and the Microphone is on."""
+        audio = selection.audio
+        params = audio.codec_parameters if audio is not None else None
+        if (
+            audio is None
+            or params is None
+            or audio.codec_type != RtpAudioCodec.OPUS
+            or params.sample_rate not in (RtpSampleRate.KHZ_16, RtpSampleRate.KHZ_24)
+            or params.packet_time not in PACKET_TIMES_MS
+        ):
+            record["audio"] = "none selected"
+            return None
+        if self._audio_muted():
+            record["audio"] = "microphone muted"
+            return None
+        rtp = audio.rtp
+        record["audio"] = (
+            f"opus {RtpSampleRate(params.sample_rate).hertz} Hz {params.packet_time} ms"
+        )
+        return AudioSender(
+            endpoint=transport.audio,
+            ssrc=setup.audio_ssrc,
+            payload_type=rtp.payload_type if rtp and rtp.payload_type is not None else 110,
+            sample_rate=RtpSampleRate(params.sample_rate).hertz,
+            packet_time_ms=params.packet_time,
+            rtcp_interval=rtp.rtcp_interval if rtp and rtp.rtcp_interval else 5.0,
+            log_name=self._log_name,
+        )
+
+    def _opus_feed(self, sender: AudioSender) -> None:
+        """Attach ``sender`` to the Opus encoder of its rate and packet time."""
+        key = (sender.sample_rate, round(sender.packet_seconds * 1000))
+        shared = self._opus.get(key)
+        if shared is None:
+            shared = self._opus[key] = OpusFeed(
+                sample_rate=key[0], packet_time_ms=key[1], bitrate_kbps=24, log_name=self._log_name
+            )
+            self._feed.add_listener(shared)
+        shared.senders.append(sender)
+
+    def _leave_shared(self, viewer: _Viewer) -> None:
+        """Detach a viewer from shared transcoders and encoders; close what nobody uses."""
+        shared = viewer.transcoded
+        if shared is not None:
+            shared.remove(viewer.session)
+            if not shared.sessions:
+                del self._transcoded[shared.target]
+                self._feed.remove(shared)
+                self._spawn(shared.async_close(), f"{self._log_name} live transcoder stop")
+        sender = viewer.audio
+        if sender is not None:
+            self._spawn(sender.async_stop(), f"{self._log_name} live audio stop")
+            for key, opus in list(self._opus.items()):
+                if sender in opus.senders:
+                    opus.senders.remove(sender)
+                if not opus.senders:
+                    del self._opus[key]
+                    self._feed.remove(opus)
+                    self._spawn(opus.async_close(), f"{self._log_name} live opus stop")
 
     def connection_lost(self, client: ClientAddress) -> None:
         """End every setup and session bound to a closed HAP connection."""
@@ -515,7 +656,11 @@ class LiveStreamManager:
     def diagnostics(self) -> dict[str, Any]:
         """Return slots, running sessions and the last ended ones."""
         active = [
-            {**slot.viewer.record, "stats": slot.session.diagnostics()}
+            {
+                **slot.viewer.record,
+                "stats": slot.session.diagnostics(),
+                "audio_stats": slot.viewer.audio.stats() if slot.viewer.audio else None,
+            }
             for slot in self._slots
             if slot.viewer is not None and slot.session is not None
         ]
@@ -525,6 +670,11 @@ class LiveStreamManager:
             "allowed": self._allowed,
             "sessions_started": self.sessions_started,
             "busy_answers": self.busy_answers,
+            "transcoders": [t.stats() for t in self._transcoded.values()],
+            "audio_encoders": [
+                {"rate": k[0], "packet_time_ms": k[1], "packets": o.packets, "failed": o.failed}
+                for k, o in self._opus.items()
+            ],
             "feed": {
                 "holding_stream": self._feed.holding,
                 "parts": self._feed.parts,

@@ -84,11 +84,11 @@ class AccessUnit:
     keyframe: bool
     epoch: int
     arrived: float
-    params: _ParameterSets
+    params: ParameterSets
 
 
 @dataclass(frozen=True, slots=True)
-class _ParameterSets:
+class ParameterSets:
     """SPS/PPS and the NAL length size of one init."""
 
     sps: list[bytes]
@@ -142,8 +142,8 @@ class LiveSession:
         self._queued = asyncio.Event()
         self._need_keyframe = True
         self._epoch: int | None = None
-        self._params: dict[bytes, _ParameterSets] = {}
-        self._current_params: _ParameterSets | None = None
+        self._params: dict[bytes, ParameterSets] = {}
+        self._current_params: ParameterSets | None = None
         self._anchor: tuple[float, int] | None = None  # (monotonic, dts)
         self._rtp_offset: int | None = None  # RTP timestamp = pts + offset
         self._last_rtp: tuple[float, int] | None = None  # (monotonic, RTP time of its DTS)
@@ -209,7 +209,7 @@ class LiveSession:
         init: InitSegment,
         samples: list[Sample],
         arrived: float,
-        params: _ParameterSets | None = None,
+        params: ParameterSets | None = None,
     ) -> None:
         """Queue AVCC samples of the init's video track."""
         if params is None:
@@ -276,7 +276,7 @@ class LiveSession:
             # Catch-up frames are overdue; what follows is paced from their end.
             self._anchor = (now, last.dts)
 
-    def _parameter_sets(self, init: InitSegment) -> _ParameterSets | None:
+    def _parameter_sets(self, init: InitSegment) -> ParameterSets | None:
         """Return SPS/PPS of an init's avcC (cached; None for non-H.264)."""
         video = init.video
         if video is None or video.avcc is None:
@@ -291,7 +291,7 @@ class LiveSession:
                 return None
             if self.patch_level:
                 sps = [patch_sps_level(s) or s for s in sps]
-            params = self._params[video.avcc] = _ParameterSets(sps, pps, size)
+            params = self._params[video.avcc] = ParameterSets(sps, pps, size)
             if len(self._params) > 4:
                 self._params.pop(next(iter(self._params)))
         return params

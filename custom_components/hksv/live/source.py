@@ -121,6 +121,11 @@ class LiveFeed:
         view.unsubscribe()
         return view.pending
 
+    def add_listener(self, listener: FeedListener) -> None:
+        """Feed a shared consumer (a transcoder, an audio encoder) of a running feed."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
     def remove(self, listener: FeedListener) -> None:
         """Stop feeding ``listener``; the stream lingers after the last one."""
         if listener in self._listeners:
