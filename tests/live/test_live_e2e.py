@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import replace
+import io
 from itertools import pairwise
 import json
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+import av
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 import pytest
@@ -24,9 +26,10 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SLOTS
 from custom_components.hksv.diagnostics import async_get_config_entry_diagnostics
 from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, StreamingState
-from tests.conftest import free_port
+from tests.conftest import MOTION_ID, free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.controller import HubController
+from tests.hub.emulator import HomeHub, media_seconds
 from tests.live.viewer import (
     AUDIO_PT,
     IPV4_UDP_HEADERS,
@@ -106,9 +109,21 @@ async def controller(
     await hub.close()
 
 
+_OPEN: list[LiveViewer] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_viewers() -> AsyncGenerator[None]:
+    """Close every viewer a test opened, even when it fails."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().close()
+
+
 async def _viewer(hub: HubController, slot: int = 0) -> LiveViewer:
     """Open a viewer's sockets and set up endpoints on ``slot``."""
     viewer = LiveViewer(hub, slot)
+    _OPEN.append(viewer)
     await viewer.open()
     response = await viewer.setup()
     assert response.status == SetupStatus.SUCCESS
@@ -178,6 +193,8 @@ async def test_live_view_copy_and_end(
 ) -> None:
     """START streams the camera copied and decodable; END stops it and frees the slot."""
     bridge = init_integration.runtime_data
+    bridge.live.feed.linger_seconds = 5.0
+    assert not bridge.accessory.state.recording_possible
     viewer = await _viewer(controller)
     assert viewer.response is not None and viewer.response.address is not None
     assert viewer.response.address.address == "127.0.0.1"
@@ -219,6 +236,12 @@ async def test_live_view_copy_and_end(
     assert len(viewer.video.datagrams) == count, "packets stop after END"
     assert bridge.live.history[-1]["end_reason"] == "end"
     assert bridge.live.viewers == 0
+    # Recording is off: the stream ran for the viewer and stops a while after the last one.
+    assert bridge.recorder.prebuffer.running
+    async with asyncio.timeout(30):
+        while bridge.recorder.prebuffer.running:
+            await asyncio.sleep(0.2)
+    assert not bridge.live.feed.holding
     await viewer.close()
 
 
@@ -273,6 +296,7 @@ async def test_two_viewers_busy_and_camera_off(
     first = await _viewer(controller, 0)
     second = await _viewer(second_hub, 1)
     intruder = LiveViewer(second_hub, 0)
+    _OPEN.append(intruder)
     await intruder.open()
     assert (await intruder.setup()).status == SetupStatus.BUSY
     assert await first.select() == {}
@@ -366,3 +390,82 @@ async def test_hevc_camera_is_transcoded(
     assert active["mode"] == "transcode"
     assert "hvc1" in active["reason"] or "hev1" in active["reason"]
     await viewer.close()
+
+
+async def test_worker_restart_resumes_at_next_keyframe(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    live_source: LiveFeedSource,
+) -> None:
+    """A camera reconnect: same SSRC, continuous sequence numbers, resumes at an IDR."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_frames(2, FPS)
+    restarts = bridge.recorder.prebuffer.stream_restarts
+    await live_source.restart()
+    async with asyncio.timeout(60):
+        while bridge.recorder.prebuffer.stream_restarts == restarts:
+            await asyncio.sleep(0.2)
+    await viewer.wait_packets(len(viewer.packets) + 200)
+    packets = viewer.packets
+    assert {p.ssrc for p in packets} == {viewer.response.video_ssrc if viewer.response else 0}
+    assert {(b.sequence - a.sequence) % 65536 for a, b in pairwise(packets)} == {1}
+    units = access_units(packets)
+    frame_step = 90000 // FPS
+    jumps = [
+        i
+        for i, (a, b) in enumerate(pairwise(units), start=1)
+        if (b.timestamp - a.timestamp) % 2**32 != frame_step
+    ]
+    assert len(jumps) == 1, "one discontinuity: the restart"
+    resumed = units[jumps[0]]
+    assert 5 in resumed.types, "the first frame after the restart is an IDR"
+    # The RTP clock went forward by about the time the camera was away.
+    assert frame_step < (resumed.timestamp - units[jumps[0] - 1].timestamp) % 2**32 < 60 * 90000
+    assert len(decode_units(units)) >= len(units) - 2
+    stats = bridge.live.diagnostics()["active"][0]["stats"]
+    assert stats["stream_restarts"] >= 1
+    await viewer.close()
+
+
+@pytest.mark.parametrize("known_source", [None])
+async def test_live_view_while_recording(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    session_keys: None,
+    known_source: None,
+) -> None:
+    """A hub records a motion event while an iPhone watches: one camera stream serves both."""
+    bridge = init_integration.runtime_data
+    async with asyncio.timeout(60):
+        while "source" not in bridge._stored:  # the startup probe learns the camera format
+            await asyncio.sleep(0.2)
+    hub = HomeHub(bridge.port)
+    await hub.pair(bridge.setup_code)
+    try:
+        await hub.enable_recording(await hub.select_from_offer(), audio=True)
+        viewer = await _viewer(hub)
+        assert await viewer.select() == {}
+        await viewer.wait_frames(2, FPS)
+        hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+        client = await hub.open_data_stream()
+        client.timeout = 90
+        assert (await client.open_recording(1)).status == 0
+        recording = client.recordings[1]
+        await client.wait_until(lambda: media_seconds(recording) >= 6)
+        client.close_stream(1, 0)
+        await client.close()
+        hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
+        assert viewer.response is not None
+        found = _check_stream(viewer, viewer.response.video_ssrc or 0)
+        assert len(found) >= 6 * FPS
+        with av.open(io.BytesIO(b"".join(recording.complete_packets))) as container:
+            clip = counters(list(container.decode(video=0)))
+        assert len(clip) >= 6 * FPS
+        assert all((b - a) % CLIP_FRAMES == 1 for a, b in pairwise(clip))
+        assert bridge.live.viewers == 1
+        assert bridge.live.feed.holding and bridge.recorder.prebuffer.running
+    finally:
+        await hub.close()

@@ -205,7 +205,7 @@ class LiveStreamManager:
     ) -> None:
         """Prepare the slots; every slot starts unavailable until ``set_allowed``."""
         self._slots = [_Slot(i) for i in range(slots)]
-        self._feed = feed
+        self._feed = self.feed = feed
         self._publisher = publisher
         self._source_profile = source_profile
         self.options = options
