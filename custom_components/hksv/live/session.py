@@ -36,6 +36,9 @@ _LOGGER = logging.getLogger(__name__)
 RTP_CLOCK: Final = 90_000
 # Start from the GOP in progress when its keyframe is at most this old (else the next one).
 DEFAULT_CATCHUP_SECONDS: Final = 1.0
+# The GOP in progress goes out this many times faster than real time: the picture appears
+# at once without a burst of a whole second of video overflowing a receive buffer.
+CATCHUP_SPEEDUP: Final = 4
 # An access unit this late re-anchors the pacing clock (a part arrived late).
 REANCHOR_LATE_SECONDS: Final = 0.25
 # Never hold more than this much media for one viewer; beyond it skip to the next keyframe.
@@ -83,8 +86,9 @@ class AccessUnit:
     pts: int  # 90 kHz
     keyframe: bool
     epoch: int
-    arrived: float
+    arrived: float  # for catch-up AUs: when to send
     params: ParameterSets
+    catchup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,9 +276,12 @@ class LiveSession:
         self.push_samples(pending.epoch, pending.init, pending.video, now, params)
         self.stats.catchup_frames = len(self._queue) - before
         if self._queue:
-            last = self._queue[-1]
-            # Catch-up frames are overdue; what follows is paced from their end.
-            self._anchor = (now, last.dts)
+            first, last = self._queue[before], self._queue[-1]
+            for unit in list(self._queue)[before:]:
+                unit.catchup = True
+                unit.arrived = now + (unit.dts - first.dts) / RTP_CLOCK / CATCHUP_SPEEDUP
+            # What follows is paced from the end of the catch-up.
+            self._anchor = (last.arrived, last.dts)
 
     def _parameter_sets(self, init: InitSegment) -> ParameterSets | None:
         """Return SPS/PPS of an init's avcC (cached; None for non-H.264)."""
@@ -322,6 +329,8 @@ class LiveSession:
 
     def _due(self, unit: AccessUnit, now: float) -> float:
         """Return when ``unit`` should leave, re-anchoring on late parts and time jumps."""
+        if unit.catchup:
+            return unit.arrived
         anchor = self._anchor
         if anchor is None:
             self._anchor = anchor = (unit.arrived, unit.dts)
