@@ -116,20 +116,21 @@ OPTIONS_SCHEMA: Final[Any] = vol.Schema(
                 mode=NumberSelectorMode.SLIDER,
             )
         ),
-        # Live view (docs/live-view.md): viewers at once, copy/transcode, per-viewer cap.
-        vol.Required(OPT_LIVE_SLOTS): NumberSelector(
+        # Live view (docs/live-view.md): viewers at once, copy/transcode, per-viewer cap;
+        # optional so a form without them keeps the defaults.
+        vol.Optional(OPT_LIVE_SLOTS): NumberSelector(
             NumberSelectorConfig(
                 min=MIN_LIVE_SLOTS, max=MAX_LIVE_SLOTS, step=1, mode=NumberSelectorMode.SLIDER
             )
         ),
-        vol.Required(OPT_LIVE_MODE): SelectSelector(
+        vol.Optional(OPT_LIVE_MODE): SelectSelector(
             SelectSelectorConfig(
                 options=list(VIDEO_MODES),
                 mode=SelectSelectorMode.DROPDOWN,
                 translation_key=OPT_LIVE_MODE,
             )
         ),
-        vol.Required(OPT_LIVE_MAX_BITRATE): NumberSelector(
+        vol.Optional(OPT_LIVE_MAX_BITRATE): NumberSelector(
             NumberSelectorConfig(
                 min=MIN_LIVE_BITRATE,
                 max=MAX_LIVE_BITRATE,

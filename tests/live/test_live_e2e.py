@@ -248,11 +248,20 @@ async def test_live_view_copy_and_end(
 async def test_dropped_hap_connection_ends_session(
     hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
 ) -> None:
-    """Closing the HAP connection that set up the stream ends it."""
+    """SUSPEND pauses and RESUME restarts at a keyframe; closing the HAP connection ends it."""
     bridge = init_integration.runtime_data
     viewer = await _viewer(controller)
     assert await viewer.select() == {}
     await viewer.wait_packets(10)
+    assert await viewer.select(SessionCommand.SUSPEND) == {}
+    await asyncio.sleep(0.5)
+    paused = len(viewer.packets), len(viewer.audio_packets)
+    await asyncio.sleep(1.5)
+    assert (len(viewer.packets), len(viewer.audio_packets)) == paused
+    assert await viewer.select(SessionCommand.RESUME) == {}
+    await viewer.wait_packets(paused[0] + 60)
+    resumed = access_units(viewer.packets[paused[0] :])
+    assert 5 in resumed[0].types, "resumes at a keyframe"
     await controller.close()
     async with asyncio.timeout(30):
         while bridge.live.viewers:
@@ -359,6 +368,19 @@ async def test_watch_request_is_transcoded(
     assert active["mode"] == "transcode"
     assert active["reason"].startswith("watch-sized request")
     assert [t["target"] for t in diagnostics["transcoders"]] == ["320x240@15"]
+    # A second watch with the same request shares the transcoder.
+    second_hub = HubController(bridge.port, alias="watch2")
+    second_hub.adopt(controller.pairing_data)
+    second_hub.accessories = controller.accessories
+    second = await _viewer(second_hub, 1)
+    assert await second.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
+    await second.wait_frames(2, 15)
+    shared = bridge.live.diagnostics()["transcoders"]
+    assert [(t["target"], t["viewers"]) for t in shared] == [("320x240@15", 2)]
+    assert second.response is not None
+    _check_stream(second, second.response.video_ssrc or 0, (320, 240), (30, 180), max_step=3)
+    assert await second.select(SessionCommand.END) == {}
+    await second_hub.close()
     await viewer.wait_audio(10)
     _check_audio(viewer, 16000, 60)
     before = diagnostics["transcoders"][0]["bitrate_kbps"]

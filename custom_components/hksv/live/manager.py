@@ -370,9 +370,14 @@ class LiveStreamManager:
         elif slot.session is None:
             raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, "not started")
         elif command is SessionCommand.SUSPEND:
+            # HAP-NodeJS refuses these; no peer has seen iOS send them. Pause both media.
             slot.session.suspend()
+            if slot.viewer is not None and slot.viewer.audio is not None:
+                slot.viewer.audio.pause(True)
         elif command is SessionCommand.RESUME:
             slot.session.resume()
+            if slot.viewer is not None and slot.viewer.audio is not None:
+                slot.viewer.audio.pause(False)
         elif command is SessionCommand.RECONFIGURE and slot.viewer is not None:
             # Copy keeps the camera's stream; a transcoder takes the new bitrate (HAP-NodeJS
             # passes it on; iOS lowers it for a weak link).

@@ -212,6 +212,7 @@ class AudioSender:
         self._sent = 0
         self._last: tuple[float, int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.paused = False
 
     def start(self) -> None:
         """Start pacing and reporting."""
@@ -221,8 +222,19 @@ class AudioSender:
             loop.create_task(self._report_loop(), name=f"{self._log_name} audio rtcp"),
         ]
 
+    def pause(self, paused: bool) -> None:
+        """Stop (dropping what is queued) or restart sending."""
+        self.paused = paused
+        if paused:
+            self.packetizer.skip(len(self._queue))
+            self._queue.clear()
+            self._anchor = None
+
     def push(self, packet: bytes) -> None:
-        """Queue one Opus packet."""
+        """Queue one Opus packet (dropped while the session is suspended)."""
+        if self.paused:
+            self.packetizer.skip(1)  # the audio clock keeps running through a pause
+            return
         self._queue.append(packet)
         self._queued.set()
 
