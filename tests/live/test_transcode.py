@@ -307,3 +307,34 @@ def test_annexb_to_avcc() -> None:
     data = b"\x00\x00\x00\x01\x67\x42\x00\x00\x01\x68\xce\x00\x00\x00\x01\x65\x88\x00"
     expected = b"\x00\x00\x00\x02\x67\x42\x00\x00\x00\x02\x68\xce\x00\x00\x00\x02\x65\x88"
     assert annexb_to_avcc(data) == expected
+
+
+def test_put_with_wait_never_drops(h264_plain: SourceStream) -> None:
+    """A caller off the event loop can wait for queue space instead of dropping."""
+    outputs: list[EncodedSample] = []
+    release = threading.Event()
+
+    def slow_consumer(sample: EncodedSample) -> None:
+        release.wait(TIMEOUT)
+        outputs.append(sample)
+
+    transcoder = LiveVideoTranscoder(
+        codec="avc1",
+        extradata=h264_plain.avcc,
+        target=LiveVideoTarget(320, 180, 30, 300),
+        on_sample=slow_consumer,
+    )
+    try:
+        timer = threading.Timer(0.5, release.set)
+        timer.start()
+        accepted = [transcoder.put(*sample, wait=TIMEOUT) for sample in h264_plain.samples]
+        timer.join()
+        for _ in range(TIMEOUT * 10):
+            if len(outputs) == len(accepted):
+                break
+            threading.Event().wait(0.1)
+    finally:
+        release.set()
+        transcoder.close()
+    assert all(accepted) and transcoder.stats().input_dropped == 0
+    assert len(outputs) == len(h264_plain.samples)

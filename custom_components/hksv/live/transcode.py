@@ -234,15 +234,24 @@ class LiveVideoTranscoder:
         """Block until the worker has opened its codecs (or failed); return whether it did."""
         return self._started.wait(timeout)
 
-    def put(self, sample: bytes, pts: int, keyframe: bool, dts: int | None = None) -> bool:
-        """Queue one source sample (90 kHz timestamps); False if it was dropped."""
+    def put(
+        self, sample: bytes, pts: int, keyframe: bool, dts: int | None = None, wait: float = 0.0
+    ) -> bool:
+        """Queue one source sample (90 kHz timestamps); False if it was dropped.
+
+        With the queue full the sample waits up to ``wait`` seconds (never on the event loop),
+        else it is dropped and so is everything up to the next keyframe.
+        """
         if self._stop.is_set():
             return False
         if self._skip_to_keyframe and not keyframe:
             self._count(input_dropped=1)
             return False
         try:
-            self._input.put_nowait((sample, pts, dts, keyframe))
+            if wait > 0:
+                self._input.put((sample, pts, dts, keyframe), timeout=wait)
+            else:
+                self._input.put_nowait((sample, pts, dts, keyframe))
         except queue.Full:
             # The decoder must not miss a reference frame: skip to the next keyframe.
             self._skip_to_keyframe = True
