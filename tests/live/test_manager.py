@@ -173,3 +173,25 @@ async def test_setup_without_start_expires(socket_enabled: None) -> None:
     assert publisher.status[0] == StreamingState.AVAILABLE
     assert manager._slots[0].idle
     await manager.async_stop()
+
+
+async def test_ipv6_setup(socket_enabled: None) -> None:
+    """An IPv6 viewer on an IPv6 HAP connection gets an IPv6 endpoint; IPv4-mapped is IPv4."""
+    manager = _manager(_Publisher())
+    client = HapClient(("::1", 50123), None, True, None, local_address="::1")
+    request = SetupEndpointsRequest(
+        session_id=SESSION,
+        address=EndpointAddress(IPVersion.IPV6, "::1", 40000, 40002),
+        video_srtp=SrtpParameters(0, bytes(16), bytes(14)),
+        audio_srtp=SrtpParameters(0, bytes(16), bytes(14)),
+    ).encode()
+    manager.setup_endpoints(0, request, client)
+    response = SetupEndpointsResponse.decode(manager.read_setup_endpoints(0))
+    assert response.status == SetupStatus.SUCCESS
+    assert response.address is not None
+    assert (response.address.ip_version, response.address.address) == (IPVersion.IPV6, "::1")
+    mapped = HapClient(("::ffff:127.0.0.1", 1), None, True, None, local_address="::ffff:127.0.0.1")
+    manager.setup_endpoints(1, _request(), mapped)
+    response = SetupEndpointsResponse.decode(manager.read_setup_endpoints(1))
+    assert response.address is not None and response.address.address == "127.0.0.1"
+    await manager.async_stop()
