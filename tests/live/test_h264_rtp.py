@@ -386,3 +386,49 @@ def test_rejects_bad_settings() -> None:
         H264Packetizer(ssrc=1, payload_type=PT, max_payload_size=2)
     with pytest.raises(ValueError, match="payload type"):
         H264Packetizer(ssrc=1, payload_type=200, max_payload_size=1000)
+
+
+@pytest.mark.parametrize("bframes", [False, True], ids=["plain", "bframes"])
+def test_home_assistant_parts(tmp_path: Path, bframes: bool) -> None:
+    """Samples from HA's real stream worker (avcC in the init) packetize into a decodable stream."""
+    from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+    from tests.media import write_clip
+    from tests.recording.ha_parts import ha_segments
+
+    if bframes:
+        clip = make_h264_mp4(tmp_path / "b.mp4", frames=60, bframes=2, width=640, height=360)
+    else:
+        clip = write_clip(tmp_path / "c.ts", ClipSpec(seconds=3, width=640, height=360))
+    segments = ha_segments(clip, ll_hls=True)
+    init = parse_init(segments[0].init)
+    assert init.video is not None and init.video.avcc is not None
+    packetizer = H264Packetizer(ssrc=SSRC, payload_type=PT, max_payload_size=1178)
+    packetizer.set_parameter_sets(*avcc_parameter_sets(init.video.avcc))
+    nal_length = avcc_nal_length_size(init.video.avcc)
+    scale = 90_000 / init.video.timescale
+    sps, pps = avcc_parameter_sets(init.video.avcc)
+    packets = []
+    reference = []  # the same samples straight to Annex B, SPS/PPS before each sync sample
+    for segment in segments:
+        for part in segment.parts:
+            for sample in parse_fragments(part.data, init).get(init.video.track_id, []):
+                pts = round((sample.decode_time + sample.composition_offset) * scale)
+                data = bytes(sample.data)
+                packets += packetizer.packetize(data, pts, sample.is_sync, nal_length)
+                nals = [bytes(n) for n in split_avcc(data, nal_length)[0]]
+                if sample.is_sync:
+                    nals = [*sps, *pps, *nals]
+                reference.append(b"".join(START_CODE + n for n in nals))
+    received = depacketize(packets)
+    assert len(received.access_units) == len(reference)
+    for nals, first_type in zip(received.nal_lists, received.first_payload_types, strict=True):
+        if any(nal[0] & 0x1F == 5 for nal in nals):
+            assert first_type == 24
+    frames = decode_annexb(received.access_units)
+    expected = decode_annexb(reference)
+    assert len(frames) == len(expected) >= 40
+    for got, want in zip(frames, expected, strict=True):
+        assert np.array_equal(got.to_ndarray(format="yuv420p"), want.to_ndarray(format="yuv420p"))
+    # HA ends the clip mid-segment in decode order, so only the head is surely contiguous.
+    counters = [read_frame_counter(f) for f in frames]
+    assert counters[:40] == list(range(counters[0], counters[0] + 40))
