@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 import os
+from pathlib import Path
 import struct
 
 from hypothesis import given, settings, strategies as st
@@ -250,3 +251,26 @@ def test_mutated_packets_raise_only_srtp_error(seq: int, size: int, data: st.Dat
         for candidate in (bytes(mutated), packet[:cut], packet + b"\x00"):
             with pytest.raises(SrtpError):
                 unprotect(candidate)
+
+
+def test_media_modules_load_without_home_assistant() -> None:
+    """live/{srtp,h264_rtp,rtcp,audio,transcode} import no Home Assistant, even indirectly."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    script = f"""
+import sys, types
+for name, path in (("custom_components", "custom_components"),
+                   ("custom_components.hksv", "custom_components/hksv")):
+    module = types.ModuleType(name)
+    module.__path__ = [{str(root)!r} + "/" + path]
+    sys.modules[name] = module
+for name in ("srtp", "h264_rtp", "rtcp", "audio", "transcode"):
+    __import__("custom_components.hksv.live." + name)
+print(sorted(n for n in sys.modules if n.split(".")[0] == "homeassistant"))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"
