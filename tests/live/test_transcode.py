@@ -338,3 +338,29 @@ def test_put_with_wait_never_drops(h264_plain: SourceStream) -> None:
         transcoder.close()
     assert all(accepted) and transcoder.stats().input_dropped == 0
     assert len(outputs) == len(h264_plain.samples)
+
+
+def test_failing_hardware_encoder_falls_back(
+    h264_plain: SourceStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hardware encoder that passes the probe but fails for real gives way to libx264."""
+    from custom_components.hksv.live import transcode
+
+    real_probe = transcode._encoder_opens
+    monkeypatch.setattr(
+        transcode, "_encoder_opens", lambda name: name == "h264_nvenc" or real_probe(name)
+    )
+    transcoder = LiveVideoTranscoder(
+        codec="avc1",
+        extradata=h264_plain.avcc,
+        target=LiveVideoTarget(320, 180, 30, 300),
+        encoders=("h264_nvenc", "libx264"),
+    )
+    try:
+        for sample in h264_plain.samples[:10]:
+            transcoder.put(*sample)
+        outputs = collect(transcoder, 10)
+    finally:
+        transcoder.close()
+    assert transcoder.error is None and transcoder.stats().encoder == "libx264"
+    assert [read_frame_counter(f) for f in decode_samples(outputs)] == list(range(10))

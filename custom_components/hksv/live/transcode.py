@@ -392,7 +392,28 @@ class _Worker:
             self._encoder = None
 
     def _open_encoder(self) -> VideoCodecContext:
-        """Return an open H.264 encoder for the target at the current bitrate."""
+        """Return an open encoder; a hardware one that fails here gives way to libx264."""
+        try:
+            return self._open_named_encoder()
+        except (av.error.FFmpegError, ValueError, OSError) as err:
+            owner = self._owner
+            if self._encoder_name == SOFTWARE_ENCODER or SOFTWARE_ENCODER not in owner._encoders:
+                raise
+            # A probe at 320x240 can pass where the real size, profile or level fails.
+            _LOGGER.warning(
+                "%s: %s failed (%s), using %s",
+                owner._name,
+                self._encoder_name,
+                err,
+                SOFTWARE_ENCODER,
+            )
+            self._encoder_name = SOFTWARE_ENCODER
+            with owner._lock:
+                owner._stats = replace(owner._stats, encoder=SOFTWARE_ENCODER)
+            return self._open_named_encoder()
+
+    def _open_named_encoder(self) -> VideoCodecContext:
+        """Return the chosen H.264 encoder, open for the target at the current bitrate."""
         target = self._owner._target
         encoder = cast("VideoCodecContext", av.CodecContext.create(self._encoder_name, "w"))
         encoder.width, encoder.height, encoder.pix_fmt = target.width, target.height, "yuv420p"
