@@ -57,9 +57,10 @@ from .hap.recording_config import (
     build_offer,
 )
 from .hds import DataSendCloseReason, DataStreamServer, HDSError, RecordingPacket
-from .live.manager import LiveOptions, LiveStreamManager
+from .live.manager import LiveStreamManager
 from .live.policy import LiveModeOption
 from .live.source import LiveFeed
+from .live.viewers import LiveOptions
 from .pairing import (
     dismiss_pairing_notification,
     generate_setup_code,

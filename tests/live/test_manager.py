@@ -24,7 +24,8 @@ from custom_components.hksv.hap.rtp_stream import (
     decode_selection,
 )
 from custom_components.hksv.live import manager as manager_module
-from custom_components.hksv.live.manager import LiveOptions, LiveStreamManager
+from custom_components.hksv.live.manager import LiveStreamManager
+from custom_components.hksv.live.viewers import LiveOptions
 
 CLIENT = HapClient(("127.0.0.1", 50123), None, True, None, local_address="127.0.0.1")
 SESSION = bytes(range(16))

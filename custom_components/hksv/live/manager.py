@@ -20,13 +20,10 @@ import time
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..hap.definitions import HapStatus, HapStatusError
-from ..hap.recording_config import H264Level, H264Profile
 from ..hap.rtp_stream import (
     SETUP_ENDPOINTS_IDLE,
     EndpointAddress,
     IPVersion,
-    RtpAudioCodec,
-    RtpSampleRate,
     SelectedRTPStreamConfiguration,
     SessionCommand,
     SetupEndpointsRequest,
@@ -39,27 +36,19 @@ from ..hap.rtp_stream import (
     selection_idle,
 )
 from ..hap.tlv8 import TLVError
-from .audio import PACKET_TIMES_MS
 from .h264_rtp import payload_budget
-from .policy import (
-    LiveMode,
-    LiveModeOption,
-    SourceVideoInfo,
-    ViewerRequest,
-    choose_live_mode,
-    transcode_target,
-)
-from .session import (
-    DEFAULT_CATCHUP_SECONDS,
-    DEFAULT_IDLE_TIMEOUT,
-    EndReason,
-    LiveSession,
-    VideoConfig,
-)
-from .shared import AudioSender, OpusFeed, TranscodedFeed
+from .policy import LiveMode, SourceVideoInfo, ViewerRequest
+from .session import DEFAULT_IDLE_TIMEOUT, EndReason, LiveSession, VideoConfig
 from .srtp import SrtpContext
-from .transcode import LiveVideoTarget
 from .transport import MediaEndpoint, SessionTransport, bind_socket, normalize_local_address
+from .viewers import (
+    LiveOptions,
+    SharedMedia,
+    Viewer,
+    audio_sender_for,
+    selected_profile,
+    video_summary,
+)
 
 if TYPE_CHECKING:
     import socket
@@ -67,7 +56,8 @@ if TYPE_CHECKING:
     from ..hap.driver import ClientAddress, HapClient
     from ..recording.fmp4 import InitSegment
     from ..recording.gop import Gop
-    from .source import LiveFeed, MediaPart
+    from .source import LiveFeed
+
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,15 +74,6 @@ class StreamingStatusPublisher(Protocol):
 
     def set_streaming_status(self, slot: int, status: StreamingState) -> None:
         """Publish one slot's StreamingStatus."""
-
-
-@dataclass(frozen=True, slots=True)
-class LiveOptions:
-    """The user's live-view options for this camera."""
-
-    mode: LiveModeOption = LiveModeOption.AUTO
-    max_bitrate_kbps: int = 6000
-    address: str | None = None  # advertise this address instead of the HAP connection's
 
 
 @dataclass(slots=True)
@@ -124,67 +105,13 @@ class _Slot:
     selected: bytes = field(default_factory=selection_idle)
     setup: _Setup | None = None
     session: LiveSession | None = None
-    viewer: _Viewer | None = None
+    viewer: Viewer | None = None
     timer: asyncio.TimerHandle | None = None
 
     @property
     def idle(self) -> bool:
         """Return True if nobody set up this slot."""
         return self.setup is None and self.session is None
-
-
-@dataclass(slots=True)
-class _Viewer:
-    """Routes the feed to one session once copy or transcode is decided, and records it."""
-
-    manager: LiveStreamManager
-    slot: int
-    session: LiveSession
-    request: ViewerRequest
-    profile: tuple[H264Profile, H264Level]
-    record: dict[str, Any]
-    audio: AudioSender | None = None
-    mode: LiveMode | None = None
-    transcoded: TranscodedFeed | None = None
-
-    def on_part(self, part: MediaPart) -> None:
-        """Forward a part (FeedListener): copied viewers take it, transcoded ones ignore it."""
-        if self.mode is None:
-            self.decide(part.init, None, part)
-        elif self.mode is LiveMode.COPY:
-            self.session.on_part(part)
-
-    def decide(self, init: InitSegment, pending: Gop | None, part: MediaPart | None) -> None:
-        """Choose copy or transcode for this viewer from what the camera sends."""
-        manager = self.manager
-        source = manager.source_info(init)
-        mode, reason = choose_live_mode(
-            source, self.request, manager.options.mode, manager.options.max_bitrate_kbps
-        )
-        self.mode = mode
-        if mode is LiveMode.TRANSCODE:
-            width, height, fps, kbps = transcode_target(
-                source, self.request, manager.options.max_bitrate_kbps
-            )
-            target = LiveVideoTarget(width, height, fps, kbps, *self.profile)
-            shared, created = manager.transcoded_feed(target)
-            self.transcoded = shared
-            shared.add(self.session, pending)
-            if part is not None and created:
-                shared.on_part(part)  # the feed is handing this part out right now
-            self.record["transcode_target"] = f"{width}x{height}@{fps} {kbps} kbit/s"
-        else:
-            self.session.patch_level = source.level_idc is not None and source.level_idc > 40
-            if part is not None:
-                self.session.on_part(part)
-        self.record["mode"] = mode.value
-        self.record["reason"] = reason
-        self.record["source"] = {
-            "codec": source.codec,
-            "size": f"{source.width}x{source.height}",
-            "level_idc": source.level_idc,
-            "bitrate_kbps": None if source.bitrate_kbps is None else round(source.bitrate_kbps),
-        }
 
 
 class LiveStreamManager:
@@ -214,8 +141,7 @@ class LiveStreamManager:
         self.idle_timeout = idle_timeout
         self._allowed = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._transcoded: dict[LiveVideoTarget, TranscodedFeed] = {}
-        self._opus: dict[tuple[int, int], OpusFeed] = {}
+        self._media = SharedMedia(feed, self._spawn, log_name)
         self._audio_muted = audio_muted
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.sessions_started = 0
@@ -381,7 +307,7 @@ class LiveStreamManager:
         elif command is SessionCommand.RECONFIGURE and slot.viewer is not None:
             # Copy keeps the camera's stream; a transcoder takes the new bitrate (HAP-NodeJS
             # passes it on; iOS lowers it for a weak link).
-            slot.viewer.record["reconfigured"] = _video_summary(selection)
+            slot.viewer.record["reconfigured"] = video_summary(selection)
             transcoded = slot.viewer.transcoded
             rtp = selection.video.rtp if selection.video is not None else None
             if transcoded is not None and rtp is not None and rtp.max_bitrate:
@@ -449,34 +375,40 @@ class LiveStreamManager:
             "session_id": setup.session_id.hex(),
             "viewer": f"{setup.request.address.address}:{setup.request.address.video_port}",
             "hap_connection": f"{setup.client[0]}:{setup.client[1]}",
-            "requested": _video_summary(selection),
+            "requested": video_summary(selection),
             "started_at": time.time(),
             "mode": None,
             "reason": "waiting for the camera",
         }
-        codec = video.codec_parameters
-        profile = (
-            H264Profile(codec.profile)
-            if codec and codec.profile in H264Profile._value2member_map_
-            else H264Profile.MAIN,
-            H264Level(codec.level)
-            if codec and codec.level in H264Level._value2member_map_
-            else H264Level.LEVEL3_1,
+        viewer = Viewer(
+            self._media,
+            self.options,
+            self.source_info,
+            session,
+            request,
+            selected_profile(selection),
+            record,
         )
-        viewer = _Viewer(self, slot.index, session, request, profile, record)
-        viewer.audio = self._audio_sender(selection, setup, transport, record)
+        viewer.audio = audio_sender_for(
+            selection,
+            endpoint=transport.audio,
+            ssrc=setup.audio_ssrc,
+            muted=self._audio_muted(),
+            record=record,
+            log_name=self._log_name,
+        )
         slot.session, slot.viewer, slot.setup = session, viewer, None
         self.sessions_started += 1
         self._spawn(self._async_run(slot, viewer), f"{self._log_name} live start")
 
-    async def _async_run(self, slot: _Slot, viewer: _Viewer) -> None:
+    async def _async_run(self, slot: _Slot, viewer: Viewer) -> None:
         """Open the sockets, join the feed and start the session."""
         session = viewer.session
         try:
             await session.transport.async_open()
             pending: Gop | None = await self._feed.async_add(viewer)
             if viewer.audio is not None:
-                self._opus_feed(viewer.audio)
+                self._media.attach_audio(viewer.audio)
         except OSError as err:
             _LOGGER.warning("%s: live view could not start: %s", self._log_name, err)
             self._end_session(session, EndReason.ERROR)
@@ -521,7 +453,7 @@ class LiveStreamManager:
         slot.session = slot.viewer = None
         if session is not None and viewer is not None:
             self._feed.remove(viewer)
-            self._leave_shared(viewer)
+            self._media.leave(viewer)
             record = viewer.record
             record["end_reason"] = reason.value
             record["ended_at"] = time.time()
@@ -537,87 +469,6 @@ class LiveStreamManager:
         slot.selected = selection_idle()
         self._publish(slot)
         self._on_change()
-
-    # -- shared media -----------------------------------------------------------------------
-
-    def transcoded_feed(self, target: LiveVideoTarget) -> tuple[TranscodedFeed, bool]:
-        """Return the transcoder serving ``target`` (one per distinct target) and if it is new."""
-        shared = self._transcoded.get(target)
-        if shared is not None:
-            return shared, False
-        shared = TranscodedFeed(
-            target, catchup_seconds=DEFAULT_CATCHUP_SECONDS, log_name=self._log_name
-        )
-        self._transcoded[target] = shared
-        self._feed.add_listener(shared)
-        return shared, True
-
-    def _audio_sender(
-        self,
-        selection: SelectedRTPStreamConfiguration,
-        setup: _Setup,
-        transport: SessionTransport,
-        record: dict[str, Any],
-    ) -> AudioSender | None:
-        """Return an Opus sender when the viewer selected Opus and the Microphone is on."""
-        audio = selection.audio
-        params = audio.codec_parameters if audio is not None else None
-        if (
-            audio is None
-            or params is None
-            or audio.codec_type != RtpAudioCodec.OPUS
-            or params.sample_rate not in (RtpSampleRate.KHZ_16, RtpSampleRate.KHZ_24)
-            or params.packet_time not in PACKET_TIMES_MS
-        ):
-            record["audio"] = "none selected"
-            return None
-        if self._audio_muted():
-            record["audio"] = "microphone muted"
-            return None
-        rtp = audio.rtp
-        record["audio"] = (
-            f"opus {RtpSampleRate(params.sample_rate).hertz} Hz {params.packet_time} ms"
-        )
-        return AudioSender(
-            endpoint=transport.audio,
-            ssrc=setup.audio_ssrc,
-            payload_type=rtp.payload_type if rtp and rtp.payload_type is not None else 110,
-            sample_rate=RtpSampleRate(params.sample_rate).hertz,
-            packet_time_ms=params.packet_time,
-            rtcp_interval=rtp.rtcp_interval if rtp and rtp.rtcp_interval else 5.0,
-            log_name=self._log_name,
-        )
-
-    def _opus_feed(self, sender: AudioSender) -> None:
-        """Attach ``sender`` to the Opus encoder of its rate and packet time."""
-        key = (sender.sample_rate, round(sender.packet_seconds * 1000))
-        shared = self._opus.get(key)
-        if shared is None:
-            shared = self._opus[key] = OpusFeed(
-                sample_rate=key[0], packet_time_ms=key[1], bitrate_kbps=24, log_name=self._log_name
-            )
-            self._feed.add_listener(shared)
-        shared.senders.append(sender)
-
-    def _leave_shared(self, viewer: _Viewer) -> None:
-        """Detach a viewer from shared transcoders and encoders; close what nobody uses."""
-        shared = viewer.transcoded
-        if shared is not None:
-            shared.remove(viewer.session)
-            if not shared.sessions:
-                del self._transcoded[shared.target]
-                self._feed.remove(shared)
-                self._spawn(shared.async_close(), f"{self._log_name} live transcoder stop")
-        sender = viewer.audio
-        if sender is not None:
-            self._spawn(sender.async_stop(), f"{self._log_name} live audio stop")
-            for key, opus in list(self._opus.items()):
-                if sender in opus.senders:
-                    opus.senders.remove(sender)
-                if not opus.senders:
-                    del self._opus[key]
-                    self._feed.remove(opus)
-                    self._spawn(opus.async_close(), f"{self._log_name} live opus stop")
 
     def connection_lost(self, client: ClientAddress) -> None:
         """End every setup and session bound to a closed HAP connection."""
@@ -675,11 +526,7 @@ class LiveStreamManager:
             "allowed": self._allowed,
             "sessions_started": self.sessions_started,
             "busy_answers": self.busy_answers,
-            "transcoders": [t.stats() for t in self._transcoded.values()],
-            "audio_encoders": [
-                {"rate": k[0], "packet_time_ms": k[1], "packets": o.packets, "failed": o.failed}
-                for k, o in self._opus.items()
-            ],
+            **self._media.diagnostics(),
             "feed": {
                 "holding_stream": self._feed.holding,
                 "parts": self._feed.parts,
@@ -732,28 +579,3 @@ def _transport(setup: _Setup, log_name: str) -> SessionTransport:
     transport = SessionTransport(endpoints[0], endpoints[1])
     holder.append(transport)
     return transport
-
-
-def _video_summary(selection: SelectedRTPStreamConfiguration) -> dict[str, Any]:
-    """Return the requested video parameters for diagnostics."""
-    video = selection.video
-    summary: dict[str, Any] = {}
-    if video is None:
-        return summary
-    if video.attributes is not None:
-        attributes = video.attributes
-        summary["size"] = f"{attributes.width}x{attributes.height}@{attributes.frame_rate}"
-    if video.codec_parameters is not None:
-        summary["profile"] = video.codec_parameters.profile
-        summary["level"] = video.codec_parameters.level
-    if video.rtp is not None:
-        summary["max_bitrate_kbps"] = video.rtp.max_bitrate
-        summary["rtcp_interval"] = video.rtp.rtcp_interval
-        summary["max_mtu"] = video.rtp.max_mtu
-    audio = selection.audio
-    if audio is not None and audio.codec_parameters is not None:
-        params = audio.codec_parameters
-        summary["audio"] = (
-            f"codec {audio.codec_type} rate {params.sample_rate} {params.packet_time} ms"
-        )
-    return summary
