@@ -42,6 +42,7 @@ class ClipSpec:
     # A camera that starts each client with a keyframe: the first GOP has this length, the
     # rest ``gop_seconds`` (H.264 only).
     first_gop_seconds: float | None = None
+    b_frames: int = 0  # H.264 B-frames between references (0: none)
 
 
 def _luma(spec: ClipSpec, index: int) -> np.ndarray:
@@ -129,7 +130,7 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
         video.pix_fmt = "yuv420p"
         video.bit_rate = spec.video_bitrate_kbps * 1000
         video.codec_context.gop_size = gop
-        opts = {"preset": "ultrafast", "bf": "0"}
+        opts = {"preset": "ultrafast", "bf": str(spec.b_frames)}
         forced: set[int] = set()
         if spec.video_codec == "h264":
             opts |= {"sc_threshold": "0", "keyint_min": str(gop), "profile": spec.h264_profile}
@@ -143,6 +144,8 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
                 # Keyframes only where forced: keyint beyond the clip.
                 x264 = f"keyint={total + 1}:min-keyint=1:scenecut=0"
                 opts["forced-idr"] = "1"
+            if spec.b_frames:
+                x264 += f":bframes={spec.b_frames}:b-adapt=0"
             opts["x264-params"] = x264
         else:
             opts["x265-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=error"

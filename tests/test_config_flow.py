@@ -22,6 +22,9 @@ from custom_components.hksv.const import (
     DEFAULT_OPTIONS,
     DOMAIN,
     OPT_AUDIO,
+    OPT_LIVE_MAX_BITRATE,
+    OPT_LIVE_MODE,
+    OPT_LIVE_SLOTS,
     OPT_MAX_BITRATE,
     OPT_MAX_RESOLUTION,
     OPT_PREBUFFER,
@@ -216,10 +219,19 @@ async def test_options_flow_stores_options(
         OPT_AUDIO: False,
         OPT_VIDEO_MODE: "transcode",
         OPT_PREBUFFER: 6.0,
+        OPT_LIVE_SLOTS: 5.0,
+        OPT_LIVE_MODE: "copy",
+        OPT_LIVE_MAX_BITRATE: 4000.0,
     }
     result = await hass.config_entries.options.async_configure(result["flow_id"], new)
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert entry.options == {**new, OPT_MAX_BITRATE: 1500, OPT_PREBUFFER: 6}
+    assert entry.options == {
+        **new,
+        OPT_MAX_BITRATE: 1500,
+        OPT_PREBUFFER: 6,
+        OPT_LIVE_SLOTS: 5,
+        OPT_LIVE_MAX_BITRATE: 4000,
+    }
 
 
 @pytest.mark.parametrize(
@@ -231,6 +243,10 @@ async def test_options_flow_stores_options(
         (OPT_PREBUFFER, 9),
         (OPT_MAX_RESOLUTION, "4k"),
         (OPT_VIDEO_MODE, "magic"),
+        (OPT_LIVE_SLOTS, 6),
+        (OPT_LIVE_SLOTS, 0),
+        (OPT_LIVE_MODE, "magic"),
+        (OPT_LIVE_MAX_BITRATE, 100),
     ],
 )
 async def test_options_are_validated(

@@ -41,6 +41,10 @@ from .const import (
     LOGGER,
     MANUFACTURER,
     MODEL,
+    OPT_AUDIO,
+    OPT_LIVE_MAX_BITRATE,
+    OPT_LIVE_MODE,
+    OPT_LIVE_SLOTS,
     OPT_MAX_RESOLUTION,
     OPT_PREBUFFER,
     RESOLUTION_HEIGHT,
@@ -57,6 +61,10 @@ from .hap.recording_config import (
 )
 from .hap.state_file import StateFileStatus, load_state_file
 from .hds import DataSendCloseReason, DataStreamServer, HDSError, RecordingPacket
+from .live.manager import LiveStreamManager
+from .live.policy import LiveModeOption
+from .live.source import LiveFeed
+from .live.viewers import LiveOptions
 from .pairing import (
     dismiss_pairing_notification,
     generate_setup_code,
@@ -65,6 +73,7 @@ from .pairing import (
     setup_uri,
     show_pairing_notification,
 )
+from .recording.gop import profile_source
 from .recording.recorder import RecordingController
 
 type HksvConfigEntry = ConfigEntry[CameraBridge]
@@ -106,6 +115,7 @@ class CameraBridge(CameraOwner):
         self.data_stream: DataStreamServer | None = None
         self.recorder: RecordingController | None = None
         self.camera_health: CameraHealth | None = None
+        self.live: LiveStreamManager | None = None
         self.setup_code = ""
         self.setup_id = ""
         self.qr_secret = secrets.token_urlsafe(16)
@@ -163,6 +173,9 @@ class CameraBridge(CameraOwner):
         )
         self.data_stream = await self._async_start_data_stream(address, accessory)
         accessory.data_stream = self.data_stream
+        self.live = self._create_live(self.recorder, accessory, address)
+        accessory.live = self.live
+        self.live.set_allowed(accessory.state.rtp_active and accessory.state.homekit_camera_active)
         try:
             await driver.async_start()
         except OSError as err:
@@ -221,6 +234,36 @@ class CameraBridge(CameraOwner):
             translation_domain=DOMAIN, translation_key="data_stream_unavailable"
         )
 
+    def _create_live(
+        self, recorder: RecordingController, accessory: HksvCamera, address: str | None
+    ) -> LiveStreamManager:
+        """Build live view on the recording prebuffer (one camera connection for both)."""
+        prebuffer = recorder.prebuffer
+        feed = LiveFeed(
+            prebuffer,
+            recording_wants_stream=lambda: accessory.state.recording_possible or recorder.streaming,
+            log_name=self.name,
+        )
+
+        def source_profile() -> tuple[float | None, float | None]:
+            profile = profile_source(prebuffer.gops)
+            return profile.fps, profile.video_bitrate_kbps
+
+        return LiveStreamManager(
+            slots=accessory.stream_slots,
+            feed=feed,
+            publisher=accessory,
+            source_profile=source_profile,
+            options=LiveOptions(
+                mode=LiveModeOption(self.options[OPT_LIVE_MODE]),
+                max_bitrate_kbps=int(self.options[OPT_LIVE_MAX_BITRATE]),
+                address=address,
+            ),
+            on_change=self._async_notify_listeners,
+            log_name=self.name,
+            audio_muted=lambda: not self.options[OPT_AUDIO] or accessory.microphone_muted,
+        )
+
     def _create_accessory(
         self,
         *,
@@ -262,6 +305,8 @@ class CameraBridge(CameraOwner):
             serial_number=self.entry.entry_id[:16],
             firmware_revision=FIRMWARE_REVISION,
             doorbell=self.doorbell_entity_id is not None,
+            stream_slots=int(self.options[OPT_LIVE_SLOTS]),
+            microphone=bool(self.options[OPT_AUDIO]),
         )
         accessory = HksvCamera(driver, info, state, offer, self)
         driver.accessory = accessory
@@ -278,6 +323,8 @@ class CameraBridge(CameraOwner):
         if self._event_motion_until:
             self._event_motion_until()
             self._event_motion_until = None
+        if self.live is not None:
+            await self.live.async_stop()
         if self.recorder is not None:
             await self.recorder.async_stop()
         if self.data_stream is not None:
@@ -412,6 +459,8 @@ class CameraBridge(CameraOwner):
         """Drop HDS sessions and connections of a closed HAP connection."""
         if self.data_stream is not None:
             self.data_stream.hap_connection_lost(client)
+        if self.live is not None:
+            self.live.connection_lost(client)
 
     # -- CameraOwner ----------------------------------------------------------------------
 
@@ -419,6 +468,8 @@ class CameraBridge(CameraOwner):
         """Persist and start/stop the prebuffer when recording becomes possible or not."""
         self._stored["camera"] = state.to_dict()
         self._async_save()
+        if self.live is not None:
+            self.live.set_allowed(state.rtp_active and state.homekit_camera_active)
         if state.recording_possible != previous.recording_possible or (
             state.selected_configuration != previous.selected_configuration
         ):

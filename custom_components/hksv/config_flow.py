@@ -44,11 +44,18 @@ from .const import (
     DOMAIN,
     LOGGER,
     MAX_BITRATE,
+    MAX_LIVE_BITRATE,
+    MAX_LIVE_SLOTS,
     MAX_PREBUFFER,
     MIN_BITRATE,
+    MIN_LIVE_BITRATE,
+    MIN_LIVE_SLOTS,
     MIN_PREBUFFER,
     MOTION_DEVICE_CLASSES,
     OPT_AUDIO,
+    OPT_LIVE_MAX_BITRATE,
+    OPT_LIVE_MODE,
+    OPT_LIVE_SLOTS,
     OPT_MAX_BITRATE,
     OPT_MAX_RESOLUTION,
     OPT_PREBUFFER,
@@ -112,6 +119,29 @@ OPTIONS_SCHEMA: Final[Any] = vol.Schema(
                 step=1,
                 unit_of_measurement="s",
                 mode=NumberSelectorMode.SLIDER,
+            )
+        ),
+        # Live view (docs/live-view.md): viewers at once, copy/transcode, per-viewer cap;
+        # optional so a form without them keeps the defaults.
+        vol.Optional(OPT_LIVE_SLOTS): NumberSelector(
+            NumberSelectorConfig(
+                min=MIN_LIVE_SLOTS, max=MAX_LIVE_SLOTS, step=1, mode=NumberSelectorMode.SLIDER
+            )
+        ),
+        vol.Optional(OPT_LIVE_MODE): SelectSelector(
+            SelectSelectorConfig(
+                options=list(VIDEO_MODES),
+                mode=SelectSelectorMode.DROPDOWN,
+                translation_key=OPT_LIVE_MODE,
+            )
+        ),
+        vol.Optional(OPT_LIVE_MAX_BITRATE): NumberSelector(
+            NumberSelectorConfig(
+                min=MIN_LIVE_BITRATE,
+                max=MAX_LIVE_BITRATE,
+                step=100,
+                unit_of_measurement="kbit/s",
+                mode=NumberSelectorMode.BOX,
             )
         ),
     }
@@ -307,6 +337,8 @@ class HksvOptionsFlow(OptionsFlowWithReload):
             # Number selectors hand back floats; store whole kbit/s and seconds.
             options[OPT_MAX_BITRATE] = int(options[OPT_MAX_BITRATE])
             options[OPT_PREBUFFER] = int(options[OPT_PREBUFFER])
+            for live_number in (OPT_LIVE_SLOTS, OPT_LIVE_MAX_BITRATE):
+                options[live_number] = int(options[live_number])
             advanced = options.pop(SECTION_ADVANCED, None)
             if advanced is not None:
                 options.update(advanced)

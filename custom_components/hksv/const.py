@@ -22,6 +22,9 @@ OPT_MAX_BITRATE: Final = "max_bitrate"
 OPT_AUDIO: Final = "audio"
 OPT_VIDEO_MODE: Final = "video_mode"
 OPT_PREBUFFER: Final = "prebuffer_seconds"
+OPT_LIVE_SLOTS: Final = "live_view_slots"
+OPT_LIVE_MODE: Final = "live_view_mode"
+OPT_LIVE_MAX_BITRATE: Final = "live_view_max_bitrate"
 
 RESOLUTION_720P: Final = "720p"
 RESOLUTION_1080P: Final = "1080p"
@@ -43,12 +46,25 @@ DEFAULT_PREBUFFER: Final = 4
 MIN_PREBUFFER: Final = 4
 MAX_PREBUFFER: Final = 8
 
+# Live view: concurrent viewers (CameraRTPStreamManagement services), copy/transcode, and the
+# bitrate above which a LAN viewer gets a transcoded stream (docs/live-view.md §2.5).
+DEFAULT_LIVE_SLOTS: Final = 3
+MIN_LIVE_SLOTS: Final = 1
+MAX_LIVE_SLOTS: Final = 5
+DEFAULT_LIVE_MODE: Final = VIDEO_MODE_AUTO
+DEFAULT_LIVE_MAX_BITRATE: Final = 6000
+MIN_LIVE_BITRATE: Final = 500
+MAX_LIVE_BITRATE: Final = 20000
+
 DEFAULT_OPTIONS: Final = {
     OPT_MAX_RESOLUTION: DEFAULT_MAX_RESOLUTION,
     OPT_MAX_BITRATE: DEFAULT_MAX_BITRATE,
     OPT_AUDIO: DEFAULT_AUDIO,
     OPT_VIDEO_MODE: DEFAULT_VIDEO_MODE,
     OPT_PREBUFFER: DEFAULT_PREBUFFER,
+    OPT_LIVE_SLOTS: DEFAULT_LIVE_SLOTS,
+    OPT_LIVE_MODE: DEFAULT_LIVE_MODE,
+    OPT_LIVE_MAX_BITRATE: DEFAULT_LIVE_MAX_BITRATE,
 }
 
 # hksv's own HAP port range, clear of HA's homekit (21063/21064+) and the ephemeral range.

@@ -46,6 +46,8 @@ async def async_get_config_entry_diagnostics(
         }
     if bridge.data_stream is not None:
         data["data_stream"] = bridge.data_stream.diagnostics()
+    if bridge.live is not None:
+        data["live_view"] = bridge.live.diagnostics()  # no SRTP keys are ever stored there
     if recorder is not None:
         data["recording"] = recorder.diagnostics()
         last = recorder.last_recording

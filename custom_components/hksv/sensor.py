@@ -10,6 +10,7 @@ from homeassistant.components.sensor import (
     SensorDeviceClass,
     SensorEntity,
     SensorEntityDescription,
+    SensorStateClass,
 )
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
@@ -30,7 +31,7 @@ REMOVED_SETUP_CODE_KEY = "setup_code"
 class HksvSensorEntityDescription(SensorEntityDescription):
     """Describes an HKSV sensor."""
 
-    value_fn: Callable[[CameraBridge], str | None]
+    value_fn: Callable[[CameraBridge], str | int | None]
     attributes_fn: Callable[[CameraBridge], dict[str, Any] | None] = lambda _: None
     available_fn: Callable[[CameraBridge], bool] = lambda _: True
 
@@ -52,6 +53,18 @@ def _last_recording_attributes(bridge: CameraBridge) -> dict[str, Any] | None:
     return summary.as_attributes() if summary else None
 
 
+def _live_viewers(bridge: CameraBridge) -> int | None:
+    """Return how many are watching live."""
+    return bridge.live.viewers if bridge.live else None
+
+
+def _live_attributes(bridge: CameraBridge) -> dict[str, Any] | None:
+    """Return who is watching and how (full numbers are in the diagnostics)."""
+    if bridge.live is None:
+        return None
+    return {"sessions": bridge.live.viewer_summaries()}
+
+
 SENSORS: tuple[HksvSensorEntityDescription, ...] = (
     HksvSensorEntityDescription(
         key="home_app_mode",
@@ -68,6 +81,13 @@ SENSORS: tuple[HksvSensorEntityDescription, ...] = (
         value_fn=_last_recording,
         attributes_fn=_last_recording_attributes,
         available_fn=lambda bridge: bridge.camera_available,
+    ),
+    HksvSensorEntityDescription(
+        key="live_viewers",
+        translation_key="live_viewers",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=_live_viewers,
+        attributes_fn=_live_attributes,
     ),
 )
 
@@ -98,7 +118,7 @@ class HksvSensor(HksvEntity, SensorEntity):
         return self.entity_description.available_fn(self.bridge)
 
     @property
-    def native_value(self) -> str | None:
+    def native_value(self) -> str | int | None:
         """Return the state."""
         return self.entity_description.value_fn(self.bridge)
 

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings, strategies as st
 import pytest
 
-from custom_components.hksv.hap import data_stream_setup, live_stream, recording_config, tlv8
+from custom_components.hksv.hap import data_stream_setup, recording_config, rtp_stream, tlv8
 from custom_components.hksv.hap.data_stream_setup import SetupDataStreamRequest, answer_setup
 from custom_components.hksv.hap.definitions import HapStatusError
 from custom_components.hksv.hap.recording_config import (
@@ -25,6 +25,7 @@ from custom_components.hksv.hap.tlv8 import U8, Bytes, Nested, TLVError, TLVStru
 
 from .mutations import tlv_bytes, written_values
 from .test_recording_config import HUB_WRITE
+from .test_rtp_stream import ENDPOINTS_RESPONSE, IOS_START
 
 SETUP_REQUEST = SetupDataStreamRequest(
     command=0, transport_type=0, controller_key_salt=bytes(range(32))
@@ -48,12 +49,19 @@ def _structs(*modules: Any) -> list[type[TLVStruct]]:
     ]
 
 
-STRUCTS = _structs(recording_config, data_stream_setup, live_stream)
+STRUCTS = _structs(recording_config, data_stream_setup, rtp_stream)
 
 
 @pytest.mark.parametrize("struct", STRUCTS, ids=lambda s: s.__name__)
 @settings(max_examples=40)
-@given(data=st.one_of(tlv_bytes(SELECTION), tlv_bytes(SETUP_REQUEST)))
+@given(
+    data=st.one_of(
+        tlv_bytes(SELECTION),
+        tlv_bytes(SETUP_REQUEST),
+        tlv_bytes(IOS_START),
+        tlv_bytes(ENDPOINTS_RESPONSE),
+    )
+)
 def test_tlv_structures_raise_only_tlv_error(struct: type[TLVStruct], data: bytes) -> None:
     """Decoding any bytes as any declared structure gives a value or a TLVError."""
     try:

@@ -10,9 +10,10 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from pyhap.accessory import Accessory
 from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL, STANDALONE_AID
@@ -24,17 +25,19 @@ from .camera_state import FACTORY_STATE, CameraState, snapshot_refusal
 from .data_stream_setup import SUPPORTED_TRANSPORTS, answer_setup, busy_response
 from .definitions import FixedIIDManager, HapStatus, HapStatusError, new_service
 from .driver import HapClient
-from .live_stream import (
-    STREAMING_UNAVAILABLE,
-    SUPPORTED_AUDIO_STREAM,
-    SUPPORTED_RTP,
-    SUPPORTED_VIDEO_STREAM,
-)
 from .recording_config import (
     RecordingOffer,
     SelectedCameraRecordingConfiguration,
     SelectionError,
     parse_selection,
+)
+from .rtp_stream import (
+    STREAMING_UNAVAILABLE,
+    SUPPORTED_AUDIO_STREAM,
+    SUPPORTED_RTP,
+    SUPPORTED_VIDEO_STREAM,
+    StreamingState,
+    StreamingStatus,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +65,8 @@ class AccessoryInfo:
     serial_number: str
     firmware_revision: str
     doorbell: bool
+    stream_slots: int = 1  # CameraRTPStreamManagement services: concurrent live views
+    microphone: bool = False  # a Microphone service, when live audio is offered
 
 
 class SnapshotUnavailable(Exception):
@@ -87,6 +92,22 @@ class CameraOwner(Protocol):
 
     def recording_stream_closed(self, stream_id: int, reason: DataSendCloseReason | None) -> None:
         """Tell the owner how a recording stream ended."""
+
+
+class LiveStreamDelegate(Protocol):
+    """Who answers the live-view characteristics of each stream slot (live.manager)."""
+
+    def setup_endpoints(self, slot: int, value: bytes, client: HapClient) -> None:
+        """Handle a SetupEndpoints write; raise HapStatusError to refuse it."""
+
+    def read_setup_endpoints(self, slot: int) -> bytes:
+        """Return the SetupEndpoints response to read back."""
+
+    def select_stream(self, slot: int, value: bytes, client: HapClient) -> None:
+        """Handle a SelectedRTPStreamConfiguration write; raise HapStatusError to refuse it."""
+
+    def read_selected_stream(self, slot: int) -> bytes:
+        """Return the selected configuration to read back."""
 
 
 @dataclass(slots=True)
@@ -129,6 +150,7 @@ class HksvCamera(Accessory):
         self._offer = offer
         self._selection: SelectedCameraRecordingConfiguration | None = None
         self.data_stream: DataStreamServer | None = None
+        self.live: LiveStreamDelegate | None = None
         self._policies: dict[Characteristic, _Policy] = {}
         self.set_info_service(
             firmware_revision=info.firmware_revision,
@@ -140,26 +162,32 @@ class HksvCamera(Accessory):
         protocol = self.get_service("HAPProtocolInformation")
         if protocol is not None:
             protocol.configure_char("Version", value=d.PROTOCOL_VERSION)
-        self._build_services(info.doorbell)
+        self._build_services(info)
         self._apply_state_to_characteristics(notify=False)
         if state.selected_configuration is not None:
             self._selection = self._restore_selection(state.selected_configuration)
 
     # -- construction ------------------------------------------------------------------
 
-    def _build_services(self, doorbell: bool) -> None:
-        """Create the HKSV services (docs/hksv-protocol.md §1)."""
-        rtp = new_service(
-            d.SERVICE_RTP_STREAM_MANAGEMENT,
-            "CameraRTPStreamManagement",
-            d.STREAMING_STATUS,
-            d.SUPPORTED_VIDEO_STREAM,
-            d.SUPPORTED_AUDIO_STREAM,
-            d.SUPPORTED_RTP,
-            d.SELECTED_RTP_STREAM,
-            d.SETUP_ENDPOINTS,
-            d.RTP_ACTIVE,
-        )
+    def _build_services(self, info: AccessoryInfo) -> None:
+        """Create the HKSV services (docs/hksv-protocol.md §1, docs/live-view.md §1.1)."""
+        doorbell = info.doorbell
+        slots = max(1, min(info.stream_slots, d.MAX_RTP_SLOTS))
+        rtp_services = []
+        for slot in range(slots):
+            service = new_service(
+                d.SERVICE_RTP_STREAM_MANAGEMENT,
+                "CameraRTPStreamManagement",
+                d.STREAMING_STATUS,
+                d.SUPPORTED_VIDEO_STREAM,
+                d.SUPPORTED_AUDIO_STREAM,
+                d.SUPPORTED_RTP,
+                d.SELECTED_RTP_STREAM,
+                d.SETUP_ENDPOINTS,
+                d.RTP_ACTIVE,
+            )
+            cast("FixedIIDManager", self.iid_manager).register_rtp_slot(service, slot)
+            rtp_services.append(service)
         operating = new_service(
             d.SERVICE_OPERATING_MODE,
             "CameraOperatingMode",
@@ -187,7 +215,11 @@ class HksvCamera(Accessory):
         motion = new_service(
             d.SERVICE_MOTION_SENSOR, "MotionSensor", d.MOTION_DETECTED, d.STATUS_ACTIVE
         )
-        services = [rtp, operating, recording, data_stream, motion]
+        services = [*rtp_services, operating, recording, data_stream, motion]
+        microphone = None
+        if info.microphone:
+            microphone = new_service(d.SERVICE_MICROPHONE, "Microphone", d.MUTE)
+            services.append(microphone)
         if doorbell:
             services.append(
                 new_service(d.SERVICE_DOORBELL, "Doorbell", d.PROGRAMMABLE_SWITCH_EVENT)
@@ -199,12 +231,20 @@ class HksvCamera(Accessory):
             # HAP-NodeJS makes the doorbell primary so the Home app shows a doorbell.
             self.set_primary_service(services[-1])
 
-        chars = {(s.display_name, c.display_name): c for s in services for c in s.characteristics}
+        chars = {
+            (s.display_name, c.display_name): c
+            for s in reversed(services)  # the first stream slot wins the name lookup
+            for c in s.characteristics
+        }
 
         def char(service: str, name: str) -> Characteristic:
             return chars[(service, name)]
 
         self._rtp_active = char("CameraRTPStreamManagement", "Active")
+        self._rtp_slots = [
+            {c.display_name: c for c in service.characteristics} for service in rtp_services
+        ]
+        self._mute = microphone.characteristics[0] if microphone is not None else None
         self._event_snapshots = char("CameraOperatingMode", "EventSnapshotsActive")
         self._camera_active = char("CameraOperatingMode", "HomeKitCameraActive")
         self._periodic_snapshots = char("CameraOperatingMode", "PeriodicSnapshotsActive")
@@ -227,15 +267,18 @@ class HksvCamera(Accessory):
         self._status_active = char("MotionSensor", "StatusActive")
         self._doorbell_event = char("Doorbell", "ProgrammableSwitchEvent") if doorbell else None
 
-        char("CameraRTPStreamManagement", "StreamingStatus").set_value(
-            _b64(STREAMING_UNAVAILABLE), should_notify=False
-        )
-        for name, value in (
-            ("SupportedVideoStreamConfiguration", SUPPORTED_VIDEO_STREAM),
-            ("SupportedAudioStreamConfiguration", SUPPORTED_AUDIO_STREAM),
-            ("SupportedRTPConfiguration", SUPPORTED_RTP),
-        ):
-            char("CameraRTPStreamManagement", name).set_value(_b64(value), should_notify=False)
+        for slot_chars in self._rtp_slots:
+            slot_chars["StreamingStatus"].set_value(
+                _b64(STREAMING_UNAVAILABLE), should_notify=False
+            )
+            for name, value in (
+                ("SupportedVideoStreamConfiguration", SUPPORTED_VIDEO_STREAM),
+                ("SupportedAudioStreamConfiguration", SUPPORTED_AUDIO_STREAM),
+                ("SupportedRTPConfiguration", SUPPORTED_RTP),
+            ):
+                slot_chars[name].set_value(_b64(value), should_notify=False)
+        if self._mute is not None:
+            self._mute.set_value(False, should_notify=False)
         char(
             "DataStreamTransportManagement", "SupportedDataStreamTransportConfiguration"
         ).set_value(_b64(SUPPORTED_TRANSPORTS.encode()), should_notify=False)
@@ -261,10 +304,22 @@ class HksvCamera(Accessory):
         self._policies[self._setup_data_stream] = _Policy(
             False, self._setup_data_stream.get_value, self._write_setup_data_stream
         )
-        refuse = self._refuse_live_stream
-        for name in ("SelectedRTPStreamConfiguration", "SetupEndpoints"):
-            endpoint = char("CameraRTPStreamManagement", name)
-            self._policies[endpoint] = _Policy(False, endpoint.get_value, refuse)
+        for slot, slot_chars in enumerate(self._rtp_slots):
+            # Every slot's Active mirrors the one persisted flag (the Home app sets them all).
+            if slot:
+                self._policies[slot_chars["Active"]] = _Policy(
+                    True, self._rtp_active.get_value, self._flag_writer("rtp_active")
+                )
+            self._policies[slot_chars["SetupEndpoints"]] = _Policy(
+                False,
+                partial(self._read_live, slot, setup=True),
+                partial(self._write_live, slot, setup=True),
+            )
+            self._policies[slot_chars["SelectedRTPStreamConfiguration"]] = _Policy(
+                False,
+                partial(self._read_live, slot, setup=False),
+                partial(self._write_live, slot, setup=False),
+            )
 
     def policy_for(self, char: Characteristic) -> _Policy | None:
         """Return how HksvDriver reads and writes ``char``."""
@@ -302,6 +357,8 @@ class HksvCamera(Accessory):
     def _apply_state_to_characteristics(self, *, notify: bool) -> None:
         """Mirror the state into the characteristics (StatusActive follows camera active)."""
         state = self._state
+        for slot_chars in self._rtp_slots[1:]:
+            slot_chars["Active"].set_value(int(state.rtp_active), should_notify=notify)
         for char, value in (
             (self._rtp_active, state.rtp_active),
             (self._event_snapshots, state.event_snapshots_active),
@@ -411,9 +468,47 @@ class HksvCamera(Accessory):
         self._setup_data_stream.value = read_back
         return response
 
-    def _refuse_live_stream(self, value: Any, client: HapClient) -> None:
-        """Refuse live-stream negotiation: live view is not available yet."""
-        raise HapStatusError(HapStatus.NOT_ALLOWED_IN_CURRENT_STATE, "live view is not available")
+    # -- live view ------------------------------------------------------------------------
+
+    @property
+    def stream_slots(self) -> int:
+        """Return the number of CameraRTPStreamManagement services."""
+        return len(self._rtp_slots)
+
+    @property
+    def microphone_muted(self) -> bool:
+        """Return True if the controller muted the Microphone (live audio is then not sent)."""
+        return self._mute is not None and bool(self._mute.get_value())
+
+    def set_streaming_status(self, slot: int, status: StreamingState) -> None:
+        """Publish one slot's StreamingStatus, notifying subscribers when it changes."""
+        char = self._rtp_slots[slot]["StreamingStatus"]
+        value = _b64(StreamingStatus(status=status).encode())
+        if char.get_value() != value:
+            char.set_value(value)
+
+    def _read_live(self, slot: int, *, setup: bool) -> str:
+        """Return a slot's SetupEndpoints or Selected value from the live-view manager."""
+        live = self.live
+        if live is None:
+            raise HapStatusError(HapStatus.NOT_ALLOWED_IN_CURRENT_STATE, "live view is not running")
+        return _b64(live.read_setup_endpoints(slot) if setup else live.read_selected_stream(slot))
+
+    def _write_live(self, slot: int, value: Any, client: HapClient, *, setup: bool) -> None:
+        """Hand a slot's SetupEndpoints or Selected write to the live-view manager."""
+        live = self.live
+        if live is None or not self._state.rtp_active or not self._state.homekit_camera_active:
+            raise HapStatusError(HapStatus.NOT_ALLOWED_IN_CURRENT_STATE, "streaming is off")
+        if not isinstance(value, str):
+            raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, "not base64 text")
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except ValueError as err:
+            raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, "not base64 text") from err
+        if setup:
+            live.setup_endpoints(slot, raw, client)
+        else:
+            live.select_stream(slot, raw, client)
 
     # RecordingDelegate for the HDS server (hds.datasend).
 

@@ -97,6 +97,9 @@ SUPPORTED_RTP: Final = CharSpec("SupportedRTPConfiguration", "116", "tlv8", (PR,
 SELECTED_RTP_STREAM: Final = CharSpec("SelectedRTPStreamConfiguration", "117", "tlv8", (PR, PW))
 SETUP_ENDPOINTS: Final = CharSpec("SetupEndpoints", "118", "tlv8", (PR, PW))
 
+# Microphone (live view audio): Mute only.
+MUTE: Final = CharSpec("Mute", "11A", "bool", (PR, PW, EV))
+
 # CameraOperatingMode (§1.1); HAP-NodeJS overrides the iOS bool+tw to uint8 without tw.
 EVENT_SNAPSHOTS_ACTIVE: Final = CharSpec(
     "EventSnapshotsActive", "223", "uint8", (PR, PW, EV), True, _BOOL_VALUES
@@ -150,6 +153,13 @@ SERVICE_RECORDING_MANAGEMENT: Final = "204"
 SERVICE_DATA_STREAM_MANAGEMENT: Final = "129"
 SERVICE_MOTION_SENSOR: Final = "85"
 SERVICE_DOORBELL: Final = "121"
+SERVICE_MICROPHONE: Final = "112"
+# Up to five CameraRTPStreamManagement services (one per concurrent live view, Apple's 2026
+# guide asks for five); the first keeps IIDs 16-23, the others get blocks from RTP_SLOT_IID_BASE.
+MAX_RTP_SLOTS: Final = 5
+RTP_SLOT_IID_BASE: Final = 100
+RTP_SLOT_IID_STEP: Final = 10
+RTP_SLOT_CHARS: Final = ("B0", "120", "114", "115", "116", "117", "118")
 
 # (service, characteristic or None for the service itself) -> IID. Never renumber an entry.
 IID_TABLE: Final[dict[tuple[str, str | None], int]] = {
@@ -190,7 +200,19 @@ IID_TABLE: Final[dict[tuple[str, str | None], int]] = {
     (SERVICE_MOTION_SENSOR, "75"): 72,
     (SERVICE_DOORBELL, None): 80,
     (SERVICE_DOORBELL, "73"): 81,
+    (SERVICE_MICROPHONE, None): 90,
+    (SERVICE_MICROPHONE, "11A"): 91,
 }
+
+
+def rtp_slot_iid(slot: int, char_type: str | None) -> int:
+    """Return the fixed IID of stream slot ``slot`` (0-based) or one of its characteristics."""
+    if slot == 0:
+        return IID_TABLE[(SERVICE_RTP_STREAM_MANAGEMENT, char_type)]
+    if not 0 < slot < MAX_RTP_SLOTS:
+        raise ValueError(f"no stream slot {slot}")
+    offset = 0 if char_type is None else 1 + RTP_SLOT_CHARS.index(char_type)
+    return RTP_SLOT_IID_BASE + (slot - 1) * RTP_SLOT_IID_STEP + offset
 
 
 def short_type(type_id: UUID) -> str:
@@ -204,14 +226,28 @@ def short_type(type_id: UUID) -> str:
 class FixedIIDManager(IIDManager):
     """Assign IIDs from IID_TABLE so they never move between releases or configurations."""
 
+    def __init__(self) -> None:
+        """Start with no stream slots registered."""
+        super().__init__()
+        self._rtp_slots: dict[int, int] = {}
+
+    def register_rtp_slot(self, service: Service, slot: int) -> None:
+        """Mark ``service`` as stream slot ``slot`` (before it is added to the accessory)."""
+        self._rtp_slots[id(service)] = slot
+
     def get_iid_for_obj(self, obj: Service | Characteristic) -> int:
         """Return the table IID for ``obj``."""
         if isinstance(obj, Service):
+            service = obj
             key: tuple[str, str | None] = (short_type(obj.type_id), None)
         else:
             if obj.service is None:
                 raise ValueError(f"characteristic {obj.display_name} has no service")
+            service = obj.service
             key = (short_type(obj.service.type_id), short_type(obj.type_id))
+        slot = self._rtp_slots.get(id(service))
+        if slot is not None:
+            return rtp_slot_iid(slot, key[1])
         try:
             return IID_TABLE[key]
         except KeyError as err:

@@ -74,6 +74,8 @@ class HapClient:
     client_uuid: UUID | None
     is_admin: bool
     shared_key: bytes | None
+    # The accessory's own address on this connection (live view answers with it).
+    local_address: str | None = None
 
 
 class CharacteristicPolicy(Protocol):
@@ -450,11 +452,14 @@ class HksvDriver(AccessoryDriver):
         """Return who is on the connection from ``address``."""
         proto = self.http_server.connections.get(address)
         client_uuid = proto.handler.client_uuid if proto is not None else None
+        transport = proto.transport if proto is not None else None
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
         return HapClient(
             address=address,
             client_uuid=client_uuid,
             is_admin=client_uuid is not None and self.state.is_admin(client_uuid),
             shared_key=self._shared_keys.get(address),
+            local_address=str(sockname[0]) if sockname else None,
         )
 
     @override

@@ -142,6 +142,8 @@ class Prebuffer:
         self._lock = asyncio.Lock()
         self._closed = False
         self.running = False
+        # Consumers other than recording (live view) that need the stream running.
+        self._holders: set[str] = set()
         self.parts_received = 0
         self.stream_restarts = 0  # new epochs: worker restarts and new Stream objects
         self.reattachments = 0  # the watchdog found our provider gone and added it again
@@ -165,9 +167,24 @@ class Prebuffer:
                 cancel_on_shutdown=True,
             )
 
+    def hold(self, holder: str) -> None:
+        """Keep the prebuffer running for ``holder`` even when recording stops it."""
+        self._holders.add(holder)
+
+    def release(self, holder: str) -> None:
+        """Drop a hold; the caller stops the prebuffer if nothing else needs it."""
+        self._holders.discard(holder)
+
+    @property
+    def held(self) -> bool:
+        """Return True while a consumer other than recording needs the stream."""
+        return bool(self._holders)
+
     async def async_stop(self) -> None:
         """Detach from the stream (stopping the worker if nobody else uses it)."""
         async with self._lock:
+            if self._holders and not self._closed:
+                return  # live view is watching; it stops the prebuffer after its last viewer
             self.running = False
             if self._watchdog is not None:
                 self._watchdog()
@@ -180,7 +197,7 @@ class Prebuffer:
 
     async def async_close(self) -> None:
         """Stop for good (unload, Home Assistant stopping): nothing restarts the stream."""
-        self._closed = True
+        self._closed = True  # holds no longer count: the stream stops whoever watches
         await self.async_stop()
 
     async def _async_attach(self) -> None:
@@ -360,6 +377,7 @@ class Prebuffer:
         """Return counters and the worker's own diagnostics."""
         return {
             "running": self.running,
+            "held_by": sorted(self._holders),
             "attached": self._output is not None,
             "gops": len(self._gops),
             "buffered_seconds": round(self.buffered_seconds, 3),

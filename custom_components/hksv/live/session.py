@@ -1,0 +1,441 @@
+"""One live viewer: start at a keyframe, pace access units by time, RTP out, reports every interval.
+
+Start (docs/live-view.md §2.7): when the GOP in progress began less than ``catchup_seconds``
+ago its frames go out at once, so the viewer has a picture right away; otherwise the session
+waits for the next keyframe. Pacing: HA hands over a part (about a second of frames) at a
+time; each access unit is sent at ``anchor + (dts - anchor_dts)``, re-anchored when a part
+comes late, so the viewer gets a steady stream about one part behind the camera rather than
+a burst per part. The queue is bounded in media time and drops whole access units, skipping
+to the next keyframe. A worker restart (new epoch) resumes at the next keyframe with the same
+SSRC and continuous sequence numbers; the RTP clock jumps forward by the wall-clock gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from .h264_rtp import H264Packetizer, avcc_nal_length_size, avcc_parameter_sets, patch_sps_level
+from .rtcp import sender_report
+
+if TYPE_CHECKING:
+    from ..recording.fmp4 import InitSegment, Sample
+    from ..recording.gop import Gop
+    from .source import MediaPart
+    from .transport import MediaEndpoint, SessionTransport
+
+_LOGGER = logging.getLogger(__name__)
+
+RTP_CLOCK: Final = 90_000
+# Start from the GOP in progress when its keyframe is at most this old (else the next one).
+DEFAULT_CATCHUP_SECONDS: Final = 1.0
+# The GOP in progress goes out this many times faster than real time: the picture appears
+# at once without a burst of a whole second of video overflowing a receive buffer.
+CATCHUP_SPEEDUP: Final = 4
+# An access unit this late re-anchors the pacing clock (a part arrived late).
+REANCHOR_LATE_SECONDS: Final = 0.25
+# Never hold more than this much media for one viewer; beyond it skip to the next keyframe.
+MAX_QUEUE_SECONDS: Final = 3.0
+# A due time further ahead than this means the timestamps jumped: re-anchor.
+MAX_AHEAD_SECONDS: Final = 3.0
+MIN_RTCP_INTERVAL: Final = 0.5
+DEFAULT_IDLE_TIMEOUT: Final = 30.0  # Scrypted, homebridge-camera-ffmpeg and go2rtc use 30 s
+CNAME: Final = "hksv"
+
+
+class EndReason(StrEnum):
+    """Why a session ended."""
+
+    END = "end"  # the controller's Selected END
+    HAP_CLOSED = "hap_connection_closed"
+    RTCP_TIMEOUT = "rtcp_timeout"
+    CAMERA_OFF = "camera_off"
+    NEW_SETUP = "replaced_by_new_setup"
+    NOT_STARTED = "not_started"
+    STOPPED = "stopped"  # unload or Home Assistant stop
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class VideoConfig:
+    """The negotiated video parameters of a session."""
+
+    payload_type: int
+    ssrc: int
+    max_payload: int
+    rtcp_interval: float
+    width: int
+    height: int
+    fps: int
+    max_bitrate_kbps: int
+
+
+@dataclass(slots=True)
+class AccessUnit:
+    """One video access unit ready to packetize."""
+
+    data: memoryview | bytes  # AVCC
+    dts: int  # 90 kHz
+    pts: int  # 90 kHz
+    keyframe: bool
+    epoch: int
+    arrived: float  # for catch-up AUs: when to send
+    params: ParameterSets
+    catchup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterSets:
+    """SPS/PPS and the NAL length size of one init."""
+
+    sps: list[bytes]
+    pps: list[bytes]
+    nal_length_size: int
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """Counters for diagnostics."""
+
+    started: float = field(default_factory=time.monotonic)
+    first_packet_ms: float | None = None
+    first_keyframe_ms: float | None = None
+    frames_sent: int = 0
+    keyframes_sent: int = 0
+    frames_dropped: int = 0
+    catchup_frames: int = 0
+    reanchors: int = 0
+    epochs: int = 0
+    sender_reports: int = 0
+
+
+class LiveSession:
+    """Send one viewer the camera's H.264 (copied or from a transcoder) as paced SRTP."""
+
+    def __init__(
+        self,
+        *,
+        video: VideoConfig,
+        transport: SessionTransport,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        catchup_seconds: float = DEFAULT_CATCHUP_SECONDS,
+        on_idle: Callable[[], None],
+        log_name: str,
+    ) -> None:
+        """Prepare; nothing is sent before ``start``."""
+        self.video = video
+        self.transport = transport
+        self.idle_timeout = idle_timeout
+        self.catchup_seconds = catchup_seconds
+        self._on_idle = on_idle
+        self._log_name = log_name
+        self._packetizer = H264Packetizer(
+            ssrc=video.ssrc,
+            payload_type=video.payload_type,
+            max_payload_size=video.max_payload,
+            sequence=secrets.randbelow(1 << 16),
+        )
+        self._queue: deque[AccessUnit] = deque()
+        self._queued = asyncio.Event()
+        self._need_keyframe = True
+        self._epoch: int | None = None
+        self._params: dict[bytes, ParameterSets] = {}
+        self._current_params: ParameterSets | None = None
+        self._anchor: tuple[float, int] | None = None  # (monotonic, dts)
+        self._rtp_offset: int | None = None  # RTP timestamp = pts + offset
+        self._last_rtp: tuple[float, int] | None = None  # (monotonic, RTP time of its DTS)
+        self._sent_epoch: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.suspended = False
+        self.closed = False
+        self.stats = SessionStats()
+        self.patch_level = False  # relabel a level > 4.0 SPS as 4.0 (policy decided it fits)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self, pending: Gop | None) -> None:
+        """Start sending: from ``pending`` when recent, else at the next keyframe."""
+        self.stats.started = time.monotonic()
+        if (
+            pending is not None
+            and pending.video
+            and (pending.duration_seconds <= self.catchup_seconds)
+        ):
+            self._catch_up(pending)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._send_loop(), name=f"{self._log_name} live video"),
+            loop.create_task(self._report_loop(), name=f"{self._log_name} live rtcp"),
+        ]
+
+    async def async_stop(self) -> None:
+        """Stop sending and close the sockets (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        tasks, self._tasks = self._tasks, []
+        current = asyncio.current_task()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*(t for t in tasks if t is not current), return_exceptions=True)
+        self._queue.clear()
+        self.transport.close()
+
+    def suspend(self) -> None:
+        """Stop sending video (RTCP goes on)."""
+        self.suspended = True
+        self._queue.clear()
+
+    def resume(self) -> None:
+        """Send again from the next keyframe."""
+        self.suspended = False
+        self._need_keyframe = True
+
+    # -- input ----------------------------------------------------------------------------
+
+    def on_part(self, part: MediaPart) -> None:
+        """Queue the video of a copied part (FeedListener)."""
+        params = self._parameter_sets(part.init)
+        if params is None:
+            return
+        self.push_samples(part.epoch, part.init, part.video, part.arrived, params)
+
+    def push_samples(
+        self,
+        epoch: int,
+        init: InitSegment,
+        samples: list[Sample],
+        arrived: float,
+        params: ParameterSets | None = None,
+    ) -> None:
+        """Queue AVCC samples of the init's video track."""
+        if params is None:
+            params = self._parameter_sets(init)
+            if params is None:
+                return
+        video = init.video
+        if video is None or self.closed or self.suspended:
+            return
+        scale = video.timescale
+        for sample in samples:
+            dts = sample.decode_time * RTP_CLOCK // scale
+            pts = (sample.decode_time + sample.composition_offset) * RTP_CLOCK // scale
+            self.push(AccessUnit(sample.data, dts, pts, sample.is_sync, epoch, arrived, params))
+
+    def push(self, unit: AccessUnit) -> None:
+        """Queue one access unit, dropping what a viewer cannot use."""
+        if self.closed or self.suspended:
+            return
+        if unit.epoch != self._epoch:
+            if self._epoch is not None:
+                self.stats.epochs += 1
+                self._anchor = None
+            self._epoch = unit.epoch
+            self._need_keyframe = True
+        if self._need_keyframe:
+            if not unit.keyframe:
+                self.stats.frames_dropped += 1
+                return
+            self._need_keyframe = False
+        queue = self._queue
+        queue.append(unit)
+        if unit.dts - queue[0].dts > MAX_QUEUE_SECONDS * RTP_CLOCK:
+            self._drop_to_keyframe()
+        self._queued.set()
+
+    def _drop_to_keyframe(self) -> None:
+        """Drop whole AUs up to the newest queued keyframe (or all, and wait for one)."""
+        queue = self._queue
+        keep = max((i for i, u in enumerate(queue) if u.keyframe), default=None)
+        dropped = len(queue) if keep is None or keep == 0 else keep
+        if keep is None or keep == 0:
+            queue.clear()
+            self._need_keyframe = True
+        else:
+            for _ in range(keep):
+                queue.popleft()
+        self.stats.frames_dropped += dropped
+        self._anchor = None
+        _LOGGER.debug("%s: viewer queue too long; dropped %d frames", self._log_name, dropped)
+
+    def _catch_up(self, pending: Gop) -> None:
+        """Queue the GOP in progress to go out at once, with the clock anchored at its end."""
+        params = self._parameter_sets(pending.init)
+        video = pending.init.video
+        if params is None or video is None:
+            return
+        now = time.monotonic()
+        before = len(self._queue)
+        self.push_samples(pending.epoch, pending.init, pending.video, now, params)
+        self.stats.catchup_frames = len(self._queue) - before
+        if self._queue:
+            first, last = self._queue[before], self._queue[-1]
+            for unit in list(self._queue)[before:]:
+                unit.catchup = True
+                unit.arrived = now + (unit.dts - first.dts) / RTP_CLOCK / CATCHUP_SPEEDUP
+            # What follows is paced from the end of the catch-up.
+            self._anchor = (last.arrived, last.dts)
+
+    def _parameter_sets(self, init: InitSegment) -> ParameterSets | None:
+        """Return SPS/PPS of an init's avcC (cached; None for non-H.264)."""
+        video = init.video
+        if video is None or video.avcc is None:
+            return None
+        params = self._params.get(video.avcc)
+        if params is None:
+            try:
+                sps, pps = avcc_parameter_sets(video.avcc)
+                size = avcc_nal_length_size(video.avcc)
+            except ValueError as err:
+                _LOGGER.warning("%s: unusable avcC: %s", self._log_name, err)
+                return None
+            if self.patch_level:
+                sps = [patch_sps_level(s) or s for s in sps]
+            params = self._params[video.avcc] = ParameterSets(sps, pps, size)
+            if len(self._params) > 4:
+                self._params.pop(next(iter(self._params)))
+        return params
+
+    # -- output ---------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        """Send queued AUs at their due time."""
+        queue = self._queue
+        while True:
+            if not queue:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            unit = queue[0]
+            now = time.monotonic()
+            due = self._due(unit, now)
+            if due > now:
+                self._queued.clear()
+                try:
+                    async with asyncio.timeout(due - now):
+                        await self._queued.wait()  # woken early only to re-check the queue
+                except TimeoutError:
+                    pass
+                continue
+            queue.popleft()
+            self._send(unit, time.monotonic())
+
+    def _due(self, unit: AccessUnit, now: float) -> float:
+        """Return when ``unit`` should leave, re-anchoring on late parts and time jumps."""
+        if unit.catchup:
+            return unit.arrived
+        anchor = self._anchor
+        if anchor is None:
+            self._anchor = anchor = (unit.arrived, unit.dts)
+        due = anchor[0] + (unit.dts - anchor[1]) / RTP_CLOCK
+        if now - due > REANCHOR_LATE_SECONDS and unit.arrived > anchor[0]:
+            # A part came late: pace the rest of it from now instead of bursting it.
+            self.stats.reanchors += 1
+            self._anchor = (now, unit.dts)
+            return now
+        if due - now > MAX_AHEAD_SECONDS:
+            self._anchor = (now, unit.dts)
+            return now
+        return due
+
+    def _send(self, unit: AccessUnit, now: float) -> None:
+        """Packetize, encrypt and send one AU."""
+        packetizer = self._packetizer
+        if unit.params is not self._current_params:
+            self._current_params = unit.params
+            packetizer.set_parameter_sets(unit.params.sps, unit.params.pps)
+        if self._rtp_offset is None or unit.epoch != self._sent_epoch:
+            self._rebase_rtp_clock(unit, now)
+        timestamp = (unit.pts + (self._rtp_offset or 0)) & 0xFFFFFFFF
+        packets = packetizer.packetize(
+            bytes(unit.data), timestamp, unit.keyframe, unit.params.nal_length_size
+        )
+        endpoint = self.transport.video
+        for packet in packets:
+            endpoint.send_rtp(packet)
+        stats = self.stats
+        elapsed_ms = (now - stats.started) * 1000
+        if stats.first_packet_ms is None and packets:
+            stats.first_packet_ms = elapsed_ms
+        if unit.keyframe:
+            stats.keyframes_sent += 1
+            if stats.first_keyframe_ms is None:
+                stats.first_keyframe_ms = elapsed_ms
+        stats.frames_sent += 1
+        self._last_rtp = (now, (unit.dts + (self._rtp_offset or 0)) & 0xFFFFFFFF)
+        self._sent_epoch = unit.epoch
+
+    def _rebase_rtp_clock(self, unit: AccessUnit, now: float) -> None:
+        """Map this epoch's PTS onto the RTP clock, continuing from what was sent."""
+        if self._last_rtp is None:
+            self._rtp_offset = secrets.randbelow(1 << 32) - unit.pts
+            return
+        sent_at, sent_ts = self._last_rtp
+        gap = max(1, round((now - sent_at) * RTP_CLOCK))
+        self._rtp_offset = sent_ts + gap - unit.dts
+
+    async def _report_loop(self) -> None:
+        """Send a sender report every RTCP interval and watch the viewer's reports."""
+        interval = max(MIN_RTCP_INTERVAL, self.video.rtcp_interval)
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.transport.last_valid_rtcp > self.idle_timeout:
+                _LOGGER.info("%s: no RTCP from the viewer; ending live view", self._log_name)
+                self._on_idle()
+                return
+            self._send_report(self.transport.video)
+
+    def _send_report(self, endpoint: MediaEndpoint) -> None:
+        """Send one SR + SDES for the video stream."""
+        if self._last_rtp is None:
+            return
+        now = time.monotonic()
+        sent_at, sent_ts = self._last_rtp
+        rtp_now = (sent_ts + round((now - sent_at) * RTP_CLOCK)) & 0xFFFFFFFF
+        packetizer = self._packetizer
+        endpoint.send_rtcp(
+            sender_report(
+                ssrc=self.video.ssrc,
+                ntp_time=time.time(),
+                rtp_timestamp=rtp_now,
+                packet_count=packetizer.packets_sent,
+                octet_count=packetizer.octets_sent,
+                cname=CNAME,
+            )
+        )
+        self.stats.sender_reports += 1
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Return counters for diagnostics."""
+        stats = self.stats
+        return {
+            "start_to_first_packet_ms": _round(stats.first_packet_ms),
+            "start_to_first_keyframe_ms": _round(stats.first_keyframe_ms),
+            "frames_sent": stats.frames_sent,
+            "keyframes_sent": stats.keyframes_sent,
+            "frames_dropped": stats.frames_dropped,
+            "catchup_frames": stats.catchup_frames,
+            "reanchors": stats.reanchors,
+            "stream_restarts": stats.epochs,
+            "sender_reports": stats.sender_reports,
+            "rtp_packets": self._packetizer.packets_sent,
+            "rtp_octets": self._packetizer.octets_sent,
+            "datagrams": self.transport.video.packets_sent,
+            "largest_datagram": self.transport.video.largest_datagram,
+            "rtcp_received": self.transport.video.rtcp_received
+            + self.transport.audio.rtcp_received,
+            "rtcp_rejected": self.transport.video.rejected + self.transport.audio.rejected,
+            "video_reception": self.transport.video.reception.as_dict(),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    """Round milliseconds for display."""
+    return None if value is None else round(value, 1)

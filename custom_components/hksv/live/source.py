@@ -1,0 +1,194 @@
+"""The camera as live view sees it: Home Assistant's parts, parsed once, fanned out to viewers.
+
+The feed rides on the recording prebuffer (one connection to the camera, shared with HLS and
+recording). It holds the prebuffer running while anyone watches, even with recording off, and
+lets it go ``linger`` seconds after the last viewer so a quick re-open starts at once. Each part
+is parsed once into samples and handed to every session; a new session also gets the GOP in
+progress, so it can start from its keyframe without waiting for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+import logging
+import time
+from typing import TYPE_CHECKING, Final, Protocol
+
+from ..recording.fmp4 import Fmp4Error, InitSegment, Sample, parse_fragments, parse_init
+
+if TYPE_CHECKING:
+    from ..recording.gop import Gop
+    from ..recording.prebuffer import LiveView, PartListener
+
+_LOGGER = logging.getLogger(__name__)
+
+HOLDER: Final = "live_view"
+# Keep the stream a while after the last viewer: the Home app re-opens streams often.
+DEFAULT_LINGER_SECONDS: Final = 30.0
+# HA muxes a fresh (equal) init per segment; a few parsed ones are plenty.
+_INIT_CACHE_SIZE: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPart:
+    """One HA part: its samples (views into HA's buffer) and when it reached us."""
+
+    epoch: int
+    init: InitSegment
+    video: list[Sample]
+    audio: list[Sample]
+    arrived: float  # time.monotonic()
+
+
+class PrebufferLike(Protocol):
+    """What the feed needs from recording.prebuffer.Prebuffer."""
+
+    running: bool
+
+    def hold(self, holder: str) -> None:
+        """Keep the stream running for ``holder``."""
+
+    def release(self, holder: str) -> None:
+        """Drop the hold."""
+
+    async def async_start(self) -> None:
+        """Attach to the camera stream."""
+
+    async def async_stop(self) -> None:
+        """Detach (only if nobody holds it)."""
+
+    def open_live(self, on_gop: None = None, on_part: PartListener | None = None) -> LiveView:
+        """Snapshot the GOP in progress and follow parts."""
+
+
+class FeedListener(Protocol):
+    """A live session, as the feed sees it."""
+
+    def on_part(self, part: MediaPart) -> None:
+        """Take a new part (event loop; must not block)."""
+
+
+class LiveFeed:
+    """Parse the camera's parts once and hand them to every watching session."""
+
+    def __init__(
+        self,
+        prebuffer: PrebufferLike,
+        *,
+        recording_wants_stream: Callable[[], bool],
+        linger_seconds: float = DEFAULT_LINGER_SECONDS,
+        log_name: str,
+    ) -> None:
+        """Prepare; the prebuffer is held from the first viewer on."""
+        self._prebuffer = prebuffer
+        self._recording_wants_stream = recording_wants_stream
+        self.linger_seconds = linger_seconds
+        self._log_name = log_name
+        self._listeners: list[FeedListener] = []
+        self._unsubscribe: Callable[[], None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._inits: dict[bytes, InitSegment] = {}
+        self.parts = 0
+        self.malformed_parts = 0
+
+    @property
+    def viewers(self) -> int:
+        """Return how many sessions are fed."""
+        return len(self._listeners)
+
+    @property
+    def holding(self) -> bool:
+        """Return True while the feed keeps the prebuffer running."""
+        return self._unsubscribe is not None
+
+    async def async_add(self, listener: FeedListener) -> Gop | None:
+        """Feed ``listener`` from now on; return the GOP in progress (None if not known)."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._listeners.append(listener)
+        if self._unsubscribe is None:
+            self._prebuffer.hold(HOLDER)
+            self._unsubscribe = self._prebuffer.open_live(on_part=self._on_part).unsubscribe
+        if not self._prebuffer.running:
+            await self._prebuffer.async_start()
+        if listener not in self._listeners:
+            return None  # removed while the stream started
+        # Snapshot on the loop between two parts: every sample is in it or in a later part.
+        view = self._prebuffer.open_live()
+        view.unsubscribe()
+        return view.pending
+
+    def add_listener(self, listener: FeedListener) -> None:
+        """Feed a shared consumer (a transcoder, an audio encoder) of a running feed."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def remove(self, listener: FeedListener) -> None:
+        """Stop feeding ``listener``; the stream lingers after the last one."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+        if not self._listeners and self._unsubscribe is not None and self._linger is None:
+            loop = asyncio.get_running_loop()
+            self._linger = loop.call_later(self.linger_seconds, self._linger_expired)
+
+    def _linger_expired(self) -> None:
+        """Let the prebuffer go: nobody came back in time."""
+        self._linger = None
+        if not self._listeners:
+            asyncio.get_running_loop().create_task(self.async_release())
+
+    async def async_release(self) -> None:
+        """Stop following parts and stop the stream unless recording needs it."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._prebuffer.release(HOLDER)
+        if not self._listeners and not self._recording_wants_stream():
+            _LOGGER.debug("%s: last viewer gone; stopping the camera stream", self._log_name)
+            await self._prebuffer.async_stop()
+
+    async def async_stop(self) -> None:
+        """Forget every listener and release the stream (unload)."""
+        self._listeners.clear()
+        await self.async_release()
+
+    def _on_part(self, init: bytes, data: bytes, epoch: int) -> None:
+        """Parse one part and hand it to every listener (event loop)."""
+        self.parts += 1
+        if not self._listeners:
+            return
+        try:
+            segment_init = self._resolve(init)
+            if segment_init.video is None:
+                raise Fmp4Error("no video track")
+            tracks = parse_fragments(data, segment_init)
+        except Fmp4Error as err:
+            self.malformed_parts += 1
+            _LOGGER.debug("%s: live view skips a malformed part: %s", self._log_name, err)
+            return
+        audio = segment_init.audio
+        part = MediaPart(
+            epoch,
+            segment_init,
+            tracks.get(segment_init.video.track_id, []),
+            tracks.get(audio.track_id, []) if audio is not None else [],
+            time.monotonic(),
+        )
+        for listener in list(self._listeners):
+            listener.on_part(part)
+
+    def _resolve(self, init: bytes) -> InitSegment:
+        """Return the parsed init, parsing each distinct one once."""
+        parsed = self._inits.get(init)
+        if parsed is None:
+            parsed = parse_init(init)
+            if len(self._inits) >= _INIT_CACHE_SIZE:
+                self._inits.pop(next(iter(self._inits)))
+            self._inits[init] = parsed
+        return parsed

@@ -1,0 +1,493 @@
+"""Live view end to end: aiohomekit controller, HA's stream worker, SRTP on loopback, PyAV.
+
+A camera-like feed (joined mid-GOP) goes through Home Assistant's real stream worker into
+hksv's prebuffer; a paired aiohomekit controller sets up endpoints and starts a stream like
+iOS; the viewer decrypts with libsrtp (pylibsrtp), depacketizes and decodes with PyAV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import replace
+import io
+from itertools import pairwise
+import json
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import av
+from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SLOTS
+from custom_components.hksv.diagnostics import async_get_config_entry_diagnostics
+from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, StreamingState
+from tests.conftest import MOTION_ID, free_port
+from tests.e2e.live_source import LiveFeedSource
+from tests.hub.controller import HubController
+from tests.hub.emulator import HomeHub, media_seconds
+from tests.live.viewer import (
+    AUDIO_PT,
+    IPV4_UDP_HEADERS,
+    MTU,
+    VIDEO_PT,
+    LiveViewer,
+    access_units,
+    counters,
+    decode_units,
+    opus_durations,
+)
+from tests.media import ClipSpec, write_clip
+
+FPS = 25
+SPEC = ClipSpec(seconds=20.0, width=640, height=360, fps=FPS, gop_seconds=1.0)
+CLIP_FRAMES = int(SPEC.seconds * FPS)
+WATCH_SECONDS = 4.0
+
+
+HEVC_SPEC = replace(SPEC, video_codec="hevc")
+B_FRAME_SPEC = replace(SPEC, h264_profile="high", b_frames=2)
+
+
+@pytest.fixture(scope="session")
+def clip_cache(tmp_path_factory: pytest.TempPathFactory) -> dict[ClipSpec, Path]:
+    """Return generated clips by spec (each made once per session)."""
+    return {}
+
+
+@pytest.fixture
+def camera_spec() -> ClipSpec:
+    """Return what the camera sends (parametrized by some tests)."""
+    return SPEC
+
+
+@pytest.fixture
+async def live_source(
+    hass: HomeAssistant,
+    socket_enabled: None,
+    clip_cache: dict[ClipSpec, Path],
+    camera_spec: ClipSpec,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncGenerator[LiveFeedSource]:
+    """Serve the clip as a live feed and set up HA's stream (LL-HLS parts)."""
+    if camera_spec not in clip_cache:
+        path = tmp_path_factory.mktemp("live") / "camera.ts"
+        clip_cache[camera_spec] = await hass.async_add_executor_job(write_clip, path, camera_spec)
+    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
+    source = LiveFeedSource(clip_cache[camera_spec], free_port())
+    await source.start()
+    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+        yield source
+    await source.stop()
+
+
+@pytest.fixture
+def stream_source(live_source: LiveFeedSource) -> str:
+    """Point the test camera at the feed."""
+    return live_source.url
+
+
+@pytest.fixture
+def with_doorbell() -> bool:
+    """No doorbell."""
+    return False
+
+
+@pytest.fixture
+async def controller(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> AsyncGenerator[HubController]:
+    """Return a paired iPhone-like controller."""
+    bridge = init_integration.runtime_data
+    hub = HubController(bridge.port, alias="iphone")
+    await hub.pair(bridge.setup_code)
+    yield hub
+    await hub.close()
+
+
+_OPEN: list[LiveViewer] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_viewers() -> AsyncGenerator[None]:
+    """Close every viewer a test opened, even when it fails."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().close()
+
+
+async def _viewer(hub: HubController, slot: int = 0) -> LiveViewer:
+    """Open a viewer's sockets and set up endpoints on ``slot``."""
+    viewer = LiveViewer(hub, slot)
+    _OPEN.append(viewer)
+    await viewer.open()
+    response = await viewer.setup()
+    assert response.status == SetupStatus.SUCCESS
+    return viewer
+
+
+def _check_stream(
+    viewer: LiveViewer,
+    advertised_ssrc: int,
+    size: tuple[int, int] = (SPEC.width, SPEC.height),
+    picture: tuple[int, int] | None = None,
+    max_step: int = 1,
+) -> list[int]:
+    """Check every packet and access unit; return the decoded frame counters."""
+    packets = viewer.packets
+    assert packets
+    for packet in packets:
+        assert (packet.version, packet.padding, packet.extension, packet.csrc_count) == (
+            2,
+            False,
+            False,
+            0,
+        )
+        assert packet.payload_type == VIDEO_PT
+        assert packet.ssrc == advertised_ssrc
+        assert packet.datagram_size + IPV4_UDP_HEADERS <= MTU
+    steps = {(b.sequence - a.sequence) % 65536 for a, b in pairwise(packets)}
+    assert steps == {1}, "sequence numbers must be contiguous on loopback"
+    units = access_units(packets)
+    complete = units[:-1] if not units[-1].packets[-1].marker else units
+    for unit in complete:
+        # The marker is on the last packet of each access unit, and only there.
+        assert [p.marker for p in unit.packets] == [False] * (len(unit.packets) - 1) + [True]
+        assert 6 not in unit.types, "SEI must be dropped"
+        if 5 in unit.types:
+            assert unit.stap_a and unit.stap_a[0] == [7, 8], "SPS+PPS STAP-A before each IDR"
+            assert unit.packets[0].payload[0] == 24  # plain STAP-A header, NRI 0
+    assert 5 in complete[0].types, "the stream starts at a keyframe"
+    frames = decode_units(complete)
+    assert len(frames) >= len(complete) - 2
+    assert {(f.width, f.height) for f in frames} == {size}
+    found = counters(frames, picture)
+    assert all(1 <= (b - a) % CLIP_FRAMES <= max_step for a, b in pairwise(found)), found
+    return found
+
+
+def _check_audio(viewer: LiveViewer, rate: int, packet_ms: int) -> None:
+    """Opus at the negotiated clock: step = rate x packet time, one packet per packet time."""
+    assert viewer.response is not None
+    packets = viewer.audio_packets
+    assert len(packets) >= 20
+    assert {p.payload_type for p in packets} == {AUDIO_PT}
+    assert {p.ssrc for p in packets} == {viewer.response.audio_ssrc}
+    assert not any(p.marker or p.padding for p in packets)
+    steps = {(b.timestamp - a.timestamp) % 2**32 for a, b in pairwise(packets)}
+    assert steps == {rate * packet_ms // 1000}
+    assert {(b.sequence - a.sequence) % 65536 for a, b in pairwise(packets)} == {1}
+    durations = opus_durations(packets)
+    assert set(durations) == {packet_ms / 1000}
+    # Paced: about one packet per packet time over the run (not bursts of a part).
+    span = packets[-1].arrived - packets[0].arrived
+    assert span == pytest.approx((len(packets) - 1) * packet_ms / 1000, rel=0.25)
+
+
+async def test_live_view_copy_and_end(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """START streams the camera copied and decodable; END stops it and frees the slot."""
+    bridge = init_integration.runtime_data
+    bridge.live.feed.linger_seconds = 5.0
+    assert not bridge.accessory.state.recording_possible
+    viewer = await _viewer(controller)
+    assert viewer.response is not None and viewer.response.address is not None
+    assert viewer.response.address.address == "127.0.0.1"
+    assert viewer.response.video_srtp is not None
+    assert viewer.response.video_srtp.master_key == viewer.key
+    await controller.subscribe(viewer.iids["120"])
+    assert await viewer.streaming_status() == StreamingState.IN_USE
+    assert await viewer.select() == {}
+    await viewer.wait_frames(WATCH_SECONDS, FPS)
+    assert viewer.response.video_ssrc is not None
+    _check_stream(viewer, viewer.response.video_ssrc)
+    assert viewer.rtcp_count() >= 1  # sender reports
+    await viewer.wait_audio(50)
+    _check_audio(viewer, 16000, 20)
+    diagnostics = (await async_get_config_entry_diagnostics(hass, init_integration))["live_view"]
+    assert diagnostics["viewers"] == 1
+    active = diagnostics["active"][0]
+    assert active["viewer"] == f"127.0.0.1:{viewer._port(viewer.video)}"
+    assert active["mode"] == "copy"
+    assert active["reason"].startswith("camera fits")
+    assert active["requested"]["size"] == "1280x720@30"
+    assert active["requested"]["max_mtu"] == MTU
+    stats = active["stats"]
+    assert stats["rtcp_received"] >= 1
+    assert stats["video_reception"]["reports"] >= 1
+    assert stats["start_to_first_packet_ms"] is not None
+    assert stats["start_to_first_keyframe_ms"] is not None
+    assert stats["rtp_packets"] >= len(viewer.packets)
+    assert stats["largest_datagram"] + IPV4_UDP_HEADERS <= MTU
+    assert viewer.key.hex() not in json.dumps(diagnostics)
+
+    assert await viewer.select(SessionCommand.END) == {}
+    await hass.async_block_till_done()
+    event = await controller.next_event(viewer.iids["120"])
+    assert event is not None
+    assert await viewer.streaming_status() == StreamingState.AVAILABLE
+    count = len(viewer.video.datagrams)
+    await asyncio.sleep(1.5)
+    assert len(viewer.video.datagrams) == count, "packets stop after END"
+    assert bridge.live.history[-1]["end_reason"] == "end"
+    assert bridge.live.viewers == 0
+    # Recording is off: the stream ran for the viewer and stops a while after the last one.
+    assert bridge.recorder.prebuffer.running
+    async with asyncio.timeout(30):
+        while bridge.recorder.prebuffer.running:
+            await asyncio.sleep(0.2)
+    assert not bridge.live.feed.holding
+    await viewer.close()
+
+
+async def test_dropped_hap_connection_ends_session(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """SUSPEND pauses and RESUME restarts at a keyframe; closing the HAP connection ends it."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_packets(10)
+    assert await viewer.select(SessionCommand.SUSPEND) == {}
+    await asyncio.sleep(0.5)
+    paused = len(viewer.packets), len(viewer.audio_packets)
+    await asyncio.sleep(1.5)
+    assert (len(viewer.packets), len(viewer.audio_packets)) == paused
+    assert await viewer.select(SessionCommand.RESUME) == {}
+    await viewer.wait_packets(paused[0] + 60)
+    resumed = access_units(viewer.packets[paused[0] :])
+    assert 5 in resumed[0].types, "resumes at a keyframe"
+    await controller.close()
+    async with asyncio.timeout(30):
+        while bridge.live.viewers:
+            await asyncio.sleep(0.1)
+    assert bridge.live.history[-1]["end_reason"] == "hap_connection_closed"
+    await viewer.close()
+
+
+async def test_silent_viewer_times_out(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """A viewer that stops sending RTCP is ended after the idle timeout."""
+    bridge = init_integration.runtime_data
+    bridge.live.idle_timeout = 3.0
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_packets(10)
+    await asyncio.sleep(4)
+    assert bridge.live.viewers == 1, "a reporting viewer stays"
+    viewer.reporting = False
+    async with asyncio.timeout(30):
+        while bridge.live.viewers:
+            await asyncio.sleep(0.2)
+    assert bridge.live.history[-1]["end_reason"] == "rtcp_timeout"
+    assert await viewer.streaming_status() == StreamingState.AVAILABLE
+    await viewer.close()
+
+
+@pytest.mark.parametrize("entry_options", [{**DEFAULT_OPTIONS, OPT_LIVE_SLOTS: 2}])
+async def test_two_viewers_busy_and_camera_off(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    entry_options: dict[str, Any],
+) -> None:
+    """Two viewers at once; a busy slot answers BUSY; turning the camera off ends both."""
+    bridge = init_integration.runtime_data
+    second_hub = HubController(bridge.port, alias="ipad")
+    second_hub.adopt(controller.pairing_data)
+    second_hub.accessories = controller.accessories
+    first = await _viewer(controller, 0)
+    second = await _viewer(second_hub, 1)
+    intruder = LiveViewer(second_hub, 0)
+    _OPEN.append(intruder)
+    await intruder.open()
+    assert (await intruder.setup()).status == SetupStatus.BUSY
+    assert await first.select() == {}
+    assert await second.select() == {}
+    await first.wait_frames(3, FPS)
+    await second.wait_frames(3, FPS)
+    assert first.response is not None and second.response is not None
+    _check_stream(first, first.response.video_ssrc or 0)
+    _check_stream(second, second.response.video_ssrc or 0)
+    assert bridge.live.viewers == 2
+    state = hass.states.get("sensor.front_door_live_viewers")
+    assert state is not None and state.state == "2"
+
+    await hass.services.async_call(
+        "switch", "turn_off", {"entity_id": "switch.front_door_homekit_camera"}, blocking=True
+    )
+    assert bridge.live.viewers == 0
+    assert {r["end_reason"] for r in bridge.live.history} == {"camera_off"}
+    assert await first.streaming_status() == StreamingState.UNAVAILABLE
+    result = await first.hub.write(first.iids["118"], "AQA=")
+    assert result["status"] == -70412
+    for viewer in (first, second, intruder):
+        await viewer.close()
+    await second_hub.close()
+
+
+@pytest.mark.parametrize("camera_spec", [B_FRAME_SPEC], ids=["b_frames"])
+async def test_b_frame_camera_is_copied(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    camera_spec: ClipSpec,
+) -> None:
+    """A High-profile camera with B-frames is copied and decodes in order."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_frames(WATCH_SECONDS, FPS)
+    assert viewer.response is not None
+    _check_stream(viewer, viewer.response.video_ssrc or 0)
+    timestamps = [u.timestamp for u in access_units(viewer.packets)]
+    assert timestamps != sorted(timestamps), "B-frames: RTP timestamps follow presentation"
+    assert bridge.live.diagnostics()["active"][0]["mode"] == "copy"
+    await viewer.close()
+
+
+async def test_watch_request_is_transcoded(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """An Apple Watch asking for 320x240@15 gets a transcoded 320x240 stream; RECONFIGURE works."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
+    await viewer.wait_frames(3, 15)
+    assert viewer.response is not None
+    # 640x360 letterboxed into 320x240: the picture is the middle 320x180.
+    _check_stream(viewer, viewer.response.video_ssrc or 0, (320, 240), (30, 180), max_step=3)
+    diagnostics = bridge.live.diagnostics()
+    active = diagnostics["active"][0]
+    assert active["mode"] == "transcode"
+    assert active["reason"].startswith("watch-sized request")
+    assert [t["target"] for t in diagnostics["transcoders"]] == ["320x240@15"]
+    # A second watch with the same request shares the transcoder.
+    second_hub = HubController(bridge.port, alias="watch2")
+    second_hub.adopt(controller.pairing_data)
+    second_hub.accessories = controller.accessories
+    second = await _viewer(second_hub, 1)
+    assert await second.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
+    await second.wait_frames(2, 15)
+    shared = bridge.live.diagnostics()["transcoders"]
+    assert [(t["target"], t["viewers"]) for t in shared] == [("320x240@15", 2)]
+    assert second.response is not None
+    _check_stream(second, second.response.video_ssrc or 0, (320, 240), (30, 180), max_step=3)
+    assert await second.select(SessionCommand.END) == {}
+    await second_hub.close()
+    await viewer.wait_audio(10)
+    _check_audio(viewer, 16000, 60)
+    before = diagnostics["transcoders"][0]["bitrate_kbps"]
+    assert await viewer.select(SessionCommand.RECONFIGURE, bitrate=400, width=320, height=240) == {}
+    async with asyncio.timeout(30):
+        while bridge.live.diagnostics()["transcoders"][0]["bitrate_kbps"] == before:
+            await asyncio.sleep(0.2)
+    assert await viewer.select(SessionCommand.END) == {}
+    await hass.async_block_till_done()
+    assert bridge.live.diagnostics()["transcoders"] == []
+    await viewer.close()
+
+
+@pytest.mark.parametrize("camera_spec", [HEVC_SPEC], ids=["hevc"])
+async def test_hevc_camera_is_transcoded(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    camera_spec: ClipSpec,
+) -> None:
+    """An HEVC camera's live view is transcoded to H.264 at the camera's size."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_frames(3, FPS)
+    assert viewer.response is not None
+    _check_stream(viewer, viewer.response.video_ssrc or 0)
+    active = bridge.live.diagnostics()["active"][0]
+    assert active["mode"] == "transcode"
+    assert "hvc1" in active["reason"] or "hev1" in active["reason"]
+    await viewer.close()
+
+
+async def test_worker_restart_resumes_at_next_keyframe(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    live_source: LiveFeedSource,
+) -> None:
+    """A camera reconnect: same SSRC, continuous sequence numbers, resumes at an IDR."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_frames(2, FPS)
+    restarts = bridge.recorder.prebuffer.stream_restarts
+    await live_source.restart()
+    async with asyncio.timeout(60):
+        while bridge.recorder.prebuffer.stream_restarts == restarts:
+            await asyncio.sleep(0.2)
+    await viewer.wait_packets(len(viewer.packets) + 200)
+    packets = viewer.packets
+    assert {p.ssrc for p in packets} == {viewer.response.video_ssrc if viewer.response else 0}
+    assert {(b.sequence - a.sequence) % 65536 for a, b in pairwise(packets)} == {1}
+    units = access_units(packets)
+    frame_step = 90000 // FPS
+    jumps = [
+        i
+        for i, (a, b) in enumerate(pairwise(units), start=1)
+        if (b.timestamp - a.timestamp) % 2**32 != frame_step
+    ]
+    assert len(jumps) == 1, "one discontinuity: the restart"
+    resumed = units[jumps[0]]
+    assert 5 in resumed.types, "the first frame after the restart is an IDR"
+    # The RTP clock went forward by about the time the camera was away.
+    assert frame_step < (resumed.timestamp - units[jumps[0] - 1].timestamp) % 2**32 < 60 * 90000
+    assert len(decode_units(units)) >= len(units) - 2
+    stats = bridge.live.diagnostics()["active"][0]["stats"]
+    assert stats["stream_restarts"] >= 1
+    await viewer.close()
+
+
+@pytest.mark.parametrize("known_source", [None])
+async def test_live_view_while_recording(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    session_keys: None,
+    known_source: None,
+) -> None:
+    """A hub records a motion event while an iPhone watches: one camera stream serves both."""
+    bridge = init_integration.runtime_data
+    async with asyncio.timeout(60):
+        while "source" not in bridge._stored:  # the startup probe learns the camera format
+            await asyncio.sleep(0.2)
+    hub = HomeHub(bridge.port)
+    await hub.pair(bridge.setup_code)
+    try:
+        await hub.enable_recording(await hub.select_from_offer(), audio=True)
+        viewer = await _viewer(hub)
+        assert await viewer.select() == {}
+        await viewer.wait_frames(2, FPS)
+        hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+        client = await hub.open_data_stream()
+        client.timeout = 90
+        assert (await client.open_recording(1)).status == 0
+        recording = client.recordings[1]
+        await client.wait_until(lambda: media_seconds(recording) >= 6)
+        client.close_stream(1, 0)
+        await client.close()
+        hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
+        assert viewer.response is not None
+        found = _check_stream(viewer, viewer.response.video_ssrc or 0)
+        assert len(found) >= 6 * FPS
+        with av.open(io.BytesIO(b"".join(recording.complete_packets))) as container:
+            clip = counters(list(container.decode(video=0)))
+        assert len(clip) >= 6 * FPS
+        assert all((b - a) % CLIP_FRAMES == 1 for a, b in pairwise(clip))
+        assert bridge.live.viewers == 1
+        assert bridge.live.feed.holding and bridge.recorder.prebuffer.running
+    finally:
+        await hub.close()
