@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+import json
+from pathlib import Path
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
@@ -14,7 +16,9 @@ from homeassistant.exceptions import HomeAssistantError
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.hksv.config_flow import SECTION_ADVANCED
 from custom_components.hksv.const import (
+    CONF_ADDRESS,
     CONF_CAMERA,
     CONF_DOORBELL,
     CONF_MOTION,
@@ -35,6 +39,8 @@ from custom_components.hksv.const import (
 from tests.conftest import CAMERA_ID, DOORBELL_ID, MOTION_ID, FakeCamera
 
 pytestmark = pytest.mark.usefixtures("socket_enabled", "mock_async_zeroconf", "fake_camera")
+
+INTEGRATION_DIR = Path(__file__).parents[1] / "custom_components" / "hksv"
 
 USER_INPUT = {
     CONF_NAME: "Front door",
@@ -261,3 +267,55 @@ async def test_options_are_validated(
         await hass.config_entries.options.async_configure(
             result["flow_id"], {**DEFAULT_OPTIONS, key: value}
         )
+
+
+async def test_options_form_has_recording_live_and_advanced(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock
+) -> None:
+    """One form: recording options, live-view options, then the collapsed network section."""
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    entry = result["result"]
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    fields = [str(key) for key in result["data_schema"].schema]
+    assert fields == [
+        OPT_MAX_RESOLUTION,
+        OPT_MAX_BITRATE,
+        OPT_AUDIO,
+        OPT_VIDEO_MODE,
+        OPT_PREBUFFER,
+        OPT_LIVE_SLOTS,
+        OPT_LIVE_MODE,
+        OPT_LIVE_MAX_BITRATE,
+        SECTION_ADVANCED,
+    ]
+    assert result["data_schema"].schema[SECTION_ADVANCED].options["collapsed"] is True
+    # Every field has a label and a description, in both translation files alike.
+    strings = json.loads((INTEGRATION_DIR / "strings.json").read_text(encoding="utf-8"))
+    init = strings["options"]["step"]["init"]
+    assert set(init["data"]) == set(init["data_description"]) == set(fields) - {SECTION_ADVANCED}
+    assert set(init["sections"][SECTION_ADVANCED]["data"]) == {CONF_ADDRESS}
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {**DEFAULT_OPTIONS, OPT_LIVE_SLOTS: 2.0, SECTION_ADVANCED: {CONF_ADDRESS: "10.10.10.10"}},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {**DEFAULT_OPTIONS, OPT_LIVE_SLOTS: 2, CONF_ADDRESS: "10.10.10.10"}
+    # A save without the (collapsed, untouched) section keeps the address.
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**DEFAULT_OPTIONS, OPT_LIVE_MODE: "transcode"}
+    )
+    assert entry.options == {
+        **DEFAULT_OPTIONS,
+        OPT_LIVE_MODE: "transcode",
+        CONF_ADDRESS: "10.10.10.10",
+    }
+
+
+def test_translation_files_are_identical() -> None:
+    """strings.json and translations/en.json are the same (a custom integration loads en.json)."""
+    strings = (INTEGRATION_DIR / "strings.json").read_bytes()
+    assert strings == (INTEGRATION_DIR / "translations" / "en.json").read_bytes()
+    json.loads(strings)
