@@ -88,6 +88,7 @@ SENSORS: tuple[HksvSensorEntityDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         value_fn=_live_viewers,
         attributes_fn=_live_attributes,
+        available_fn=lambda bridge: bridge.camera_available,
     ),
 )
 

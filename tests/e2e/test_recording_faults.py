@@ -373,7 +373,11 @@ async def test_entities_follow_the_camera(
     bridge = init_integration.runtime_data
     prebuffer = bridge.recorder.prebuffer
     await _wait_for(lambda: prebuffer.buffered_seconds >= 2)
-    dependent = ["sensor.front_door_last_recording", "binary_sensor.front_door_recording"]
+    dependent = [
+        "sensor.front_door_last_recording",
+        "binary_sensor.front_door_recording",
+        "sensor.front_door_live_viewers",
+    ]
 
     def states() -> set[str]:
         return {hass.states.get(entity_id).state for entity_id in dependent}
