@@ -10,22 +10,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import replace
+from datetime import timedelta
 import io
 from itertools import pairwise
 import json
 from pathlib import Path
+import threading
 from typing import Any
 from unittest.mock import patch
 
 import av
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SLOTS
 from custom_components.hksv.diagnostics import async_get_config_entry_diagnostics
 from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, StreamingState
+from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.controller import HubController
@@ -491,3 +495,37 @@ async def test_live_view_while_recording(
         assert bridge.live.feed.holding and bridge.recorder.prebuffer.running
     finally:
         await hub.close()
+
+
+async def test_home_assistant_stop_while_watching(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """Stopping HA while someone watches (recording off) ends the stream worker for good."""
+    bridge = init_integration.runtime_data
+    assert not bridge.accessory.state.recording_possible
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_packets(10)
+    assert bridge.live.feed.holding and bridge.recorder.prebuffer.running
+    assert _stream_workers()
+
+    await hass.async_stop()
+    # The prebuffer's watchdog time passes: nothing may bring the stream back.
+    async_fire_time_changed(
+        hass, dt_util.utcnow() + timedelta(seconds=WATCHDOG_INTERVAL_SECONDS + 1)
+    )
+    async with asyncio.timeout(30):
+        while _stream_workers():
+            await asyncio.sleep(0.1)
+    assert not bridge.recorder.prebuffer.running
+    assert not bridge.live.feed.holding
+    assert bridge.live.viewers == 0
+    count = len(viewer.video.datagrams)
+    await asyncio.sleep(1.5)
+    assert len(viewer.video.datagrams) == count, "no packets after Home Assistant stopped"
+    assert not _stream_workers()
+
+
+def _stream_workers() -> list[threading.Thread]:
+    """Return the live stream worker threads (HA names them all "stream_worker")."""
+    return [t for t in threading.enumerate() if t.name == "stream_worker" and t.is_alive()]

@@ -89,6 +89,10 @@ class HksvStreamOutput(StreamOutput):
     def _async_put(self, segment: Segment) -> None:
         """Accept a new segment; data flowing keeps the output from idling out."""
         super()._async_put(segment)
+        if self.on_part is None:
+            # Detached: a segment the stopping worker queued must not re-arm the idle timer,
+            # whose callback removes whichever provider then has our name (a newer one).
+            return
         self.idle_timer.awake()
         self._deliver()
 
@@ -241,6 +245,10 @@ class Prebuffer:
         self._stream = self._output = None
         if stream is not None and output is not None:
             output.on_part = None
+            # HA's Stream.stop (its shutdown, a camera going away) drops outputs without
+            # cleaning them up; then remove_provider would not find ours and its idle timer
+            # would stay armed.
+            output.cleanup()
             await stream.remove_provider(output)
 
     async def _async_check_attached(self, _now: datetime) -> None:
