@@ -37,6 +37,7 @@ from ..hap.recording_config import (
     SourceVideo,
 )
 from ..hds import DataSendCloseReason, HDSProtocolError, HDSSendStalledError, RecordingPacket
+from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .gop import Gop, profile_source
 from .mode import AudioPlan, ModeDecision, choose_mode
@@ -301,9 +302,9 @@ class RecordingController:
     ) -> AsyncIterator[RecordingPacket]:
         """Yield init, prebuffer and live fragments for one recording."""
         started = time.monotonic()
-        gops: _LiveFeed[Gop] = _LiveFeed(MAX_QUEUED_GOPS)
-        parts: _LiveFeed[tuple[bytes, bytes, int]] = _LiveFeed(MAX_QUEUED_PARTS)
-        media = _MediaClock()
+        gops: LiveFeed[Gop] = LiveFeed(MAX_QUEUED_GOPS)
+        parts: LiveFeed[tuple[bytes, bytes, int]] = LiveFeed(MAX_QUEUED_PARTS)
+        media = MediaClock(MEDIA_STALL_SECONDS)
 
         def on_part(*part: Any) -> None:
             media.touch()
@@ -383,7 +384,7 @@ class RecordingController:
         finally:
             live.unsubscribe()
 
-    def _stream_lost(self, summary: RecordingSummary, media: _MediaClock) -> str:
+    def _stream_lost(self, summary: RecordingSummary, media: MediaClock) -> str:
         """Log and return why a clip ended early: the camera stopped sending."""
         message = f"camera stream lost: no video for {media.limit:g} s"
         _LOGGER.warning(
@@ -394,7 +395,7 @@ class RecordingController:
         )
         return message
 
-    async def _first_gop(self, gops: _LiveFeed[Gop]) -> Gop:
+    async def _first_gop(self, gops: LiveFeed[Gop]) -> Gop:
         """Wait briefly for the camera's first GOP (the prebuffer was empty at the open)."""
         if not self.prebuffer.running:
             await self.prebuffer.async_start()
@@ -409,8 +410,8 @@ class RecordingController:
     async def _copied(
         self,
         first: Sequence[Gop],
-        live: _LiveFeed[Gop],
-        media: _MediaClock,
+        live: LiveFeed[Gop],
+        media: MediaClock,
         selection: SelectedCameraRecordingConfiguration,
         decision: ModeDecision,
     ) -> AsyncGenerator[tuple[RecordingPacket, float]]:
@@ -442,7 +443,7 @@ class RecordingController:
                     yield RecordingPacket(fragment.data, last), fragment.duration_ms
                     if last:
                         return
-        except _CameraStreamLost:
+        except CameraStreamLost:
             pass
         # The camera stopped: end on what it sent, the GOP in progress included.
         in_progress = self.prebuffer.open_live().pending
@@ -460,8 +461,8 @@ class RecordingController:
         first: Sequence[Gop],
         *,
         pending: Gop | None,
-        parts: _LiveFeed[tuple[bytes, bytes, int]],
-        media: _MediaClock,
+        parts: LiveFeed[tuple[bytes, bytes, int]],
+        media: MediaClock,
         init: InitSegment,
         selection: SelectedCameraRecordingConfiguration,
         decision: ModeDecision,
@@ -489,7 +490,7 @@ class RecordingController:
                             current = fingerprint
                             await transcoder.new_source_init(part_init)
                     await transcoder.feed(data)
-            except _CameraStreamLost:
+            except CameraStreamLost:
                 pass  # the encoder flushes what it has: the clip's last fragment
             finally:
                 transcoder.end_of_input()
@@ -567,78 +568,6 @@ class RecordingController:
             "active_streams": list(self._active),
             "prebuffer": self.prebuffer.diagnostics(),
         }
-
-
-class _CameraStreamLost(Exception):
-    """No media arrived from the camera for longer than the recording's stall limit."""
-
-
-class _MediaClock:
-    """When the camera last sent media to one recording, and whether it was given up."""
-
-    def __init__(self) -> None:
-        """Start counting from the open."""
-        self.limit = MEDIA_STALL_SECONDS
-        self.last = time.monotonic()
-        self.lost = False
-
-    def touch(self) -> None:
-        """Note that media arrived."""
-        self.last = time.monotonic()
-
-    def remaining(self) -> float:
-        """Return the seconds left before the camera counts as lost."""
-        return self.limit - (time.monotonic() - self.last)
-
-
-class _LiveFeed[T]:
-    """Live items for one recording; a hub that falls this far behind ends the clip."""
-
-    def __init__(self, limit: int) -> None:
-        """Create an empty feed holding at most ``limit`` unread items."""
-        self._queue: asyncio.Queue[T] = asyncio.Queue()
-        self._limit = limit
-        self.overflowed = False
-        self.enabled = True
-
-    def put(self, item: T) -> None:
-        """Queue an item (called on the loop by the prebuffer)."""
-        if not self.enabled:
-            return
-        if self._queue.qsize() >= self._limit:
-            # Stop holding media for a hub that is not reading: free it all at once and
-            # leave one item to wake the reader, which then ends the clip.
-            self.overflowed = True
-            self.enabled = False
-            while not self._queue.empty():
-                self._queue.get_nowait()
-        self._queue.put_nowait(item)
-
-    async def get(self) -> T:
-        """Return the next item."""
-        return await self._queue.get()
-
-    async def items(self, media: _MediaClock | None = None) -> AsyncIterator[T]:
-        """Yield items as they come; raise _CameraStreamLost once ``media`` stalls."""
-        while True:
-            if media is None or not self._queue.empty():
-                item = await self._queue.get()
-            else:
-                remaining = media.remaining()
-                if remaining <= 0:
-                    media.lost = True
-                    raise _CameraStreamLost
-                try:
-                    async with asyncio.timeout(remaining):
-                        item = await self._queue.get()
-                except TimeoutError:
-                    continue  # media may have arrived meanwhile (a part, not a GOP)
-            if self.overflowed:
-                raise HDSProtocolError(
-                    DataSendCloseReason.UNEXPECTED_FAILURE,
-                    "the hub is not keeping up with live video",
-                )
-            yield item
 
 
 def _video_config(gop: Gop) -> tuple[Any, ...]:
