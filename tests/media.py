@@ -14,7 +14,7 @@ from pathlib import Path
 
 import av
 from av.audio.frame import AudioFrame
-from av.video.frame import VideoFrame
+from av.video.frame import PictureType, VideoFrame
 import numpy as np
 
 COUNTER_BITS = 16
@@ -39,6 +39,9 @@ class ClipSpec:
     audio_rate: int = 32000
     audio_channels: int = 1
     container: str = "mpegts"  # "mpegts" or "mp4"
+    # A camera that starts each client with a keyframe: the first GOP has this length, the
+    # rest ``gop_seconds`` (H.264 only).
+    first_gop_seconds: float | None = None
 
 
 def _luma(spec: ClipSpec, index: int) -> np.ndarray:
@@ -80,6 +83,11 @@ def _pad(plane: np.ndarray, line_size: int) -> np.ndarray:
 def read_frame_counter(frame: VideoFrame) -> int:
     """Return the frame index drawn into ``frame`` (any size, any pixel format)."""
     gray = frame.to_ndarray(format="gray")
+    # A pillarboxed picture (4:3 in a 16:9 frame): read inside the black bars. Picture columns
+    # always hold texture (luma >= 48) below the counter band.
+    lit = np.flatnonzero(gray.max(axis=0) > 32)
+    if len(lit):
+        gray = gray[:, lit[0] : lit[-1] + 1]
     h, w = gray.shape
     band = max(8, int(h * _BAND))
     block = w / COUNTER_BITS
@@ -122,11 +130,19 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
         video.bit_rate = spec.video_bitrate_kbps * 1000
         video.codec_context.gop_size = gop
         opts = {"preset": "ultrafast", "bf": "0"}
+        forced: set[int] = set()
         if spec.video_codec == "h264":
             opts |= {"sc_threshold": "0", "keyint_min": str(gop), "profile": spec.h264_profile}
             if spec.h264_level:
                 opts["level"] = spec.h264_level
             x264 = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+            if spec.first_gop_seconds is not None:
+                first = round(spec.fps * spec.first_gop_seconds)
+                total = round(spec.seconds * spec.fps)
+                forced = {0, *range(first, total, gop)}
+                # Keyframes only where forced: keyint beyond the clip.
+                x264 = f"keyint={total + 1}:min-keyint=1:scenecut=0"
+                opts["forced-idr"] = "1"
             opts["x264-params"] = x264
         else:
             opts["x265-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=error"
@@ -140,7 +156,10 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
         audio_iter = _audio_frames(spec, audio) if audio is not None else iter(())
         pending_audio = next(audio_iter, None)
         for index in range(frames):
-            out.mux(video.encode(make_video_frame(spec, index)))
+            frame = make_video_frame(spec, index)
+            if forced:
+                frame.pict_type = PictureType.I if index in forced else PictureType.NONE
+            out.mux(video.encode(frame))
             # Interleave audio up to the video time so demuxers see both tracks early.
             while audio is not None and pending_audio is not None:
                 if pending_audio.pts / spec.audio_rate > (index + 1) / spec.fps:

@@ -25,6 +25,7 @@ class HksvBinarySensorEntityDescription(BinarySensorEntityDescription):
     """Describes an HKSV binary sensor."""
 
     value_fn: Callable[[CameraBridge], bool]
+    available_fn: Callable[[CameraBridge], bool] = lambda _: True
 
 
 BINARY_SENSORS: tuple[HksvBinarySensorEntityDescription, ...] = (
@@ -40,6 +41,7 @@ BINARY_SENSORS: tuple[HksvBinarySensorEntityDescription, ...] = (
         translation_key="recording",
         device_class=BinarySensorDeviceClass.RUNNING,
         value_fn=lambda bridge: bridge.recorder is not None and bridge.recorder.streaming,
+        available_fn=lambda bridge: bridge.camera_available,
     ),
 )
 
@@ -59,6 +61,11 @@ class HksvBinarySensor(HksvEntity, BinarySensorEntity):
     """A binary sensor of an HKSV camera."""
 
     entity_description: HksvBinarySensorEntityDescription
+
+    @property
+    def available(self) -> bool:
+        """Return availability (the recording state follows the source camera)."""
+        return self.entity_description.available_fn(self.bridge)
 
     @property
     def is_on(self) -> bool:

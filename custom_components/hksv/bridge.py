@@ -26,6 +26,7 @@ from homeassistant.helpers.storage import Store
 from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL
 from pyhap.loader import get_loader
 
+from .camera_health import CameraHealth
 from .const import (
     CONF_ADDRESS,
     CONF_CAMERA,
@@ -100,6 +101,7 @@ class CameraBridge(CameraOwner):
         self.accessory: HksvCamera | None = None
         self.data_stream: DataStreamServer | None = None
         self.recorder: RecordingController | None = None
+        self.camera_health: CameraHealth | None = None
         self.setup_code = ""
         self.setup_id = ""
         self.qr_secret = secrets.token_urlsafe(16)
@@ -173,6 +175,7 @@ class CameraBridge(CameraOwner):
         ir.async_delete_issue(self.hass, DOMAIN, f"port_in_use_{self.entry.entry_id}")
         self.pairing_qr = await self.hass.async_add_executor_job(qr_svg, self.setup_uri)
         self._follow_entities()
+        self._follow_camera(self.recorder)
         self._update_pairing_message()
         self._async_save()
         await self.recorder.async_set_enabled(
@@ -264,6 +267,11 @@ class CameraBridge(CameraOwner):
             await self._store.async_save(self._stored)
 
     # -- properties for entities and diagnostics ------------------------------------------
+
+    @property
+    def camera_available(self) -> bool:
+        """Return True while the source camera and its stream are usable."""
+        return self.camera_health is None or self.camera_health.available
 
     @property
     def port(self) -> int:
@@ -428,6 +436,18 @@ class CameraBridge(CameraOwner):
                     self.hass, [self.doorbell_entity_id], self._async_doorbell_event
                 )
             )
+
+    def _follow_camera(self, recorder: RecordingController) -> None:
+        """Follow the camera entity and its stream: entities depending on it follow them."""
+        health = self.camera_health = CameraHealth(
+            self.hass,
+            name=self.name,
+            camera_entity_id=self.camera_entity_id,
+            stream_problem=lambda: recorder.prebuffer.source_problem,
+            on_change=self._async_notify_listeners,
+        )
+        recorder.prebuffer.on_source_change = health.async_check
+        self._unsubs.append(health.async_start())
 
     def _apply_motion_state(self, state: Any) -> None:
         """Mirror a binary_sensor motion state."""

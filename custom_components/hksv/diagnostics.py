@@ -50,4 +50,6 @@ async def async_get_config_entry_diagnostics(
         data["recording"] = recorder.diagnostics()
         last = recorder.last_recording
         data["recording"]["last_recording"] = last.as_attributes() if last else None
+        health = bridge.camera_health
+        data["recording"]["camera_problem"] = health.problem if health else None
     return async_redact_data(data, TO_REDACT)

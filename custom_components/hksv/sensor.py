@@ -71,6 +71,7 @@ SENSORS: tuple[HksvSensorEntityDescription, ...] = (
         options=[outcome.value for outcome in RecordingOutcome],
         value_fn=_last_recording,
         attributes_fn=_last_recording_attributes,
+        available_fn=lambda bridge: bridge.camera_available,
     ),
 )
 

@@ -285,13 +285,13 @@ async def test_motion_records_a_clip(
     _check_clip(recording, case, event_counter, selection)
     summary = bridge.recorder.last_recording
     assert summary is not None
-    assert summary.outcome.value == "hub_closed"
+    assert summary.outcome.value == "completed"
     assert summary.hub_close_reason == "NORMAL"
     assert summary.mode == case.mode
     assert summary.fragments >= len(recording.complete_packets) - 1
     assert summary.first_data_ms is not None  # measured in benchmarks/, not asserted here
     state = hass.states.get("sensor.front_door_last_recording")
-    assert state.state == "hub_closed"
+    assert state.state == "completed"
     assert state.attributes["fragments"] == summary.fragments
 
 

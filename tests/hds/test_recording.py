@@ -14,6 +14,7 @@ from custom_components.hksv.hds import (
     DataSendCloseReason,
     DataStreamServer,
     HDSProtocolError,
+    HDSSendStalledError,
     RecordingPacket,
     connection as connection_module,
     datasend,
@@ -584,3 +585,45 @@ async def test_open_and_close_in_one_read_closes_iterator(
     await delegate.ended.wait()
     await until(lambda: iterator.closed == 1)
     assert not server.recording_stream_active
+
+
+async def test_hub_that_reads_nothing_loses_its_stream(
+    server: DataStreamServer,
+    connect: ConnectFactory,
+    delegate: FakeDelegate,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No send progress for SEND_STALL_TIMEOUT: TIMEOUT close, the generator told why."""
+    monkeypatch.setattr(datasend, "SEND_STALL_TIMEOUT", 0.5)
+    seen: list[BaseException] = []
+    generate = delegate._generate
+
+    async def witness(stream_id: int) -> AsyncIterator[RecordingPacket]:
+        try:
+            async for packet in generate(stream_id):
+                yield packet
+        except HDSProtocolError as err:
+            seen.append(err)
+            raise
+
+    monkeypatch.setattr(delegate, "_generate", witness)
+    block = os.urandom(4 * MAX_CHUNK_SIZE)
+    delegate.packets = [RecordingPacket(b"init", False)] + [
+        RecordingPacket(block, False) for _ in range(24)
+    ]
+    client = await connect(receive_buffer=64 * 1024)
+    (conn,) = server.connections
+    sock = conn._transport.get_extra_info("socket")  # type: ignore[union-attr]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    await open_ok(client)
+    client.pause_reading()
+    await asyncio.wait_for(delegate.ended.wait(), 30)
+    assert delegate.calls[-1] == ("closeRecordingStream", 1, DataSendCloseReason.TIMEOUT)
+    assert [type(err) for err in seen] == [HDSSendStalledError]
+    assert not server.recording_stream_active
+    assert any("read nothing" in end for end in server.diagnostics()["last_stream_ends"])
+    # The close event waits in the send buffer for a hub that reads again.
+    client.resume_reading()
+    client.timeout = 30
+    recording = await client.receive_recording(1)
+    assert recording.close_reason == DataSendCloseReason.TIMEOUT

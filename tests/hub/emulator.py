@@ -65,14 +65,16 @@ class HomeHub(HubController):
         assert response.status == 0 and response.parameters and response.accessory_key_salt
         return response.parameters.tcp_port, controller_salt, response.accessory_key_salt
 
-    async def open_data_stream(self, *, hello: bool = True, name: str = "hub") -> HDSClient:
+    async def open_data_stream(
+        self, *, hello: bool = True, name: str = "hub", receive_buffer: int | None = None
+    ) -> HDSClient:
         """Set up, connect and (by default) say hello on a new HDS connection."""
         port, controller_salt, accessory_salt = await self.setup_data_stream()
         a2c, c2a = self.hds_keys(controller_salt, accessory_salt)
         client = HDSClient(
             HOST, port, accessory_to_controller_key=a2c, controller_to_accessory_key=c2a, name=name
         )
-        await client.connect()
+        await client.connect(receive_buffer=receive_buffer)
         if hello:
             response = await client.hello()
             assert response.status == 0

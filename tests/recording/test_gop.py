@@ -324,7 +324,8 @@ def test_profile_of_the_spec_camera(
     assert [len(g.audio) for g in gops] == [123, 125, 124]
     profile = profile_source(gops)
     assert profile.fps == pytest.approx(193 / 12.003)
-    assert profile.keyframe_interval_ms == 4002
+    # Steady state: the epoch's first GOP (4004) and the flushed one (3999) are not counted.
+    assert profile.keyframe_interval_ms == 4000
     assert profile.keyframe_interval_constant
     assert profile.video == spec_init.video
 
@@ -343,8 +344,32 @@ def test_profile_edge_cases(spec_init: InitSegment) -> None:
     gops = assembler.feed(spec_init, part(video(0, 40, [0, 10, 30, 35])), 0)
     profile = profile_source(gops)
     assert [g.duration for g in gops] == [1000, 2000, 500]
-    assert profile.keyframe_interval_ms == 1000
+    assert profile.keyframe_interval_ms == 1250  # the first GOP is not steady state
+    assert (profile.keyframe_interval_min_ms, profile.keyframe_interval_max_ms) == (500, 2000)
     assert not profile.keyframe_interval_constant
     other = parse_init(make_init([trak(1, b"vide", 1000, visual_entry())], [1]))
     mixed = [*gops, *GopAssembler().feed(other, part(video(0, 11, [0, 10])), 0)]
     assert profile_source(mixed).gop_count == 1  # only the GOPs of the newest init
+
+
+@pytest.mark.parametrize("first_gop_frames", [1, 7, 10, 19])
+def test_profile_ignores_each_epochs_first_gop(
+    spec_init: InitSegment, first_gop_frames: int
+) -> None:
+    """A join or restart cuts the epoch's first GOP short or long: steady state is judged."""
+    assembler = GopAssembler()
+    gops: list[Gop] = []
+    for epoch in range(2):
+        # The worker joins mid-stream: an odd first GOP, then keyframes every 10 frames.
+        keys = [0, *range(first_gop_frames, 60, 10)]
+        gops += assembler.feed(
+            spec_init, part(video(epoch * 100, 60, [k + epoch * 100 for k in keys])), epoch
+        )
+    for epoch in range(2):
+        mine = [g for g in gops if g.epoch == epoch]
+        assert mine[0].first_in_epoch
+        assert not any(g.first_in_epoch for g in mine[1:])
+    profile = profile_source(gops)
+    assert profile.keyframe_interval_ms == 10 * FRAME
+    assert profile.keyframe_interval_constant
+    assert profile.keyframe_interval_min_ms == profile.keyframe_interval_max_ms == 10 * FRAME

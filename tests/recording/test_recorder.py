@@ -6,6 +6,7 @@ in a moment (the end-to-end tests in tests/e2e use the real worker in real time)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable, Sequence
 import dataclasses
@@ -18,7 +19,7 @@ import pytest
 from custom_components.hksv.const import DEFAULT_OPTIONS
 from custom_components.hksv.hap.recording_config import SourceVideo, build_offer, parse_selection
 from custom_components.hksv.hds import DataSendCloseReason, HDSProtocolError, RecordingPacket
-from custom_components.hksv.recording import recorder as recorder_module
+from custom_components.hksv.recording import feed as feed_module, recorder as recorder_module
 from custom_components.hksv.recording.fmp4 import iter_boxes, parse_fragments, parse_init
 from custom_components.hksv.recording.gop import Gop
 from custom_components.hksv.recording.prebuffer import LiveView
@@ -40,11 +41,13 @@ class StandInPrebuffer:
         self.running = True
         self.keep_seconds = 8.0
         self._on_gop: Callable[[Gop], None] | None = None
+        self.pending: Gop | None = None  # the GOP in progress
 
     def open_live(self, on_gop: Any = None, on_part: Any = None) -> LiveView:
         """Snapshot and follow new GOPs."""
-        self._on_gop = on_gop
-        return LiveView(self.gops, None, lambda: None)
+        if on_gop is not None:
+            self._on_gop = on_gop
+        return LiveView(self.gops, self.pending, lambda: None)
 
     def subscribe(self, listener: Any) -> Callable[[], None]:
         """Nothing to follow for profiling."""
@@ -187,3 +190,65 @@ async def test_video_format_change_ends_a_copied_clip(
     stream = controller.open_stream(3, _selection(), True)
     with pytest.raises(HDSProtocolError, match="format changed"):
         await _collect(stream, stand_in, [dataclasses.replace(g, epoch=9) for g in other])
+
+
+def test_an_overflowing_feed_frees_its_media_at_once() -> None:
+    """Past its bound a feed drops what it holds and ends the clip at the next read."""
+    feed: feed_module.LiveFeed[int] = feed_module.LiveFeed(3)
+    for item in range(10):
+        feed.put(item)
+    assert feed.overflowed
+    assert feed._queue.qsize() == 1  # only what wakes the reader
+
+    async def read() -> None:
+        async for _item in feed.items():
+            pass
+
+    with pytest.raises(HDSProtocolError, match="not keeping up"):
+        asyncio.run(read())
+
+
+async def test_camera_stall_ends_a_copied_clip_on_its_last_frames(
+    hass: HomeAssistant, clip_gops: list[Gop]
+) -> None:
+    """No media for the stall limit: the GOP in progress goes out as the last fragment."""
+    controller, stand_in = _controller(hass, clip_gops[:4])
+    stream = controller.open_stream(4, _selection(), True)
+    with patch.object(recorder_module, "MEDIA_STALL_SECONDS", 0.3):
+        packets = [await anext(stream)]
+        partial = clip_gops[4]
+        frames = partial.video[:10]
+        stand_in.pending = dataclasses.replace(
+            partial,
+            video=frames,
+            audio=[],
+            duration=frames[-1].decode_time + frames[-1].duration - partial.start,
+            ended_by_keyframe=False,
+        )
+        packets += [packet async for packet in stream]
+    assert [p.is_last for p in packets] == [False] * (len(packets) - 1) + [True]
+    init = parse_init(bytes(packets[0].data))
+    last = parse_fragments(bytes(packets[-1].data), init)[init.video.track_id]
+    assert len(last) == 10
+    assert last[0].is_sync
+    controller.stream_acknowledged(4)
+    summary = controller.last_recording
+    assert summary.outcome is RecordingOutcome.CAMERA_STREAM_LOST
+    # The limit is never under 1.5 keyframe intervals (2 s GOPs here).
+    assert summary.error == "camera stream lost: no video for 3 s"
+
+
+async def test_camera_stall_with_nothing_left_fails_the_clip(
+    hass: HomeAssistant, clip_gops: list[Gop]
+) -> None:
+    """A stall right after a fragment boundary leaves nothing to end on: close with a reason."""
+    controller, _stand_in = _controller(hass, clip_gops[:4])
+    stream = controller.open_stream(5, _selection(), True)
+    with (
+        patch.object(recorder_module, "MEDIA_STALL_SECONDS", 0.3),
+        pytest.raises(HDSProtocolError, match="camera stream lost"),
+    ):
+        async for _packet in stream:
+            pass
+    controller.stream_closed(5, DataSendCloseReason.UNEXPECTED_FAILURE)
+    assert controller.last_recording.outcome is RecordingOutcome.CAMERA_STREAM_LOST

@@ -20,6 +20,7 @@ from custom_components.hksv.recording.transcode import (
     Transcoder,
     TranscodeTarget,
     fit_level,
+    picture_size,
     scaled_size,
 )
 from tests.media import ClipSpec, write_clip
@@ -144,7 +145,8 @@ def assert_aac(report: OutputReport, audio: AudioTarget, *, silent: bool) -> Non
             replace(TARGET, width=1280, height=720, fps=30, bitrate_kbps=2000),
             (1280, 720),
         ),
-        (SMALL, replace(TARGET, width=1280, height=720), (640, 360)),
+        (SMALL, replace(TARGET, width=1280, height=720), (1280, 720)),
+        (replace(SMALL, width=640, height=480), TARGET, (640, 360)),
         (
             replace(SMALL, width=1280, height=720, h264_level="5.1"),
             replace(TARGET, width=1280, height=720),
@@ -167,7 +169,8 @@ def assert_aac(report: OutputReport, audio: AudioTarget, *, silent: bool) -> Non
         "h264_8s_gop_to_4s_fragments",
         "h265_to_h264",
         "1080p_to_720p",
-        "small_source_not_upscaled",
+        "small_source_fills_the_selection",
+        "four_by_three_pillarboxed",
         "level_5_1_to_4_0",
         "high_profile_level_3_1",
         "baseline_level_3_2",
@@ -473,6 +476,28 @@ def test_scaled_size(
 ) -> None:
     """Sizes fit inside the target, keep aspect, stay even and within level 4.0."""
     assert scaled_size(*source, *maximum) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "frame", "expected"),
+    [
+        ((1280, 960), (1280, 720), (160, 0, 960, 720)),
+        ((640, 480), (1280, 720), (160, 0, 960, 720)),
+        ((640, 360), (1280, 720), (0, 0, 1280, 720)),
+        ((1920, 1080), (1280, 720), (0, 0, 1280, 720)),
+        ((1080, 1920), (1920, 1080), (656, 0, 608, 1080)),
+        ((2560, 1080), (1280, 720), (0, 90, 1280, 540)),
+    ],
+    ids=["4_3_camera", "small_4_3", "small_16_9", "large_16_9", "portrait", "ultrawide"],
+)
+def test_picture_size(
+    source: tuple[int, int], frame: tuple[int, int], expected: tuple[int, int, int, int]
+) -> None:
+    """The camera's shape is fitted inside the selected frame, centred, with even edges."""
+    x, y, width, height = picture_size(*source, *frame)
+    assert (x, y, width, height) == expected
+    assert all(value % 2 == 0 for value in (x, y, width, height))
+    assert x + width <= frame[0] and y + height <= frame[1]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from .errors import (
     HDSError,
     HDSFrameError,
     HDSProtocolError,
+    HDSSendStalledError,
     HDSTimeoutError,
     OpackError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "HDSFrameError",
     "HDSKeys",
     "HDSProtocolError",
+    "HDSSendStalledError",
     "HDSStatus",
     "HDSTimeoutError",
     "OpackError",

@@ -9,7 +9,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
-from .errors import HDSClosedError, HDSError, HDSProtocolError, OpackError
+from .errors import HDSClosedError, HDSError, HDSProtocolError, HDSSendStalledError, OpackError
 from .messages import (
     PROTOCOL_DATA_SEND,
     TOPIC_ACK,
@@ -36,6 +36,9 @@ CLOSING_TIMEOUT: Final = 12.0
 # How long stopping waits for a generator to return after its stream closed
 # (HN CameraRecordingStream logs an error after 10 s).
 GENERATOR_CLOSE_TIMEOUT: Final = 10.0
+# A hub whose connection accepts nothing for this long has stopped reading: its stream is
+# closed (TIMEOUT) so that it does not hold the camera's only recording slot forever.
+SEND_STALL_TIMEOUT: Final = 10.0
 # Close reasons kept for diagnostics.
 CLOSE_HISTORY: Final = 10
 
@@ -263,7 +266,7 @@ class RecordingStreams:
         except (HDSError, OpackError) as err:
             failure = HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, str(err))
         finally:
-            await self._close_iterator(stream, iterator)
+            await self._close_iterator(stream, iterator, failure)
         if stream.released():
             return
         if failure is not None:
@@ -277,10 +280,9 @@ class RecordingStreams:
         self, stream: RecordingStream, iterator: AsyncIterator[RecordingPacket]
     ) -> bool:
         """Send packets until is_last; return True if the generator finished."""
-        connection = stream.connection
         sequence = 0
         while True:
-            await connection.drain()
+            await self._drain(stream)
             if stream.released():
                 return False
             packet = await self._next_packet(iterator)
@@ -367,19 +369,36 @@ class RecordingStreams:
                 return
             offset = end
             chunk += 1
-            await connection.drain()
+            await self._drain(stream)
             if stream.released():
                 return
 
-    async def _close_iterator(
-        self, stream: RecordingStream, iterator: AsyncIterator[RecordingPacket]
-    ) -> None:
-        """Close the delegate's generator on every exit path."""
-        aclose: Callable[[], Any] | None = getattr(iterator, "aclose", None)
-        if aclose is None:
-            return
+    async def _drain(self, stream: RecordingStream) -> None:
+        """Wait until the socket takes more data; a hub that reads nothing ends its stream."""
         try:
-            await aclose()
+            async with asyncio.timeout(SEND_STALL_TIMEOUT):
+                await stream.connection.drain()
+        except TimeoutError:
+            raise HDSSendStalledError(
+                f"the hub read nothing for {SEND_STALL_TIMEOUT:g} s"
+            ) from None
+
+    async def _close_iterator(
+        self,
+        stream: RecordingStream,
+        iterator: AsyncIterator[RecordingPacket],
+        failure: HDSProtocolError | None = None,
+    ) -> None:
+        """Close the delegate's generator on every exit path, telling it why it failed."""
+        athrow: Callable[[BaseException], Any] | None = getattr(iterator, "athrow", None)
+        aclose: Callable[[], Any] | None = getattr(iterator, "aclose", None)
+        try:
+            if failure is not None and athrow is not None:
+                # The generator learns the stream's failure (e.g. the hub stopped reading).
+                with contextlib.suppress(HDSProtocolError, StopAsyncIteration):
+                    await athrow(failure)
+            if aclose is not None:
+                await aclose()
         except Exception:  # a failing delegate ends only its stream
             _LOGGER.exception(
                 "%s: recording generator of stream %s failed to close",

@@ -12,6 +12,7 @@ __all__ = [
     "HDSError",
     "HDSFrameError",
     "HDSProtocolError",
+    "HDSSendStalledError",
     "HDSTimeoutError",
     "OpackError",
 ]
@@ -32,6 +33,14 @@ class HDSProtocolError(HDSError):
         """Store the dataSend reason to send when this error ends a recording stream."""
         super().__init__(message or reason.name)
         self.reason = reason
+
+
+class HDSSendStalledError(HDSProtocolError):
+    """The hub stopped reading: a recording stream could not send anything for too long."""
+
+    def __init__(self, message: str) -> None:
+        """Create the error with reason TIMEOUT."""
+        super().__init__(DataSendCloseReason.TIMEOUT, message)
 
 
 class HDSFrameError(HDSProtocolError):

@@ -15,7 +15,7 @@ import av
 from av.audio.fifo import AudioFifo
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
-from av.video.frame import PictureType
+from av.video.frame import PictureType, VideoFrame
 from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 import numpy as np
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from av.rational import AVRational
     from av.stream import Stream
     from av.video.codeccontext import VideoCodecContext
-    from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
 
 from .encoding import (
@@ -259,6 +258,7 @@ class VideoEncoder:
         "_height",
         "_last_slot",
         "_next_boundary",
+        "_picture",
         "_reformatter",
         "_width",
         "end_ticks",
@@ -299,6 +299,7 @@ class VideoEncoder:
         self._encoder: VideoStream = stream
         self._reformatter = VideoReformatter()
         self._width, self._height, self._fps = plan.width, plan.height, plan.fps
+        self._picture = plan.picture
         self._frame_ticks = round(Fraction(OUTPUT_TIMESCALE, plan.fps))
         self._fragment_ticks = target.fragment_length_ms * OUTPUT_TIMESCALE // 1000
         self._next_boundary = 0
@@ -325,16 +326,19 @@ class VideoEncoder:
             # starts exactly on the grid and lasts at most one fragment length.
             pts = self._next_boundary
             self._next_boundary += self._fragment_ticks
+        x, y, width, height = self._picture
         out = self._reformatter.reformat(
             frame,
-            self._width,
-            self._height,
+            width,
+            height,
             "yuv420p",
             interpolation=_INTERPOLATION,
             # Full-range sources go to the limited range the encoder signals; anything else
             # of the right size and format passes through without a copy.
             dst_color_range=ColorRange.MPEG if frame.color_range == ColorRange.JPEG else None,
         )
+        if (width, height) != (self._width, self._height):
+            out = _with_bars(out, x, y, self._width, self._height)
         out.pts = pts
         out.time_base = OUTPUT_TIME_BASE
         # Decoded frames keep the source's picture type, which x264 would honour as a
@@ -353,6 +357,22 @@ class VideoEncoder:
         for packet in packets:
             packet.duration = self._frame_ticks
         return packets
+
+
+def _with_bars(picture: VideoFrame, x: int, y: int, width: int, height: int) -> VideoFrame:
+    """Return a ``width``x``height`` black yuv420p frame with ``picture`` placed at (x, y).
+
+    Written through views of the frames' own planes: one fill and one copy per plane.
+    """
+    out = VideoFrame(width, height, "yuv420p")
+    for index, (plane, source) in enumerate(zip(out.planes, picture.planes, strict=True)):
+        shift = 0 if index == 0 else 1  # chroma planes are half size
+        dst = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        src = np.frombuffer(source, np.uint8).reshape(source.height, source.line_size)
+        dst.fill(16 if index == 0 else 128)  # limited-range black
+        left, top = x >> shift, y >> shift
+        dst[top : top + source.height, left : left + source.width] = src[:, : source.width]
+    return out
 
 
 class AudioEncoder:

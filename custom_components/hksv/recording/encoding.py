@@ -143,6 +143,23 @@ def scaled_size(
         scale *= Fraction(63, 64)
 
 
+def picture_size(
+    src_width: int, src_height: int, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """Return (x, y, w, h): the source's shape fitted inside ``width``x``height``, centred.
+
+    The rest of the frame is bars, so the coded size is exactly the selected one whatever the
+    camera's aspect ratio (a 4:3 camera under a 16:9 selection is pillarboxed). Offsets and
+    sizes are even, as 4:2:0 chroma needs.
+    """
+    scale = min(Fraction(width, src_width), Fraction(height, src_height))
+    fitted_w = min(width, max(2, round(src_width * scale / 2) * 2))
+    fitted_h = min(height, max(2, round(src_height * scale / 2) * 2))
+    x = (width - fitted_w) // 4 * 2
+    y = (height - fitted_h) // 4 * 2
+    return x, y, fitted_w, fitted_h
+
+
 def fit_level(width: int, height: int, fps: int, requested: H264Level) -> tuple[H264Level, int]:
     """Return the lowest level from ``requested`` up that holds the picture, and the fps to use.
 
@@ -173,15 +190,24 @@ class VideoPlan:
     keyint: int
     bitrate_kbps: int
     vbv_buffer_kbits: int
+    # Where the camera's picture goes inside the coded frame (x, y, width, height).
+    picture: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def plan_video(target: TranscodeTarget, src_width: int, src_height: int) -> VideoPlan:
-    """Return the encoder settings for ``target`` given the source size."""
-    width, height = scaled_size(src_width, src_height, target.width, target.height)
+    """Return the encoder settings for ``target`` given the source size.
+
+    The coded size is exactly the selected one (the hub asked for it; docs/peers.md lists 4:3
+    offers among the causes of hub failures, so the offer stays 16:9 and the picture is
+    fitted inside with bars). Encoding cost follows the coded size, so scaling a smaller
+    camera up to fill it costs only the scaler.
+    """
+    width, height = scaled_size(target.width, target.height, target.width, target.height)
+    picture = picture_size(src_width, src_height, width, height)
     level, fps = fit_level(width, height, target.fps, target.level)
     limits = LEVEL_LIMITS[level]
     factor = _HIGH_PROFILE_RATE_FACTOR if target.profile == H264Profile.HIGH else Fraction(1)
     bitrate = min(target.bitrate_kbps, int(limits.max_br_kbps * factor))
     buffer = min(bitrate * _VBV_BUFFER_SECONDS, int(limits.max_cpb_kbits * factor))
     keyint = max(1, math.ceil(fps * target.fragment_length_ms / 1000))
-    return VideoPlan(width, height, fps, level, keyint, bitrate, buffer)
+    return VideoPlan(width, height, fps, level, keyint, bitrate, buffer, picture)

@@ -44,6 +44,9 @@ class Gop:
     start: int  # decode time of the keyframe, video timescale
     duration: int  # video timescale; equals the sum of the video sample durations
     ended_by_keyframe: bool = True  # False when a discontinuity or flush closed it
+    # The first GOP after a (re)connect or discontinuity: HA's worker re-stamps its keyframe
+    # (docs/home-assistant.md), so its length says nothing about the camera's GOP.
+    first_in_epoch: bool = False
 
     @property
     def timescale(self) -> int:
@@ -217,6 +220,7 @@ class GopAssembler:
                 start,
                 end - start,
                 ended_by_keyframe=next_keyframe is not None,
+                first_in_epoch=not state.emitted,
             )
         )
         state.video = []
@@ -264,6 +268,9 @@ class SourceProfile:
     keyframe_interval_constant: bool
     video_bitrate_kbps: float | None
     gop_count: int
+    # The shortest and longest steady-state keyframe intervals measured (ms).
+    keyframe_interval_min_ms: int | None = None
+    keyframe_interval_max_ms: int | None = None
 
 
 def profile_source(gops: Sequence[Gop]) -> SourceProfile:
@@ -281,10 +288,24 @@ def profile_source(gops: Sequence[Gop]) -> SourceProfile:
     frames = sum(len(g.video) for g in recent)
     video_bytes = sum(s.size for g in recent for s in g.video)
     fps = frames / seconds if seconds > 0 else None
-    lengths = [g.duration_seconds * 1000 for g in recent if g.ended_by_keyframe]
+    complete = [g for g in recent if g.ended_by_keyframe]
+    # Steady state: each epoch's first GOP is irregular (a join or restart), unless nothing
+    # else was measured yet.
+    steady = [g for g in complete if not g.first_in_epoch] or complete
+    lengths = [g.duration_seconds * 1000 for g in steady]
     interval = round(median(lengths)) if lengths else None
     # Timestamp jitter of less than half a frame still counts as a constant interval.
     slack = 500 / fps if fps else 0.0
     constant = bool(lengths) and max(lengths) - min(lengths) <= slack
     bitrate = video_bytes * 8 / seconds / 1000 if seconds > 0 else None
-    return SourceProfile(init.video, init.audio, fps, interval, constant, bitrate, len(recent))
+    return SourceProfile(
+        init.video,
+        init.audio,
+        fps,
+        interval,
+        constant,
+        bitrate,
+        len(recent),
+        round(min(lengths)) if lengths else None,
+        round(max(lengths)) if lengths else None,
+    )

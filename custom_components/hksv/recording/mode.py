@@ -2,6 +2,8 @@
 
 Copy first (docs/DESIGN.md): H.264 at level ≤ 4.0, no larger than the selection, within the
 bitrate cap, with a keyframe interval that divides the fragment length, is sent as it is.
+The keyframe interval is judged from steady state (gop.profile_source). Every reason carries
+a code and the measured values, so that a translation can use them as placeholders.
 Audio is judged separately: re-encoding audio (or making silence) is cheap, so a camera whose
 video fits keeps copied video even when its audio needs work.
 """
@@ -19,6 +21,8 @@ from .shaper import LENGTH_SLACK_MS
 
 # Allow a little measurement noise before calling a bitrate "over the cap".
 BITRATE_TOLERANCE: Final = 1.15
+# Sizes whose shapes differ by less than this (1920x1088 vs 16:9) count as the same shape.
+_ASPECT_TOLERANCE: Final = 0.02
 _H264_SAMPLE_ENTRIES: Final = frozenset({"avc1", "avc3"})
 _AAC_LC: Final = 2
 
@@ -32,15 +36,58 @@ class AudioPlan(StrEnum):
     SILENT = "silent"  # the camera has no usable audio: a silent AAC-LC track
 
 
+class ReasonCode(StrEnum):
+    """Why a recording is not a plain copy: stable codes for translations and diagnostics."""
+
+    NO_VIDEO = "no_video"
+    VIDEO_CODEC = "video_codec"
+    H264_LEVEL = "h264_level"
+    VIDEO_LARGER = "video_larger"
+    ASPECT_RATIO = "aspect_ratio"
+    KEYFRAME_INTERVAL = "keyframe_interval"
+    KEYFRAME_IRREGULAR = "keyframe_irregular"
+    BITRATE = "bitrate"
+    AUDIO_MISSING = "audio_missing"
+    AUDIO_FORMAT = "audio_format"
+    ALWAYS_TRANSCODE = "always_transcode"
+
+
+@dataclass(frozen=True, slots=True)
+class ModeReason:
+    """One reason, with what was measured: ``values`` fill the placeholders of a translation.
+
+    ``problem`` and ``fix`` are the same facts as English sentences (log, attributes); ``fix``
+    is empty for reasons the camera cannot change (the user's own "always transcode").
+    """
+
+    code: ReasonCode
+    values: tuple[tuple[str, str], ...]
+    problem: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        """Return the problem sentence."""
+        return self.problem
+
+    def as_dict(self) -> dict[str, str]:
+        """Return the code and the measured values (for attributes and repairs)."""
+        return {"code": self.code.value, **dict(self.values)}
+
+
+def _reason(code: ReasonCode, problem: str, fix: str = "", **values: object) -> ModeReason:
+    """Build a reason; every value is kept as the text shown in ``problem``."""
+    return ModeReason(code, tuple((key, str(value)) for key, value in values.items()), problem, fix)
+
+
 @dataclass(frozen=True, slots=True)
 class ModeDecision:
     """How one recording is produced, and why."""
 
     copy_video: bool
     audio: AudioPlan
-    reasons: tuple[str, ...] = ()
-    # Set when copy-only mode was asked for but the camera does not fit: (problem, fix).
-    copy_problems: tuple[tuple[str, str], ...] = field(default=())
+    reasons: tuple[ModeReason, ...] = ()
+    # Set when copy-only mode was asked for but the camera does not fit.
+    copy_problems: tuple[ModeReason, ...] = field(default=())
 
     @property
     def transcoding(self) -> bool:
@@ -55,53 +102,118 @@ class ModeDecision:
         return "transcode" if not self.copy_video else "copy video, encode audio"
 
 
+def _seconds(milliseconds: float) -> str:
+    """Return a duration as people read it: "2 s", "1.96 s"."""
+    return f"{milliseconds / 1000:.3g} s"
+
+
 def video_problems(
     source: SourceProfile, selection: SelectedCameraRecordingConfiguration, max_bitrate_kbps: int
-) -> list[tuple[str, str]]:
-    """Return (problem, how to fix it on the camera) for every way the video does not fit."""
-    problems: list[tuple[str, str]] = []
+) -> list[ModeReason]:
+    """Return every way the video does not fit, each with what was measured and the fix."""
+    problems: list[ModeReason] = []
     video = source.video
     fragment_ms = selection.recording.media_container_configuration.parameters.fragment_length
     chosen = selection.video.attributes[0]
     if video is None:
-        return [("the stream has no video", "check the camera's stream")]
+        return [
+            _reason(ReasonCode.NO_VIDEO, "the stream has no video", "check the camera's stream")
+        ]
     if video.codec not in _H264_SAMPLE_ENTRIES:
         problems.append(
-            (f"the video is {video.codec}, not H.264", "set the camera's video codec to H.264")
+            _reason(
+                ReasonCode.VIDEO_CODEC,
+                f"the video is {video.codec}, not H.264",
+                "set the camera's video codec to H.264",
+                codec=video.codec,
+            )
         )
         return problems
     if video.level_idc is not None and video.level_idc > H264_LEVEL_IDC[H264Level.LEVEL4_0]:
+        level = f"{video.level_idc / 10:.1f}"
         problems.append(
-            (
-                f"the H.264 level is {video.level_idc / 10:.1f}, above 4.0",
+            _reason(
+                ReasonCode.H264_LEVEL,
+                f"the H.264 level is {level}, above 4.0",
                 "lower the camera's resolution, frame rate or H.264 level to 4.0",
+                level=level,
             )
         )
+    size = f"{video.width}x{video.height}"
+    selected = f"{chosen.width}x{chosen.height}"
     if video.width > chosen.width or video.height > chosen.height:
         problems.append(
-            (
-                f"the video is {video.width}x{video.height}, larger than the hub's "
-                f"{chosen.width}x{chosen.height}",
-                f"use a stream of at most {chosen.width}x{chosen.height}",
+            _reason(
+                ReasonCode.VIDEO_LARGER,
+                f"the video is {size}, larger than the hub's {selected}",
+                f"use a stream of {selected}",
+                size=size,
+                selected=selected,
+            )
+        )
+    elif abs(video.width * chosen.height - video.height * chosen.width) > (
+        _ASPECT_TOLERANCE * video.height * chosen.width
+    ):
+        # A copied picture of another shape would be shown stretched or cut: re-encode to
+        # the selected size, with bars.
+        problems.append(
+            _reason(
+                ReasonCode.ASPECT_RATIO,
+                f"the video is {size}, not the shape of the hub's {selected}",
+                f"use a 16:9 stream such as {selected}",
+                size=size,
+                selected=selected,
             )
         )
     interval = source.keyframe_interval_ms
-    if not _divides(interval, fragment_ms) or not source.keyframe_interval_constant:
-        seconds = fragment_ms / 1000
-        shown = f"{interval / 1000:g} s" if interval else "irregular"
+    fragment = _seconds(fragment_ms)
+    fix = (
+        f"set the camera's keyframe interval (I-frame interval, GOP) to {fragment} "
+        f"or to a whole fraction of it"
+    )
+    shortest, longest = source.keyframe_interval_min_ms, source.keyframe_interval_max_ms
+    if not interval:
         problems.append(
-            (
-                f"the keyframe interval ({shown}) does not divide {seconds:g} s",
-                f"set the camera's keyframe interval (I-frame interval, GOP) to {seconds:g} s "
-                f"or to a whole fraction of it",
+            _reason(
+                ReasonCode.KEYFRAME_IRREGULAR,
+                f"no complete keyframe interval was measured yet; it must divide {fragment}",
+                fix,
+                fragment=fragment,
+            )
+        )
+    elif not source.keyframe_interval_constant and shortest and longest:
+        problems.append(
+            _reason(
+                ReasonCode.KEYFRAME_IRREGULAR,
+                f"the keyframe interval varies from {_seconds(shortest)} to {_seconds(longest)} "
+                f"(median {_seconds(interval)}); it must stay at a whole fraction of {fragment}",
+                fix,
+                shortest=_seconds(shortest),
+                longest=_seconds(longest),
+                median=_seconds(interval),
+                fragment=fragment,
+            )
+        )
+    elif not _divides(interval, fragment_ms):
+        problems.append(
+            _reason(
+                ReasonCode.KEYFRAME_INTERVAL,
+                f"the keyframe interval ({_seconds(interval)}) does not divide {fragment}",
+                fix,
+                interval=_seconds(interval),
+                fragment=fragment,
             )
         )
     cap = min(max_bitrate_kbps, selection.video.parameters.bitrate or max_bitrate_kbps)
     if source.video_bitrate_kbps and source.video_bitrate_kbps > cap * BITRATE_TOLERANCE:
+        bitrate = f"{source.video_bitrate_kbps:.0f}"
         problems.append(
-            (
-                f"the bitrate ({source.video_bitrate_kbps:.0f} kbit/s) is above {cap} kbit/s",
+            _reason(
+                ReasonCode.BITRATE,
+                f"the bitrate ({bitrate} kbit/s) is above {cap} kbit/s",
                 f"set the camera's bitrate to at most {cap} kbit/s",
+                bitrate=bitrate,
+                cap=cap,
             )
         )
     return problems
@@ -151,13 +263,30 @@ def choose_mode(
     """Return how to produce a recording of ``source`` for ``selection``."""
     problems = video_problems(source, selection, max_bitrate_kbps)
     audio = audio_plan(source, selection, audio_on)
-    reasons = [problem for problem, _ in problems]
+    reasons = list(problems)
     if audio is AudioPlan.SILENT:
-        reasons.append("the camera sends no usable audio: adding a silent track")
-    elif audio is AudioPlan.ENCODE:
-        reasons.append("the camera's audio is not AAC-LC at the selected rate")
+        reasons.append(
+            _reason(
+                ReasonCode.AUDIO_MISSING,
+                "the camera sends no usable audio: adding a silent track",
+            )
+        )
+    elif audio is AudioPlan.ENCODE and source.audio is not None:
+        have = f"{source.audio.codec} {source.audio.sample_rate} Hz x{source.audio.channels}"
+        wanted = selection.audio.parameters
+        rate = wanted.sample_rates[0].hertz if wanted.sample_rates else 0
+        want = f"AAC-LC {rate} Hz x{wanted.channels}"
+        reasons.append(
+            _reason(
+                ReasonCode.AUDIO_FORMAT,
+                f"the camera's audio is {have}, not the selected {want}",
+                audio=have,
+                selected=want,
+            )
+        )
     if video_mode == VIDEO_MODE_TRANSCODE:
-        return ModeDecision(False, _encode_audio(audio), ("always transcode is set", *reasons))
+        always = _reason(ReasonCode.ALWAYS_TRANSCODE, "always transcode is set")
+        return ModeDecision(False, _encode_audio(audio), (always, *reasons))
     if video_mode == VIDEO_MODE_COPY:
         # Copy only: never touch video; audio is dropped rather than re-encoded.
         plan = audio if audio in (AudioPlan.NONE, AudioPlan.COPY) else AudioPlan.NONE

@@ -140,6 +140,9 @@ class Prebuffer:
         self.parts_received = 0
         self.stream_restarts = 0  # new epochs: worker restarts and new Stream objects
         self.reattachments = 0  # the watchdog found our provider gone and added it again
+        # Why the last attach failed (None once attached); the owner logs and shows it.
+        self.source_problem: str | None = None
+        self.on_source_change: Callable[[], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -171,10 +174,10 @@ class Prebuffer:
             camera = get_camera_from_entity_id(self._hass, self._camera_entity_id)
             stream = await camera.async_create_stream()
         except HomeAssistantError as err:
-            _LOGGER.warning("%s: camera stream unavailable: %s", self._log_name, err)
+            self._set_source_problem(f"camera stream unavailable: {err}")
             return
         if stream is None:
-            _LOGGER.warning("%s: camera has no stream source", self._log_name)
+            self._set_source_problem("camera has no stream source")
             return
         output = stream.add_provider(PROVIDER_NAME)
         if not isinstance(output, HksvStreamOutput):
@@ -183,7 +186,17 @@ class Prebuffer:
         output.on_part = self._on_part
         self._stream, self._output = stream, output
         await stream.start()
+        self._set_source_problem(None)
         _LOGGER.debug("%s: prebuffer attached to the camera stream", self._log_name)
+
+    def _set_source_problem(self, problem: str | None) -> None:
+        """Remember whether the camera's stream could be attached; tell the owner on change."""
+        if problem is not None:
+            _LOGGER.debug("%s: %s", self._log_name, problem)
+        if problem != self.source_problem:
+            self.source_problem = problem
+            if self.on_source_change is not None:
+                self.on_source_change()
 
     async def _async_detach(self) -> None:
         """Remove our provider (clears its idle timer; stops the worker if it was the last)."""
@@ -209,7 +222,8 @@ class Prebuffer:
             and stream.outputs().get(PROVIDER_NAME) is output
         ):
             return
-        _LOGGER.info("%s: camera stream changed; re-attaching the prebuffer", self._log_name)
+        if stream is not None:
+            _LOGGER.info("%s: camera stream changed; re-attaching the prebuffer", self._log_name)
         # Leave the old Stream too: a reloaded camera entity does not stop its worker, and our
         # provider on it would keep its connection to the camera open.
         await self._async_detach()

@@ -10,7 +10,8 @@ stream; a 3-minute ceiling ends on a real fragment marked ``is_last``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -35,7 +36,8 @@ from ..hap.recording_config import (
     SelectedCameraRecordingConfiguration,
     SourceVideo,
 )
-from ..hds import DataSendCloseReason, HDSProtocolError, RecordingPacket
+from ..hds import DataSendCloseReason, HDSProtocolError, HDSSendStalledError, RecordingPacket
+from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .gop import Gop, profile_source
 from .mode import AudioPlan, ModeDecision, choose_mode
@@ -56,19 +58,34 @@ MAX_QUEUED_PARTS: Final = 120
 # point may be up to a GOP earlier.
 PREBUFFER_MARGIN_SECONDS: Final = FRAGMENT_LENGTH_MS / 1000
 PROFILE_EVERY_GOPS: Final = 8
+# No media from the camera for this long (or 1.5 keyframe intervals, if longer) ends the clip
+# on its last real fragment; a worker that reconnects sooner continues the clip, re-timed.
+MEDIA_STALL_SECONDS: Final = 8.0
 DEFAULT_AUDIO_BITRATE_KBPS: Final = 64
 
 
 class RecordingOutcome(StrEnum):
     """How a recording ended."""
 
-    HUB_CLOSED = "hub_closed"
-    ACKNOWLEDGED = "acknowledged"
+    COMPLETED = "completed"  # the hub closed it normally, or acknowledged its end
+    HUB_ERROR = "hub_error"  # the hub closed it with an error (TIMEOUT, BAD_DATA, ...)
     MAX_DURATION = "max_duration"
+    CAMERA_STREAM_LOST = "camera_stream_lost"
+    HUB_NOT_READING = "hub_not_reading"
     CAMERA_TURNED_OFF = "camera_turned_off"
     CONNECTION_LOST = "connection_lost"
     TIMED_OUT = "timed_out"
     FAILED = "failed"
+
+
+# Outcomes the recording itself decided; how the stream closes afterwards does not change them.
+_FINAL_OUTCOMES: Final = frozenset(
+    {
+        RecordingOutcome.CAMERA_STREAM_LOST,
+        RecordingOutcome.HUB_NOT_READING,
+        RecordingOutcome.FAILED,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -79,6 +96,8 @@ class RecordingSummary:
     started_at: datetime
     mode: str = ""
     mode_reasons: list[str] = field(default_factory=list)
+    # The same reasons as codes with the measured values (mode.ModeReason.as_dict).
+    mode_reason_codes: list[dict[str, str]] = field(default_factory=list)
     fragments: int = 0
     bytes: int = 0
     media_seconds: float = 0.0
@@ -245,7 +264,7 @@ class RecordingController:
         """Finish a stream the hub acknowledged after its end."""
         summary = self._active.get(stream_id)
         if summary is not None and summary.outcome is None:
-            summary.outcome = RecordingOutcome.ACKNOWLEDGED
+            summary.outcome = RecordingOutcome.COMPLETED
         self.stream_closed(stream_id, DataSendCloseReason.NORMAL)
 
     def stream_closed(self, stream_id: int, reason: DataSendCloseReason | None) -> None:
@@ -254,7 +273,9 @@ class RecordingController:
         if summary is None:
             return
         summary.ended_at = dt_util.utcnow()
-        if summary.outcome is None or reason in _ACCESSORY_CLOSES:
+        if summary.outcome is None or (
+            summary.outcome not in _FINAL_OUTCOMES and reason in _ACCESSORY_CLOSES
+        ):
             summary.outcome = _outcome(reason)
         if reason is not None:
             summary.hub_close_reason = reason.name
@@ -281,17 +302,25 @@ class RecordingController:
     ) -> AsyncIterator[RecordingPacket]:
         """Yield init, prebuffer and live fragments for one recording."""
         started = time.monotonic()
-        gops: _LiveFeed[Gop] = _LiveFeed(MAX_QUEUED_GOPS)
-        parts: _LiveFeed[tuple[bytes, bytes, int]] = _LiveFeed(MAX_QUEUED_PARTS)
-        live = self.prebuffer.open_live(gops.put, lambda *part: parts.put(part))
+        gops: LiveFeed[Gop] = LiveFeed(MAX_QUEUED_GOPS)
+        parts: LiveFeed[tuple[bytes, bytes, int]] = LiveFeed(MAX_QUEUED_PARTS)
+        media = MediaClock(MEDIA_STALL_SECONDS)
+
+        def on_part(*part: Any) -> None:
+            media.touch()
+            parts.put(part)
+
+        live = self.prebuffer.open_live(gops.put, on_part)
         try:
             history = list(live.history)
             waited = not history
             if waited:
                 history = [await self._first_gop(gops)]
             first = select_prebuffer(history, selection.recording.prebuffer_length)
+            profile = profile_source(history)
+            media.limit = max(MEDIA_STALL_SECONDS, 1.5 * (profile.keyframe_interval_ms or 0) / 1000)
             decision = choose_mode(
-                profile_source(history),
+                profile,
                 selection,
                 video_mode=str(self._options[OPT_VIDEO_MODE]),
                 max_bitrate_kbps=int(self._options[OPT_MAX_BITRATE]),
@@ -299,7 +328,8 @@ class RecordingController:
             )
             self._note_copy_problems(decision)
             summary.mode = decision.label
-            summary.mode_reasons = list(decision.reasons)
+            summary.mode_reasons = [str(reason) for reason in decision.reasons]
+            summary.mode_reason_codes = [reason.as_dict() for reason in decision.reasons]
             _LOGGER.debug("%s: recording %s: %s", self._name, summary.stream_id, decision)
             if decision.transcoding:
                 # Parts, not whole GOPs, feed the encoder: a fragment leaves as soon as the next
@@ -310,32 +340,62 @@ class RecordingController:
                     start,
                     pending=live.pending,
                     parts=parts,
+                    media=media,
                     init=history[0].init,
                     selection=selection,
                     decision=decision,
                 )
             else:
                 parts.enabled = False
-                packets = self._copied(first, gops, selection, decision)
+                packets = self._copied(first, gops, media, selection, decision)
             summary.prebuffer_seconds = sum(g.duration_seconds for g in first)
-            async for packet, duration_ms in packets:
-                if summary.first_data_ms is None:
-                    summary.first_data_ms = round((time.monotonic() - started) * 1000, 1)
-                summary.bytes += len(packet.data)
-                if duration_ms:
-                    summary.fragments += 1
-                    summary.media_seconds += duration_ms / 1000
-                if packet.is_last:
-                    summary.outcome = RecordingOutcome.MAX_DURATION
-                yield packet
+            async with aclosing(packets):
+                async for packet, duration_ms in packets:
+                    if summary.first_data_ms is None:
+                        summary.first_data_ms = round((time.monotonic() - started) * 1000, 1)
+                    summary.bytes += len(packet.data)
+                    if duration_ms:
+                        summary.fragments += 1
+                        summary.media_seconds += duration_ms / 1000
+                    if packet.is_last:
+                        summary.outcome = (
+                            RecordingOutcome.CAMERA_STREAM_LOST
+                            if media.lost
+                            else RecordingOutcome.MAX_DURATION
+                        )
+                        if media.lost:
+                            summary.error = self._stream_lost(summary, media)
+                    yield packet
+        except HDSSendStalledError as err:
+            summary.error = str(err)
+            summary.outcome = RecordingOutcome.HUB_NOT_READING
+            _LOGGER.warning(
+                "%s: recording %s: %s; closing the stream", self._name, summary.stream_id, err
+            )
+            raise
         except HDSProtocolError as err:
             summary.error = str(err)
-            summary.outcome = RecordingOutcome.FAILED
+            if media.lost:
+                summary.error = self._stream_lost(summary, media)
+            summary.outcome = (
+                RecordingOutcome.CAMERA_STREAM_LOST if media.lost else RecordingOutcome.FAILED
+            )
             raise
         finally:
             live.unsubscribe()
 
-    async def _first_gop(self, gops: _LiveFeed[Gop]) -> Gop:
+    def _stream_lost(self, summary: RecordingSummary, media: MediaClock) -> str:
+        """Log and return why a clip ended early: the camera stopped sending."""
+        message = f"camera stream lost: no video for {media.limit:g} s"
+        _LOGGER.warning(
+            "%s: recording %s: %s; ending the clip on its last fragment",
+            self._name,
+            summary.stream_id,
+            message,
+        )
+        return message
+
+    async def _first_gop(self, gops: LiveFeed[Gop]) -> Gop:
         """Wait briefly for the camera's first GOP (the prebuffer was empty at the open)."""
         if not self.prebuffer.running:
             await self.prebuffer.async_start()
@@ -350,10 +410,11 @@ class RecordingController:
     async def _copied(
         self,
         first: Sequence[Gop],
-        live: _LiveFeed[Gop],
+        live: LiveFeed[Gop],
+        media: MediaClock,
         selection: SelectedCameraRecordingConfiguration,
         decision: ModeDecision,
-    ) -> AsyncIterator[tuple[RecordingPacket, float]]:
+    ) -> AsyncGenerator[tuple[RecordingPacket, float]]:
         """Send the camera's own H.264/AAC, reshaped into HKSV fragments."""
         include_audio = decision.audio is AudioPlan.COPY
         init = first[0].init if include_audio else first[0].init.without_audio()
@@ -366,32 +427,46 @@ class RecordingController:
         async def gops() -> AsyncIterator[Gop]:
             for gop in first:
                 yield gop
-            async for gop in live.items():
+            async for gop in live.items(media):
                 yield gop
 
-        async for gop in gops():
-            if _video_config(gop) != video_config:
-                raise HDSProtocolError(
-                    DataSendCloseReason.UNEXPECTED_FAILURE,
-                    "the camera's video format changed during the recording",
-                )
-            for fragment in shaper.push(gop):
-                total_ms += fragment.duration_ms
-                last = total_ms >= MAX_RECORDING_SECONDS * 1000
-                yield RecordingPacket(fragment.data, last), fragment.duration_ms
-                if last:
-                    return
+        try:
+            async for gop in gops():
+                if _video_config(gop) != video_config:
+                    raise HDSProtocolError(
+                        DataSendCloseReason.UNEXPECTED_FAILURE,
+                        "the camera's video format changed during the recording",
+                    )
+                for fragment in shaper.push(gop):
+                    total_ms += fragment.duration_ms
+                    last = total_ms >= MAX_RECORDING_SECONDS * 1000
+                    yield RecordingPacket(fragment.data, last), fragment.duration_ms
+                    if last:
+                        return
+        except CameraStreamLost:
+            pass
+        # The camera stopped: end on what it sent, the GOP in progress included.
+        in_progress = self.prebuffer.open_live().pending
+        tail = []
+        if in_progress is not None and _video_config(in_progress) == video_config:
+            tail = shaper.push(in_progress)
+        tail += shaper.flush()
+        if not tail:
+            raise HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, "camera stream lost")
+        for index, fragment in enumerate(tail, 1):
+            yield RecordingPacket(fragment.data, index == len(tail)), fragment.duration_ms
 
     async def _transcoded(
         self,
         first: Sequence[Gop],
         *,
         pending: Gop | None,
-        parts: _LiveFeed[tuple[bytes, bytes, int]],
+        parts: LiveFeed[tuple[bytes, bytes, int]],
+        media: MediaClock,
         init: InitSegment,
         selection: SelectedCameraRecordingConfiguration,
         decision: ModeDecision,
-    ) -> AsyncIterator[tuple[RecordingPacket, float]]:
+    ) -> AsyncGenerator[tuple[RecordingPacket, float]]:
         """Re-encode from the prebuffer on: the clip still starts before the event."""
         target = transcode_target(selection, decision, int(self._options[OPT_MAX_BITRATE]))
         transcoder = Transcoder(target, log_name=self._name)
@@ -407,7 +482,7 @@ class RecordingController:
                         current = gop.init.fingerprint
                         await transcoder.new_source_init(gop.init.data)
                     await transcoder.feed(_gop_fragment(gop, sequence))
-                async for part_init, data, _epoch in parts.items():
+                async for part_init, data, _epoch in parts.items(media):
                     if part_init != last_init:
                         last_init = part_init
                         fingerprint = parse_init(part_init).fingerprint
@@ -415,6 +490,8 @@ class RecordingController:
                             current = fingerprint
                             await transcoder.new_source_init(part_init)
                     await transcoder.feed(data)
+            except CameraStreamLost:
+                pass  # the encoder flushes what it has: the clip's last fragment
             finally:
                 transcoder.end_of_input()
 
@@ -429,13 +506,27 @@ class RecordingController:
             yield RecordingPacket(output_init, False), 0.0
             parsed_init = parse_init(output_init)
             total_ms = 0.0
+            # Once the camera is lost, each fragment waits for the next: the last one is marked.
+            held: tuple[bytes, float] | None = None
             while (data := await transcoder.read()) is not None:
                 duration_ms = _video_duration_ms(data, parsed_init)
                 total_ms += duration_ms
                 last = total_ms >= MAX_RECORDING_SECONDS * 1000
+                if media.lost and not last:
+                    if held is not None:
+                        yield RecordingPacket(held[0], False), held[1]
+                    held = (data, duration_ms)
+                    continue
                 yield RecordingPacket(data, last), duration_ms
                 if last:
                     return
+            if media.lost:
+                if held is None:
+                    raise HDSProtocolError(
+                        DataSendCloseReason.UNEXPECTED_FAILURE, "camera stream lost"
+                    )
+                yield RecordingPacket(held[0], True), held[1]
+                return
             if feeder.done() and not feeder.cancelled() and feeder.exception():
                 raise HDSProtocolError(
                     DataSendCloseReason.UNEXPECTED_FAILURE,
@@ -454,7 +545,8 @@ class RecordingController:
         """Raise (or clear) the repair that explains why copy-only cannot work."""
         issue_id = f"copy_incompatible_{self._entry_id}"
         if decision.copy_problems and self._options[OPT_VIDEO_MODE] == VIDEO_MODE_COPY:
-            problem, fix = decision.copy_problems[0]
+            first = decision.copy_problems[0]
+            problem, fix = first.problem, first.fix
             _LOGGER.warning("%s: copy-only recording does not fit: %s", self._name, problem)
             ir.async_create_issue(
                 self._hass,
@@ -476,40 +568,6 @@ class RecordingController:
             "active_streams": list(self._active),
             "prebuffer": self.prebuffer.diagnostics(),
         }
-
-
-class _LiveFeed[T]:
-    """Live items for one recording; a hub that falls this far behind ends the clip."""
-
-    def __init__(self, limit: int) -> None:
-        """Create an empty feed holding at most ``limit`` unread items."""
-        self._queue: asyncio.Queue[T] = asyncio.Queue()
-        self._limit = limit
-        self.overflowed = False
-        self.enabled = True
-
-    def put(self, item: T) -> None:
-        """Queue an item (called on the loop by the prebuffer)."""
-        if not self.enabled:
-            return
-        if self._queue.qsize() >= self._limit:
-            self.overflowed = True
-        self._queue.put_nowait(item)
-
-    async def get(self) -> T:
-        """Return the next item."""
-        return await self._queue.get()
-
-    async def items(self) -> AsyncIterator[T]:
-        """Yield items as they come."""
-        while True:
-            item = await self._queue.get()
-            if self.overflowed:
-                raise HDSProtocolError(
-                    DataSendCloseReason.UNEXPECTED_FAILURE,
-                    "the hub is not keeping up with live video",
-                )
-            yield item
 
 
 def _video_config(gop: Gop) -> tuple[Any, ...]:
@@ -552,7 +610,8 @@ def _outcome(reason: DataSendCloseReason | None) -> RecordingOutcome:
     if reason is None:
         return RecordingOutcome.CONNECTION_LOST
     return {
+        DataSendCloseReason.NORMAL: RecordingOutcome.COMPLETED,
         DataSendCloseReason.NOT_ALLOWED: RecordingOutcome.CAMERA_TURNED_OFF,
         DataSendCloseReason.CANCELLED: RecordingOutcome.TIMED_OUT,
         DataSendCloseReason.UNEXPECTED_FAILURE: RecordingOutcome.FAILED,
-    }.get(reason, RecordingOutcome.HUB_CLOSED)
+    }.get(reason, RecordingOutcome.HUB_ERROR)

@@ -4,9 +4,9 @@ This is the fallback for sources that do not fit what the hub selected; copying 
 path. All PyAV work runs on one dedicated worker thread per session, and the event loop only
 hands bytes over through thread-safe queues (docs/STYLE.md, Layer 3 point 7).
 
-Output size: the source is scaled down to fit inside the selected size with its aspect ratio
-kept, never up, and never padded, so a 640x360 source stays 640x360 under a 1280x720 selection
-(docs/peers.md §3 #7: upscaling costs speed and buys nothing; hubs do not check the size).
+Output size: exactly the selected size. The source is scaled to fit inside it with its aspect
+ratio kept, and the rest is black bars (a 4:3 camera under 1280x720 is pillarboxed at 960x720),
+so every fragment has the resolution the hub selected (issue 10).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from .encoding import (
     TranscodeStats,
     TranscodeTarget,
     fit_level,
+    picture_size,
     plan_video,
     scaled_size,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "TranscodeTarget",
     "Transcoder",
     "fit_level",
+    "picture_size",
     "scaled_size",
 ]
 
