@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 
-from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.core import Event, HomeAssistant
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
@@ -41,6 +41,13 @@ async def async_setup_entry(hass: HomeAssistant, entry: HksvConfigEntry) -> bool
         raise
     entry.runtime_data = bridge
     entry.async_on_unload(bridge.async_stop)
+
+    async def stop_with_home_assistant(_event: Event) -> None:
+        # Home Assistant does not unload entries when it stops: end the camera stream, the
+        # recordings and the HAP server now, before its stream shutdown has run.
+        await bridge.async_stop()
+
+    entry.async_on_unload(hass.bus.async_listen(EVENT_HOMEASSISTANT_STOP, stop_with_home_assistant))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
 

@@ -111,6 +111,7 @@ class CameraBridge(CameraOwner):
         self._driver_started = False
         self._motion_from_source = False
         self._event_motion_until: CALLBACK_TYPE | None = None
+        self._stopped = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -246,7 +247,10 @@ class CameraBridge(CameraOwner):
         return driver, accessory
 
     async def async_stop(self) -> None:
-        """Stop everything and save state."""
+        """Stop everything and save state (once: Home Assistant stopping, then unload)."""
+        if self._stopped:
+            return
+        self._stopped = True
         for unsub in self._unsubs:
             unsub()
         self._unsubs.clear()

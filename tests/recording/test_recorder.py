@@ -40,8 +40,14 @@ class StandInPrebuffer:
         self.gops = tuple(history)
         self.running = True
         self.keep_seconds = 8.0
+        self.worker_error: str | None = None
         self._on_gop: Callable[[Gop], None] | None = None
         self.pending: Gop | None = None  # the GOP in progress
+
+    @property
+    def has_keyframe(self) -> bool:
+        """Return True if a recording can start now."""
+        return bool(self.gops)
 
     def open_live(self, on_gop: Any = None, on_part: Any = None) -> LiveView:
         """Snapshot and follow new GOPs."""
