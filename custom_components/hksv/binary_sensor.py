@@ -31,7 +31,8 @@ BINARY_SENSORS: tuple[HksvBinarySensorEntityDescription, ...] = (
     HksvBinarySensorEntityDescription(
         key="paired",
         translation_key="paired",
-        device_class=BinarySensorDeviceClass.CONNECTIVITY,
+        # No device class: connectivity would show Connected/Disconnected, and a pairing is
+        # not a connection (strings.json names the states Paired / Not paired).
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda bridge: bridge.paired,
     ),

@@ -39,8 +39,8 @@ class ModeDecision:
     copy_video: bool
     audio: AudioPlan
     reasons: tuple[str, ...] = ()
-    # Set when copy-only mode was asked for but the camera does not fit: (problem, fix).
-    copy_problems: tuple[tuple[str, str], ...] = field(default=())
+    # Set when copy-only mode was asked for but the camera does not fit.
+    copy_problems: tuple[VideoProblem, ...] = field(default=())
 
     @property
     def transcoding(self) -> bool:
@@ -55,34 +55,53 @@ class ModeDecision:
         return "transcode" if not self.copy_video else "copy video, encode audio"
 
 
+@dataclass(frozen=True, slots=True)
+class VideoProblem:
+    """One way the camera's video does not fit: English text plus a key and values for repairs."""
+
+    problem: str
+    fix: str
+    key: str = ""
+    values: dict[str, str] = field(default_factory=dict)
+
+
 def video_problems(
     source: SourceProfile, selection: SelectedCameraRecordingConfiguration, max_bitrate_kbps: int
-) -> list[tuple[str, str]]:
-    """Return (problem, how to fix it on the camera) for every way the video does not fit."""
-    problems: list[tuple[str, str]] = []
+) -> list[VideoProblem]:
+    """Return every way the video does not fit, with how to fix it on the camera."""
+    problems: list[VideoProblem] = []
     video = source.video
     fragment_ms = selection.recording.media_container_configuration.parameters.fragment_length
     chosen = selection.video.attributes[0]
     if video is None:
-        return [("the stream has no video", "check the camera's stream")]
+        return [VideoProblem("the stream has no video", "check the camera's stream", "no_video")]
     if video.codec not in _H264_SAMPLE_ENTRIES:
         problems.append(
-            (f"the video is {video.codec}, not H.264", "set the camera's video codec to H.264")
+            VideoProblem(
+                f"the video is {video.codec}, not H.264",
+                "set the camera's video codec to H.264",
+                "codec",
+                {"codec": video.codec},
+            )
         )
         return problems
     if video.level_idc is not None and video.level_idc > H264_LEVEL_IDC[H264Level.LEVEL4_0]:
         problems.append(
-            (
+            VideoProblem(
                 f"the H.264 level is {video.level_idc / 10:.1f}, above 4.0",
                 "lower the camera's resolution, frame rate or H.264 level to 4.0",
+                "level",
+                {"level": f"{video.level_idc / 10:.1f}"},
             )
         )
     if video.width > chosen.width or video.height > chosen.height:
         problems.append(
-            (
+            VideoProblem(
                 f"the video is {video.width}x{video.height}, larger than the hub's "
                 f"{chosen.width}x{chosen.height}",
                 f"use a stream of at most {chosen.width}x{chosen.height}",
+                "resolution",
+                {"size": f"{video.width}x{video.height}", "max": f"{chosen.width}x{chosen.height}"},
             )
         )
     interval = source.keyframe_interval_ms
@@ -90,18 +109,22 @@ def video_problems(
         seconds = fragment_ms / 1000
         shown = f"{interval / 1000:g} s" if interval else "irregular"
         problems.append(
-            (
+            VideoProblem(
                 f"the keyframe interval ({shown}) does not divide {seconds:g} s",
                 f"set the camera's keyframe interval (I-frame interval, GOP) to {seconds:g} s "
                 f"or to a whole fraction of it",
+                "keyframe_interval",
+                {"interval": shown, "fragment": f"{seconds:g} s"},
             )
         )
     cap = min(max_bitrate_kbps, selection.video.parameters.bitrate or max_bitrate_kbps)
     if source.video_bitrate_kbps and source.video_bitrate_kbps > cap * BITRATE_TOLERANCE:
         problems.append(
-            (
+            VideoProblem(
                 f"the bitrate ({source.video_bitrate_kbps:.0f} kbit/s) is above {cap} kbit/s",
                 f"set the camera's bitrate to at most {cap} kbit/s",
+                "bitrate",
+                {"bitrate": f"{source.video_bitrate_kbps:.0f} kbit/s", "max": f"{cap} kbit/s"},
             )
         )
     return problems
@@ -151,7 +174,7 @@ def choose_mode(
     """Return how to produce a recording of ``source`` for ``selection``."""
     problems = video_problems(source, selection, max_bitrate_kbps)
     audio = audio_plan(source, selection, audio_on)
-    reasons = [problem for problem, _ in problems]
+    reasons = [problem.problem for problem in problems]
     if audio is AudioPlan.SILENT:
         reasons.append("the camera sends no usable audio: adding a silent track")
     elif audio is AudioPlan.ENCODE:

@@ -1,0 +1,90 @@
+"""Repair issues hksv raises: the HAP port is taken, and copy-only recordings that cannot copy.
+
+Every issue is fixable (repairs.py): the port issue moves the accessory to a free port, the
+copy issues switch the camera to Auto. Each copy problem is its own issue with its own
+translation key, so every problem shows, translated, with the measured values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+
+from .const import DOMAIN
+from .recording.mode import VideoProblem
+
+FIX_MOVE_PORT: Final = "move_port"
+FIX_VIDEO_MODE_AUTO: Final = "video_mode_auto"
+# Problem keys of recording/mode.py that have a translated issue ("copy_<key>").
+COPY_PROBLEM_KEYS: Final = (
+    "no_video",
+    "codec",
+    "level",
+    "resolution",
+    "keyframe_interval",
+    "bitrate",
+)
+
+
+def port_issue_id(entry_id: str) -> str:
+    """Return the id of an entry's port-in-use issue."""
+    return f"port_in_use_{entry_id}"
+
+
+def copy_issue_id(entry_id: str, key: str) -> str:
+    """Return the id of an entry's copy-only issue for one problem."""
+    return f"copy_incompatible_{entry_id}_{key}"
+
+
+@callback
+def async_port_in_use(hass: HomeAssistant, entry_id: str, name: str, port: int) -> None:
+    """Raise the fixable port-in-use issue."""
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        port_issue_id(entry_id),
+        is_fixable=True,
+        severity=ir.IssueSeverity.ERROR,
+        translation_key="port_in_use",
+        translation_placeholders={"name": name, "port": str(port)},
+        data={"entry_id": entry_id, "fix": FIX_MOVE_PORT},
+    )
+
+
+@callback
+def async_port_ok(hass: HomeAssistant, entry_id: str) -> None:
+    """Clear the port-in-use issue."""
+    ir.async_delete_issue(hass, DOMAIN, port_issue_id(entry_id))
+
+
+@callback
+def async_copy_problems(
+    hass: HomeAssistant, entry_id: str, name: str, problems: Iterable[VideoProblem]
+) -> None:
+    """Show one issue per copy-only problem and clear the ones that went away."""
+    current = {p.key: p for p in problems if p.key in COPY_PROBLEM_KEYS}
+    for key in COPY_PROBLEM_KEYS:
+        issue_id = copy_issue_id(entry_id, key)
+        problem = current.get(key)
+        if problem is None:
+            ir.async_delete_issue(hass, DOMAIN, issue_id)
+            continue
+        ir.async_create_issue(
+            hass,
+            DOMAIN,
+            issue_id,
+            is_fixable=True,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=f"copy_{key}",
+            translation_placeholders={"name": name, **problem.values},
+            data={"entry_id": entry_id, "fix": FIX_VIDEO_MODE_AUTO},
+        )
+
+
+@callback
+def async_clear_copy_problems(hass: HomeAssistant, entry_id: str) -> None:
+    """Remove every copy-only issue of an entry."""
+    async_copy_problems(hass, entry_id, "", ())
