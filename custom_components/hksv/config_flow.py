@@ -350,6 +350,8 @@ class HksvConfigFlow(ConfigFlow, domain=DOMAIN):
 class HksvOptionsFlow(OptionsFlowWithReload):
     """Per-camera recording options; saving reloads the accessory (pairing kept)."""
 
+    _port_moved = False
+
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Show and store the recording options."""
         errors: dict[str, str] = {}
@@ -363,6 +365,9 @@ class HksvOptionsFlow(OptionsFlowWithReload):
                 # Number selectors hand back floats; store whole kbit/s and seconds.
                 options[OPT_MAX_BITRATE] = int(options[OPT_MAX_BITRATE])
                 options[OPT_PREBUFFER] = int(options[OPT_PREBUFFER])
+                if self._port_moved and options == dict(self.config_entry.options):
+                    # HA reloads only for changed options; a new port needs one too.
+                    self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
                 return self.async_create_entry(data=options)
         current = {
             **DEFAULT_OPTIONS,
@@ -387,6 +392,7 @@ class HksvOptionsFlow(OptionsFlowWithReload):
             return "port_used_by_camera"
         if not await self.hass.async_add_executor_job(_port_is_free, port):
             return "port_in_use"
-        # Saved with the options; the reload that follows listens (and announces) on it.
+        # The reload that follows the options listens (and announces) on it.
         self.hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_PORT: port})
+        self._port_moved = True
         return None
