@@ -9,7 +9,12 @@ from homeassistant.components.binary_sensor import (
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
-from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
+
+# From the package, not binary_sensor.const: that module is newer than HA 2026.3, the oldest
+# supported release, where the class lives in the package itself.
+from homeassistant.components.binary_sensor import (  # type: ignore[attr-defined]  # isort: skip
+    BinarySensorDeviceClass,
+)
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
