@@ -30,9 +30,8 @@ async def test_load_and_unload(
     """The entry loads one device with its entities and unloads cleanly (port released)."""
     bridge = init_integration.runtime_data
     assert init_integration.state is ConfigEntryState.LOADED
-    device = device_registry.async_get_device_by_identifier(
-        (DOMAIN, init_integration.entry_id), init_integration.entry_id
-    )
+    # async_get_device (not ..._by_identifier): it exists on the oldest supported HA too.
+    device = device_registry.async_get_device(identifiers={(DOMAIN, init_integration.entry_id)})
     assert device is not None
     assert device.name == "Front door"
     for entity_id in (
