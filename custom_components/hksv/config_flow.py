@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from homeassistant.components.camera import async_get_stream_source
 from homeassistant.config_entries import (
@@ -277,7 +277,8 @@ class HksvConfigFlow(ConfigFlow, domain=DOMAIN):
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Warn that HomeKit Bridge already shows this camera in the Home app."""
-        assert self._pending is not None
+        if TYPE_CHECKING:
+            assert self._pending is not None
         if user_input is not None:
             return await self._async_create(self._pending)
         camera_id = self._pending[CONF_CAMERA]
