@@ -280,8 +280,6 @@ class VideoEncoder:
         ctx.framerate = Fraction(plan.fps)
         ctx.gop_size = plan.keyint
         ctx.bit_rate = plan.bitrate_kbps * 1000
-        ctx.max_bit_rate = plan.bitrate_kbps * 1000
-        ctx.rc_buffer_size = plan.vbv_buffer_kbits * 1000
         # Frame threads: x264's sliced threads (PyAV's default thread type) ran ~40% slower.
         ctx.thread_type = "FRAME"
         ctx.thread_count = min(_MAX_ENCODER_THREADS, cpu_count() * 3 // 2)
@@ -290,6 +288,9 @@ class VideoEncoder:
             "profile": _X264_PROFILES[target.profile],
             "level": LEVEL_LIMITS[plan.level].name,
             "forced-idr": "1",
+            # VBV cap as codec options: PyAV 16 (HA 2026.3) has no writable max_bit_rate.
+            "maxrate": str(plan.bitrate_kbps * 1000),
+            "bufsize": str(plan.vbv_buffer_kbits * 1000),
             # Keyframes only where we force them (peers.md §3 #8): a GOP of one fragment, no
             # scene cuts. No B-frames: Baseline forbids them, they delay output by the
             # reorder depth and add composition offsets, for little gain at these presets.
@@ -493,7 +494,8 @@ class AudioEncoder:
             # shift every track, so packets move up by the padding and the first padding's
             # worth of timeline is skipped: in sync, and no click (dropping the priming
             # packet instead leaves the decoder without its first overlap).
-            padding = self._encoder.codec_context.initial_padding
+            # PyAV 16 (HA 2026.3) does not expose it; FFmpeg's AAC encoder primes one frame.
+            padding = getattr(self._encoder.codec_context, "initial_padding", AAC_FRAME_SAMPLES)
             if self._fifo.samples < padding and not final:
                 return packets
             if padding:

@@ -31,12 +31,14 @@ from ..const import (
     OPT_VIDEO_MODE,
     VIDEO_MODE_COPY,
 )
+from ..events import async_fire_recording_finished
 from ..hap.recording_config import (
     FRAGMENT_LENGTH_MS,
     SelectedCameraRecordingConfiguration,
     SourceVideo,
 )
 from ..hds import DataSendCloseReason, HDSProtocolError, HDSSendStalledError, RecordingPacket
+from ..issues import async_copy_problems
 from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .gop import Gop, SourceProfile, profile_source
@@ -171,6 +173,7 @@ class RecordingController:
         self._hass = hass
         self._name = name
         self._entry_id = entry_id
+        self._camera_entity_id = camera_entity_id
         self._options = options
         self._on_update = on_update
         self._on_source_profile = on_source_profile
@@ -287,6 +290,13 @@ class RecordingController:
         if reason is not None:
             summary.hub_close_reason = reason.name
         self.last_recording = summary
+        async_fire_recording_finished(
+            self._hass,
+            entry_id=self._entry_id,
+            name=self._name,
+            camera_entity_id=self._camera_entity_id,
+            summary=summary.as_attributes(),
+        )
         _LOGGER.info(
             "%s: recording %s ended (%s, %s): %d fragments, %.1f s, %d bytes",
             self._name,
@@ -591,23 +601,17 @@ class RecordingController:
             await transcoder.close()
 
     def _note_copy_problems(self, decision: ModeDecision) -> None:
-        """Raise (or clear) the repair that explains why copy-only cannot work."""
-        issue_id = f"copy_incompatible_{self._entry_id}"
-        if decision.copy_problems and self._options[OPT_VIDEO_MODE] == VIDEO_MODE_COPY:
-            first = decision.copy_problems[0]
-            problem, fix = first.problem, first.fix
-            _LOGGER.warning("%s: copy-only recording does not fit: %s", self._name, problem)
-            ir.async_create_issue(
-                self._hass,
-                DOMAIN,
-                issue_id,
-                is_fixable=False,
-                severity=ir.IssueSeverity.WARNING,
-                translation_key="copy_incompatible",
-                translation_placeholders={"name": self._name, "problem": problem, "fix": fix},
+        """Raise (or clear) the repairs that explain why copy-only cannot work."""
+        problems = decision.copy_problems
+        if self._options[OPT_VIDEO_MODE] != VIDEO_MODE_COPY:
+            problems = ()
+        if problems:
+            _LOGGER.warning(
+                "%s: copy-only recording does not fit: %s",
+                self._name,
+                "; ".join(p.problem for p in problems),
             )
-        else:
-            ir.async_delete_issue(self._hass, DOMAIN, issue_id)
+        async_copy_problems(self._hass, self._entry_id, self._name, problems)
 
     @callback
     def _on_worker_health(self) -> None:
