@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Generator
 import json
 from pathlib import Path
+import socket
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
-from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntryDisabler
 from homeassistant.const import CONF_NAME
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResultType, InvalidData
+from homeassistant.data_entry_flow import AbortFlow, FlowResultType, InvalidData
 from homeassistant.exceptions import HomeAssistantError
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -287,6 +288,7 @@ async def test_options_form_has_recording_live_and_advanced(
         OPT_LIVE_SLOTS,
         OPT_LIVE_MODE,
         OPT_LIVE_MAX_BITRATE,
+        CONF_PORT,
         SECTION_ADVANCED,
     ]
     assert result["data_schema"].schema[SECTION_ADVANCED].options["collapsed"] is True
@@ -319,3 +321,176 @@ def test_translation_files_are_identical() -> None:
     strings = (INTEGRATION_DIR / "strings.json").read_bytes()
     assert strings == (INTEGRATION_DIR / "translations" / "en.json").read_bytes()
     json.loads(strings)
+
+
+async def test_name_defaults_to_the_camera_name(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock
+) -> None:
+    """Leaving the name empty names the accessory after the camera."""
+    result = await _start(hass)
+    user_input = {k: v for k, v in USER_INPUT.items() if k != CONF_NAME}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == hass.states.get(CAMERA_ID).name == "Front door"
+
+
+@pytest.mark.parametrize(
+    ("field", "entity_id", "attributes", "accepted"),
+    [
+        (CONF_DOORBELL, "binary_sensor.bell_button", {}, True),
+        (CONF_DOORBELL, "binary_sensor.bell_ding", {"device_class": "occupancy"}, True),
+        (CONF_DOORBELL, "event.bell_button", {"device_class": "button"}, True),
+        (CONF_DOORBELL, "sensor.bell", {}, False),
+        (CONF_MOTION, "binary_sensor.garage_door", {"device_class": "door"}, False),
+        (CONF_MOTION, "binary_sensor.hall_presence", {"device_class": "presence"}, True),
+        (CONF_MOTION, "event.hall_motion", {"device_class": "motion"}, True),
+    ],
+)
+async def test_validation_follows_the_selectors(
+    hass: HomeAssistant,
+    mock_setup_entry: AsyncMock,
+    field: str,
+    entity_id: str,
+    attributes: dict[str, str],
+    accepted: bool,
+) -> None:
+    """What the selector offers is accepted and nothing else (same rules for both kinds)."""
+    hass.states.async_set(entity_id, "off", attributes)
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {**USER_INPUT, field: entity_id}
+    )
+    if accepted:
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        assert result["data"][field] == entity_id
+    else:
+        assert result["errors"] == {field: "invalid_entity"}
+
+
+@pytest.mark.parametrize(
+    ("homekit_filter", "warned"),
+    [
+        ({}, True),
+        ({"include_domains": ["camera"]}, True),
+        ({"include_entities": [CAMERA_ID]}, True),
+        ({"include_domains": ["light"]}, False),
+        ({"include_domains": ["camera"], "exclude_entities": [CAMERA_ID]}, False),
+    ],
+)
+async def test_warns_when_homekit_bridge_already_exposes_the_camera(
+    hass: HomeAssistant,
+    mock_setup_entry: AsyncMock,
+    homekit_filter: dict[str, list[str]],
+    warned: bool,
+) -> None:
+    """A camera HomeKit Bridge already shows would appear twice: the flow says so first."""
+    MockConfigEntry(
+        domain="homekit", title="HASS Bridge:21064", options={"filter": homekit_filter}
+    ).add_to_hass(hass)
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    if warned:
+        assert result["type"] is FlowResultType.FORM
+        assert result["step_id"] == "exposed_by_homekit"
+        assert result["description_placeholders"] == {
+            "camera": "Front door",
+            "bridge": "HASS Bridge:21064",
+        }
+        result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_disabled_homekit_bridge_is_ignored(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock
+) -> None:
+    """A disabled HomeKit Bridge exposes nothing."""
+    MockConfigEntry(
+        domain="homekit", options={"filter": {}}, disabled_by=ConfigEntryDisabler.USER
+    ).add_to_hass(hass)
+    result = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_port_taken_by_another_program_is_skipped(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock
+) -> None:
+    """A port some other program listens on is not given to the accessory."""
+    with socket.socket() as blocker:
+        blocker.bind(("", PORT_RANGE_START))
+        blocker.listen()
+        result = await _start(hass)
+        result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert PORT_RANGE_START < result["data"][CONF_PORT] <= PORT_RANGE_END
+
+
+async def test_no_free_port_aborts(hass: HomeAssistant, mock_setup_entry: AsyncMock) -> None:
+    """Every port of the range taken: the flow aborts with a reason, no entry."""
+    result = await _start(hass)
+    with patch("custom_components.hksv.config_flow._port_is_free", return_value=False):
+        result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "no_free_port"
+    assert not hass.config_entries.async_entries(DOMAIN)
+
+
+async def test_reconfigure_onto_an_already_configured_camera_aborts(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock, fake_camera: FakeCamera
+) -> None:
+    """Reconfiguring one entry onto the camera of another is refused; nothing changes."""
+    other = FakeCamera("camera.back_yard", "rtsp://127.0.0.1:1/other")
+    other._attr_unique_id = "back-yard-camera"
+    other._attr_name = "Back yard"
+    await hass.data["camera"].async_add_entities([other])
+    await hass.async_block_till_done()
+    result = await _start(hass)
+    first = (await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT))[
+        "result"
+    ]
+    result = await _start(hass)
+    second = (
+        await hass.config_entries.flow.async_configure(
+            result["flow_id"], {**USER_INPUT, CONF_NAME: "Back", CONF_CAMERA: "camera.back_yard"}
+        )
+    )["result"]
+    result = await _reconfigure(hass, second.entry_id)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {**USER_INPUT, CONF_NAME: "Back"}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert second.data[CONF_CAMERA] == "camera.back_yard"
+    assert first.data[CONF_CAMERA] == CAMERA_ID
+
+
+async def test_abort_during_validation_is_passed_on(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock
+) -> None:
+    """An abort raised while validating ends the flow with its reason, not "unknown"."""
+    result = await _start(hass)
+    with patch(
+        "custom_components.hksv.config_flow._validate_entities",
+        side_effect=AbortFlow("no_free_port"),
+    ):
+        result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "no_free_port"
+
+
+async def test_options_with_the_current_port_keep_it(
+    hass: HomeAssistant, mock_setup_entry: AsyncMock
+) -> None:
+    """The form shows the current port; saving it unchanged moves nothing."""
+    result = await _start(hass)
+    entry = (await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT))[
+        "result"
+    ]
+    port = entry.data[CONF_PORT]
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**DEFAULT_OPTIONS, OPT_AUDIO: False, CONF_PORT: port}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.data[CONF_PORT] == port
+    assert entry.options[OPT_AUDIO] is False

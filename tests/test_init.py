@@ -30,9 +30,12 @@ async def test_load_and_unload(
     """The entry loads one device with its entities and unloads cleanly (port released)."""
     bridge = init_integration.runtime_data
     assert init_integration.state is ConfigEntryState.LOADED
-    device = device_registry.async_get_device_by_identifier(
-        (DOMAIN, init_integration.entry_id), init_integration.entry_id
-    )
+    # Looked up by config entry: the lookup by identifier differs between the oldest and the
+    # newest supported Home Assistant.
+    devices = dr.async_entries_for_config_entry(device_registry, init_integration.entry_id)
+    assert len(devices) == 1
+    device = devices[0]
+    assert (DOMAIN, init_integration.entry_id) in device.identifiers
     assert device is not None
     assert device.name == "Front door"
     for entity_id in (

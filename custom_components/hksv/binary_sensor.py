@@ -9,7 +9,12 @@ from homeassistant.components.binary_sensor import (
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
-from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
+
+# From the package, not binary_sensor.const: that module is newer than HA 2026.3, the oldest
+# supported release, where the class lives in the package itself.
+from homeassistant.components.binary_sensor import (  # type: ignore[attr-defined]  # isort: skip
+    BinarySensorDeviceClass,
+)
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -32,7 +37,8 @@ BINARY_SENSORS: tuple[HksvBinarySensorEntityDescription, ...] = (
     HksvBinarySensorEntityDescription(
         key="paired",
         translation_key="paired",
-        device_class=BinarySensorDeviceClass.CONNECTIVITY,
+        # No device class: connectivity would show Connected/Disconnected, and a pairing is
+        # not a connection (strings.json names the states Paired / Not paired).
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda bridge: bridge.paired,
     ),

@@ -21,7 +21,7 @@ from homeassistant.core import (
     callback,
 )
 from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
-from homeassistant.helpers import instance_id, issue_registry as ir
+from homeassistant.helpers import instance_id
 from homeassistant.helpers.event import async_call_later, async_track_state_change_event
 from homeassistant.helpers.storage import Store
 from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL
@@ -47,8 +47,11 @@ from .const import (
     OPT_LIVE_SLOTS,
     OPT_MAX_RESOLUTION,
     OPT_PREBUFFER,
+    OPT_VIDEO_MODE,
     RESOLUTION_HEIGHT,
+    VIDEO_MODE_COPY,
 )
+from .events import async_fire_doorbell, async_fire_motion
 from .hap.accessory import AccessoryInfo, CameraOwner, HksvCamera, SnapshotUnavailable
 from .hap.camera_state import FACTORY_STATE, CameraState
 from .hap.definitions import FIRMWARE_REVISION
@@ -61,6 +64,7 @@ from .hap.recording_config import (
 )
 from .hap.state_file import StateFileStatus, load_state_file
 from .hds import DataSendCloseReason, DataStreamServer, HDSError, RecordingPacket
+from .issues import async_clear_copy_problems, async_port_in_use, async_port_ok
 from .live.manager import LiveStreamManager
 from .live.policy import LiveModeOption
 from .live.source import LiveFeed
@@ -180,22 +184,16 @@ class CameraBridge(CameraOwner):
             await driver.async_start()
         except OSError as err:
             await self.data_stream.async_stop()
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                f"port_in_use_{self.entry.entry_id}",
-                is_fixable=False,
-                severity=ir.IssueSeverity.ERROR,
-                translation_key="port_in_use",
-                translation_placeholders={"name": self.name, "port": str(self.port)},
-            )
+            async_port_in_use(self.hass, self.entry.entry_id, self.name, self.port)
             raise ConfigEntryNotReady(
                 translation_domain=DOMAIN,
                 translation_key="port_in_use",
                 translation_placeholders={"port": str(self.port)},
             ) from err
         self._driver_started = True
-        ir.async_delete_issue(self.hass, DOMAIN, f"port_in_use_{self.entry.entry_id}")
+        async_port_ok(self.hass, self.entry.entry_id)
+        if self.options[OPT_VIDEO_MODE] != VIDEO_MODE_COPY:
+            async_clear_copy_problems(self.hass, self.entry.entry_id)
         if store_was_readable:
             # Written world-readable by an older version (and the code was a sensor state,
             # so it is in the recorder too): an unpaired camera gets a new code, and the
@@ -231,7 +229,9 @@ class CameraBridge(CameraOwner):
                 continue
             return server
         raise ConfigEntryNotReady(
-            translation_domain=DOMAIN, translation_key="data_stream_unavailable"
+            translation_domain=DOMAIN,
+            translation_key="data_stream_unavailable",
+            translation_placeholders={"address": address or "::, 0.0.0.0"},
         )
 
     def _create_live(
@@ -596,6 +596,13 @@ class CameraBridge(CameraOwner):
             pressed = _is_new_event(event)
         if pressed and self.accessory is not None:
             self.accessory.ring()
+            async_fire_doorbell(
+                self.hass,
+                entry_id=self.entry.entry_id,
+                name=self.name,
+                camera_entity_id=self.camera_entity_id,
+                paired=self.paired,
+            )
             self._pulse_motion()
 
     def _pulse_motion(self) -> None:
@@ -618,6 +625,14 @@ class CameraBridge(CameraOwner):
         detected = self._motion_from_source or self._event_motion_until is not None
         if detected != self.accessory.motion_detected:
             self.accessory.set_motion(detected)
+            async_fire_motion(
+                self.hass,
+                entry_id=self.entry.entry_id,
+                name=self.name,
+                camera_entity_id=self.camera_entity_id,
+                detected=detected,
+                paired=self.paired,
+            )
             self._async_notify_listeners()
 
     @callback

@@ -10,8 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from homeassistant.const import STATE_UNAVAILABLE
-from homeassistant.core import CALLBACK_TYPE, Event, EventStateChangedData, HomeAssistant, callback
+from homeassistant.core import (
+    CALLBACK_TYPE,
+    CoreState,
+    Event,
+    EventStateChangedData,
+    HomeAssistant,
+    callback,
+)
 from homeassistant.helpers.event import async_track_state_change_event
+from homeassistant.helpers.start import async_at_started
 
 from .const import LOGGER
 
@@ -44,10 +52,21 @@ class CameraHealth:
     @callback
     def async_start(self) -> CALLBACK_TYPE:
         """Follow the camera entity; return the unsubscribe callback."""
-        unsubscribe = async_track_state_change_event(
-            self._hass, [self._camera_entity_id], self._async_camera_changed
-        )
+        unsubscribers = [
+            async_track_state_change_event(
+                self._hass, [self._camera_entity_id], self._async_camera_changed
+            ),
+            # While Home Assistant starts, the camera's integration may simply not be loaded
+            # yet: a missing entity counts only once startup is over.
+            async_at_started(self._hass, lambda _hass: self.async_check()),
+        ]
         self.async_check()
+
+        @callback
+        def unsubscribe() -> None:
+            for unsub in unsubscribers:
+                unsub()
+
         return unsubscribe
 
     @callback
@@ -59,6 +78,8 @@ class CameraHealth:
     def async_check(self) -> None:
         """Work out the current problem; log and notify only when it comes or goes."""
         state = self._hass.states.get(self._camera_entity_id)
+        if state is None and self._hass.state is not CoreState.running:
+            return
         if state is None:
             problem: str | None = f"camera {self._camera_entity_id} does not exist"
         elif state.state == STATE_UNAVAILABLE:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from homeassistant.components import network
 from homeassistant.components.camera import async_get_stream_source
@@ -19,6 +19,15 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.data_entry_flow import AbortFlow, section
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.entityfilter import (
+    CONF_EXCLUDE_DOMAINS,
+    CONF_EXCLUDE_ENTITIES,
+    CONF_EXCLUDE_ENTITY_GLOBS,
+    CONF_INCLUDE_DOMAINS,
+    CONF_INCLUDE_ENTITIES,
+    CONF_INCLUDE_ENTITY_GLOBS,
+    convert_filter,
+)
 from homeassistant.helpers.selector import (
     BooleanSelector,
     EntitySelector,
@@ -71,21 +80,21 @@ STREAM_SOURCE_TIMEOUT: Final = 10.0
 SECTION_ADVANCED: Final = "advanced"
 
 CAMERA_SELECTOR: Final = EntitySelector(EntitySelectorConfig(filter=[{"domain": "camera"}]))
-MOTION_SELECTOR: Final = EntitySelector(
-    EntitySelectorConfig(
-        filter=[
-            {"domain": "binary_sensor", "device_class": list(MOTION_DEVICE_CLASSES)},
-            {"domain": "event"},
-        ]
-    )
-)
-DOORBELL_SELECTOR: Final = EntitySelector(
-    EntitySelectorConfig(
-        filter=[{"domain": "event", "device_class": "doorbell"}, {"domain": "binary_sensor"}]
-    )
+# The same rules for both kinds: any event entity (a doorbell's, or a button's) and any
+# binary sensor that turns on while pressed; binary sensors have no doorbell device class.
+DOORBELL_FILTERS: Final[Any] = [{"domain": "event"}, {"domain": "binary_sensor"}]
+DOORBELL_SELECTOR: Final = EntitySelector(EntitySelectorConfig(filter=DOORBELL_FILTERS))
+MOTION_FILTERS: Final[Any] = [
+    {"domain": "binary_sensor", "device_class": list(MOTION_DEVICE_CLASSES)},
+    {"domain": "event"},
+]
+MOTION_SELECTOR: Final = EntitySelector(EntitySelectorConfig(filter=MOTION_FILTERS))
+PORT_SELECTOR: Final = NumberSelector(
+    NumberSelectorConfig(min=1024, max=65535, step=1, mode=NumberSelectorMode.BOX)
 )
 # Since HA 2026.6 `voluptuous` is probatio at runtime; schemas are typed loosely (Any) so the
 # same code type-checks against either package.
+EMPTY_SCHEMA: Final[Any] = vol.Schema({})
 OPTIONS_SCHEMA: Final[Any] = vol.Schema(
     {
         vol.Required(OPT_MAX_RESOLUTION): SelectSelector(
@@ -153,7 +162,9 @@ def _entities_schema(defaults: dict[str, Any]) -> Any:
     doorbell = defaults.get(CONF_DOORBELL)
     return vol.Schema(
         {
-            vol.Required(CONF_NAME, default=defaults.get(CONF_NAME, "")): TextSelector(),
+            vol.Optional(
+                CONF_NAME, description={"suggested_value": defaults.get(CONF_NAME)}
+            ): TextSelector(),
             vol.Required(CONF_CAMERA, default=defaults.get(CONF_CAMERA, vol.UNDEFINED)): (
                 CAMERA_SELECTOR
             ),
@@ -218,16 +229,53 @@ async def _validate_entities(hass: HomeAssistant, data: dict[str, Any]) -> None:
         raise NoStreamSource from err
     if not source:
         raise NoStreamSource
-    for field in (CONF_MOTION, CONF_DOORBELL):
+    for field, filters in ((CONF_MOTION, MOTION_FILTERS), (CONF_DOORBELL, DOORBELL_FILTERS)):
         entity_id = data.get(field)
         if entity_id is None and field == CONF_DOORBELL:
             continue
-        if (
-            not isinstance(entity_id, str)
-            or entity_id.split(".")[0] not in ("binary_sensor", "event")
-            or hass.states.get(entity_id) is None
-        ):
+        if not isinstance(entity_id, str) or not _matches(hass, entity_id, filters):
             raise InvalidEntity(field)
+
+
+def _matches(hass: HomeAssistant, entity_id: str, filters: list[dict[str, Any]]) -> bool:
+    """Return True if the entity exists and passes one of the selector's filters."""
+    state = hass.states.get(entity_id)
+    if state is None:
+        return False
+    device_class = state.attributes.get("device_class")
+    return any(
+        state.domain == rule["domain"]
+        and ("device_class" not in rule or device_class in rule["device_class"])
+        for rule in filters
+    )
+
+
+def _camera_name(hass: HomeAssistant, camera_id: str) -> str:
+    """Return the camera's friendly name (the accessory's default name)."""
+    state = hass.states.get(camera_id)
+    return state.name if state is not None else camera_id
+
+
+def _homekit_bridge_exposing(hass: HomeAssistant, camera_id: str) -> str | None:
+    """Return the title of a HomeKit Bridge entry that already exposes the camera, if any."""
+    for entry in hass.config_entries.async_entries("homekit"):
+        if entry.disabled_by is not None:
+            continue
+        options = entry.options.get("filter") or {}
+        entity_filter = convert_filter(
+            {
+                CONF_INCLUDE_DOMAINS: options.get(CONF_INCLUDE_DOMAINS, []),
+                CONF_INCLUDE_ENTITIES: options.get(CONF_INCLUDE_ENTITIES, []),
+                CONF_EXCLUDE_DOMAINS: options.get(CONF_EXCLUDE_DOMAINS, []),
+                CONF_EXCLUDE_ENTITIES: options.get(CONF_EXCLUDE_ENTITIES, []),
+                CONF_INCLUDE_ENTITY_GLOBS: [],
+                CONF_EXCLUDE_ENTITY_GLOBS: [],
+            }
+        )
+        # An empty filter means HomeKit Bridge exposes every supported entity.
+        if entity_filter.empty_filter or entity_filter(camera_id):
+            return entry.title
+    return None
 
 
 def _camera_unique_id(hass: HomeAssistant, camera_id: str) -> str:
@@ -247,9 +295,10 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-async def _async_find_port(hass: HomeAssistant) -> int:
-    """Return the first free port of hksv's range not used by another entry."""
+async def async_find_port(hass: HomeAssistant, also_skip: set[int] | None = None) -> int:
+    """Return the first free port of hksv's range not used by an entry (nor in also_skip)."""
     used = {e.data.get(CONF_PORT) for e in hass.config_entries.async_entries(DOMAIN)}
+    used |= also_skip or set()
     for port in range(PORT_RANGE_START, PORT_RANGE_END + 1):
         if port not in used and await hass.async_add_executor_job(_port_is_free, port):
             return port
@@ -261,6 +310,8 @@ class HksvConfigFlow(ConfigFlow, domain=DOMAIN):
 
     VERSION = 1
 
+    _pending: dict[str, Any] | None = None
+
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Pick the camera, motion source, optional doorbell and a name."""
         errors: dict[str, str] = {}
@@ -271,14 +322,38 @@ class HksvConfigFlow(ConfigFlow, domain=DOMAIN):
                     _camera_unique_id(self.hass, user_input[CONF_CAMERA])
                 )
                 self._abort_if_unique_id_configured()
-                data = {k: v for k, v in user_input.items() if k != CONF_NAME}
-                data[CONF_PORT] = await _async_find_port(self.hass)
-                return self.async_create_entry(
-                    title=user_input[CONF_NAME], data=data, options=dict(DEFAULT_OPTIONS)
-                )
+                self._pending = user_input
+                if _homekit_bridge_exposing(self.hass, user_input[CONF_CAMERA]):
+                    return await self.async_step_exposed_by_homekit()
+                return await self._async_create(user_input)
         return self.async_show_form(
             step_id="user", data_schema=_entities_schema(user_input or {}), errors=errors
         )
+
+    async def async_step_exposed_by_homekit(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Warn that HomeKit Bridge already shows this camera in the Home app."""
+        if TYPE_CHECKING:
+            assert self._pending is not None
+        if user_input is not None:
+            return await self._async_create(self._pending)
+        camera_id = self._pending[CONF_CAMERA]
+        return self.async_show_form(
+            step_id="exposed_by_homekit",
+            data_schema=EMPTY_SCHEMA,
+            description_placeholders={
+                "camera": _camera_name(self.hass, camera_id),
+                "bridge": _homekit_bridge_exposing(self.hass, camera_id) or "HomeKit Bridge",
+            },
+        )
+
+    async def _async_create(self, user_input: dict[str, Any]) -> ConfigFlowResult:
+        """Create the entry on a free port; the name defaults to the camera's."""
+        data = {k: v for k, v in user_input.items() if k != CONF_NAME}
+        data[CONF_PORT] = await async_find_port(self.hass)
+        title = user_input.get(CONF_NAME) or _camera_name(self.hass, user_input[CONF_CAMERA])
+        return self.async_create_entry(title=title, data=data, options=dict(DEFAULT_OPTIONS))
 
     async def async_step_reconfigure(
         self, user_input: dict[str, Any] | None = None
@@ -295,8 +370,11 @@ class HksvConfigFlow(ConfigFlow, domain=DOMAIN):
                     self._abort_if_unique_id_configured()
                 data = {k: v for k, v in user_input.items() if k != CONF_NAME}
                 data[CONF_PORT] = entry.data[CONF_PORT]
+                title = user_input.get(CONF_NAME) or _camera_name(
+                    self.hass, user_input[CONF_CAMERA]
+                )
                 return self.async_update_reload_and_abort(
-                    entry, unique_id=unique_id, title=user_input[CONF_NAME], data=data
+                    entry, unique_id=unique_id, title=title, data=data
                 )
         defaults = {**entry.data, CONF_NAME: entry.title, **(user_input or {})}
         return self.async_show_form(
@@ -330,31 +408,65 @@ class HksvConfigFlow(ConfigFlow, domain=DOMAIN):
 class HksvOptionsFlow(OptionsFlowWithReload):
     """Per-camera recording options; saving reloads the accessory (pairing kept)."""
 
+    _port_moved = False
+
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Show and store the recording options."""
+        errors: dict[str, str] = {}
         if user_input is not None:
-            options = {**DEFAULT_OPTIONS, **user_input}
-            # Number selectors hand back floats; store whole kbit/s and seconds.
-            options[OPT_MAX_BITRATE] = int(options[OPT_MAX_BITRATE])
-            options[OPT_PREBUFFER] = int(options[OPT_PREBUFFER])
-            for live_number in (OPT_LIVE_SLOTS, OPT_LIVE_MAX_BITRATE):
-                options[live_number] = int(options[live_number])
-            advanced = options.pop(SECTION_ADVANCED, None)
-            if advanced is not None:
-                options.update(advanced)
-            elif CONF_ADDRESS in self.config_entry.options:
-                options[CONF_ADDRESS] = self.config_entry.options[CONF_ADDRESS]
-            return self.async_create_entry(data=options)
-        current = {**DEFAULT_OPTIONS, **self.config_entry.options}
+            user_input = dict(user_input)
+            port = user_input.pop(CONF_PORT, None)
+            if port is not None and (error := await self._async_move_port(int(port))):
+                errors[CONF_PORT] = error
+            else:
+                options = {**DEFAULT_OPTIONS, **user_input}
+                # Number selectors hand back floats; store whole kbit/s and seconds.
+                options[OPT_MAX_BITRATE] = int(options[OPT_MAX_BITRATE])
+                options[OPT_PREBUFFER] = int(options[OPT_PREBUFFER])
+                for live_number in (OPT_LIVE_SLOTS, OPT_LIVE_MAX_BITRATE):
+                    options[live_number] = int(options[live_number])
+                advanced = options.pop(SECTION_ADVANCED, None)
+                if advanced is not None:
+                    options.update(advanced)
+                elif CONF_ADDRESS in self.config_entry.options:
+                    options[CONF_ADDRESS] = self.config_entry.options[CONF_ADDRESS]
+                if self._port_moved and options == dict(self.config_entry.options):
+                    # HA reloads only for changed options; a new port needs one too.
+                    self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
+                return self.async_create_entry(data=options)
+        current = {
+            **DEFAULT_OPTIONS,
+            **self.config_entry.options,
+            CONF_PORT: self.config_entry.data[CONF_PORT],
+            **(user_input or {}),
+        }
         address = current.pop(CONF_ADDRESS, None) or ADDRESS_ALL
+        current.pop(SECTION_ADVANCED, None)
         schema = OPTIONS_SCHEMA.extend(
             {
+                vol.Optional(CONF_PORT): PORT_SELECTOR,
                 vol.Optional(SECTION_ADVANCED): section(
                     await _async_address_schema(self.hass, address), {"collapsed": True}
-                )
+                ),
             }
         )
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(schema, current),
+            errors=errors,
         )
+
+    async def _async_move_port(self, port: int) -> str | None:
+        """Give the accessory another HAP port (pairings stay); return an error key or None."""
+        entry = self.config_entry
+        if port == entry.data[CONF_PORT]:
+            return None
+        others = self.hass.config_entries.async_entries(DOMAIN)
+        if any(e.data.get(CONF_PORT) == port for e in others if e.entry_id != entry.entry_id):
+            return "port_used_by_camera"
+        if not await self.hass.async_add_executor_job(_port_is_free, port):
+            return "port_in_use"
+        # The reload that follows the options listens (and announces) on it.
+        self.hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_PORT: port})
+        self._port_moved = True
+        return None

@@ -2,10 +2,11 @@
 
 Run with the system Python that has GStreamer's RTSP server (python3-gi, GstRtspServer):
 
-    /usr/bin/python3 tests/e2e/rtsp_server.py FEED_PORT RTSP_PORT
+    /usr/bin/python3 tests/e2e/rtsp_server.py FEED_PORT [RTSP_PORT]
 
 It reads the MPEG-TS feed at tcp://127.0.0.1:FEED_PORT (a ``LiveFeedSource``), keeps its
-H.264 as access units, and serves it at rtsp://127.0.0.1:RTSP_PORT/live. Like a camera:
+H.264 as access units, and serves it at rtsp://127.0.0.1:RTSP_PORT/live (RTSP_PORT 0 or
+left out: any free port). Like a camera:
 
 - the feed runs whether or not anyone watches, and a client gets it from the next access
   unit on, usually mid-GOP (nothing waits for a keyframe);
@@ -13,7 +14,7 @@ H.264 as access units, and serves it at rtsp://127.0.0.1:RTSP_PORT/live. Like a 
   before every IDR;
 - every client shares one media (one pipeline), as a camera shares one encoder.
 
-"READY" is printed once the first SPS/PPS has been seen and the server listens, so a
+"READY <port>" is printed once the first SPS/PPS has been seen and the server listens, so a
 restarted server behaves like a rebooting camera (connection refused, then a live stream).
 Video only: tests needing audio use ``LiveFeedSource`` directly.
 """
@@ -27,9 +28,13 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 MEDIA = (
-    "( appsrc name=video is-live=true format=time max-buffers=2 leaky-type=downstream "
+    "( appsrc name=video is-live=true format=time max-buffers=50 leaky-type=downstream "
     "! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
 )
+
+
+# Frames leave this long after they arrive from the feed: more than the feed's jitter.
+SEND_DELAY_NS = 300_000_000
 
 
 class LiveCamera:
@@ -73,10 +78,12 @@ class LiveCamera:
                 continue  # not playing yet: a live camera does not queue for later
             offset = known_offset
             if offset is None:
-                # The feed's timeline, moved to start at this pipeline's "now": frame spacing
-                # stays the encoder's, not the arrival jitter of the TCP feed.
+                # The feed's timeline, moved to start a little after this pipeline's "now":
+                # the sinks then send each frame on the encoder's schedule, not with the
+                # arrival jitter of the TCP feed (clients that time packets by arrival, such
+                # as ffmpeg with use_wallclock_as_timestamps, see a steady frame rate).
                 now = clock.get_time() - source.get_base_time()
-                offset = self.sources[source] = now - feed_buffer.pts
+                offset = self.sources[source] = now + SEND_DELAY_NS - feed_buffer.pts
             buffer = feed_buffer.copy()
             buffer.pts = buffer.dts = feed_buffer.pts + offset
             source.emit("push-buffer", buffer)
@@ -86,7 +93,7 @@ class LiveCamera:
         if not self.listening:
             self.listening = True
             self.server.attach(None)
-            print("READY", flush=True)
+            print(f"READY {self.server.get_bound_port()}", flush=True)
         return False
 
     def _on_media(self, _factory: object, media: GstRtspServer.RTSPMedia) -> None:
@@ -102,7 +109,7 @@ class LiveCamera:
 
 def main() -> None:
     Gst.init(None)
-    camera = LiveCamera(int(sys.argv[1]), int(sys.argv[2]))
+    camera = LiveCamera(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     camera.producer.set_state(Gst.State.PLAYING)
     GLib.MainLoop().run()
 

@@ -4,7 +4,9 @@
 it, ``rtsp_server.py`` under the system Python that has GStreamer's RTSP server. Clients of
 rtsp://127.0.0.1:port/live share one media and join it mid-GOP, as with a real camera.
 ``restart()`` is a camera reboot: the server process goes away and comes back on the same
-port once the feed's next SPS/PPS arrive.
+port once the feed's next SPS/PPS arrive. The first start takes any free port (the server
+binds only after the feed's first keyframe, up to a GOP later: a port picked in advance
+could be taken meanwhile by another test process).
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ READY_TIMEOUT = 60.0
 class RtspSource:
     """Serve ``clip`` (H.264 MPEG-TS) as a live RTSP camera on 127.0.0.1:port."""
 
-    def __init__(self, clip: Path, port: int) -> None:
+    def __init__(self, clip: Path) -> None:
         """Prepare; nothing runs before ``start``."""
-        self.port = port
-        self.url = f"rtsp://127.0.0.1:{port}/live"
+        self.port = 0
         self.feed = LiveFeedSource(clip, free_port())
         self.starts = 0
         self._server: asyncio.subprocess.Process | None = None
@@ -46,8 +47,15 @@ class RtspSource:
         assert self._server.stdout is not None
         async with asyncio.timeout(READY_TIMEOUT):
             line = await self._server.stdout.readline()
-        assert line.strip() == b"READY", line
+        ready, _, port = line.decode().partition(" ")
+        assert ready == "READY", line
+        self.port = int(port)
         self.starts += 1
+
+    @property
+    def url(self) -> str:
+        """Return the camera's RTSP URL (known once started)."""
+        return f"rtsp://127.0.0.1:{self.port}/live"
 
     async def restart(self) -> None:
         """Reboot the camera: every client drops; the server is back after the next SPS."""

@@ -24,10 +24,16 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_fire_time_changed,
+)
 
 from custom_components.hksv.const import OPT_VIDEO_MODE
+from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 from custom_components.hksv.hap.recording_config import H264_LEVEL_IDC, H264Profile
+from custom_components.hksv.issues import copy_issue_id
 from custom_components.hksv.recording.fmp4 import (
     InitSegment,
     build_fragment,
@@ -35,6 +41,7 @@ from custom_components.hksv.recording.fmp4 import (
     parse_fragments,
     parse_init,
 )
+from custom_components.hksv.recording.mode import ReasonCode
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, FakeCamera, free_port
 from tests.e2e.source import PacedSource
@@ -351,6 +358,7 @@ async def test_copy_only_raises_a_repair(
 ) -> None:
     """Copy-only with an 8 s GOP camera: the clip is copied and a repair says what to fix."""
     bridge = init_integration.runtime_data
+    finished = async_capture_events(hass, EVENT_RECORDING_FINISHED)
     await _wait_for_prebuffer(bridge, 8)
     hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
     client = await home_hub.open_data_stream()
@@ -359,12 +367,19 @@ async def test_copy_only_raises_a_repair(
     await client.wait_until(lambda: len(client.recordings[1].complete_packets) >= 2)
     client.close_stream(1, 0)
     await client.close()
-    issue_id = f"copy_incompatible_{init_integration.entry_id}"
+    issue_id = copy_issue_id(init_integration.entry_id, ReasonCode.KEYFRAME_INTERVAL)
     issue = ir.async_get(hass).async_get_issue("hksv", issue_id)
-    assert issue is not None
-    assert "keyframe interval" in issue.translation_placeholders["problem"]
-    assert "4 s" in issue.translation_placeholders["fix"]
+    assert issue is not None and issue.is_fixable
+    assert issue.translation_key == "copy_keyframe_interval"
+    assert issue.translation_placeholders["interval"] == "8 s"
+    assert issue.translation_placeholders["fragment"] == "4 s"
     assert bridge.recorder.last_recording.mode == "copy"
+    async with asyncio.timeout(30):
+        while not finished:
+            await asyncio.sleep(0.05)
+    assert finished[0].data["mode"] == "copy"
+    assert finished[0].data["duration"] >= 4.0
+    assert finished[0].data["outcome"] == "completed"
     hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
 
 

@@ -86,7 +86,11 @@ async def live_feed(
     assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
     kind = LiveFeedSource if spec.first_gop_seconds is None else PacedSource
     source = kind(fault_clips[spec], free_port())
-    await source.start()
+    try:
+        await source.start()
+    except BaseException:
+        await source.stop()  # start() may fail after launching ffmpeg (port taken meanwhile)
+        raise
     with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
         yield source
     await source.stop()

@@ -86,11 +86,9 @@ async def camera_feed(
     spec = LONG_GOP_CLIP if scenario.during == "probe" else CLIP
     clip = await hass.async_add_executor_job(write_clip, tmp_path / "clip.ts", spec)
     assert await async_setup_component(hass, "stream", {})
-    source: LiveFeedSource | RtspSource
-    if scenario.source == "rtsp":
-        source = RtspSource(clip, free_port())
-    else:
-        source = LiveFeedSource(clip, free_port())
+    source: LiveFeedSource | RtspSource = (
+        RtspSource(clip) if scenario.source == "rtsp" else LiveFeedSource(clip, free_port())
+    )
     await source.start()
     with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
         yield source

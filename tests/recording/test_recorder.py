@@ -19,7 +19,7 @@ import pytest
 from custom_components.hksv.const import DEFAULT_OPTIONS
 from custom_components.hksv.hap.recording_config import SourceVideo, build_offer, parse_selection
 from custom_components.hksv.hds import DataSendCloseReason, HDSProtocolError, RecordingPacket
-from custom_components.hksv.recording import recorder as recorder_module
+from custom_components.hksv.recording import feed as feed_module, recorder as recorder_module
 from custom_components.hksv.recording.fmp4 import iter_boxes, parse_fragments, parse_init
 from custom_components.hksv.recording.gop import Gop
 from custom_components.hksv.recording.prebuffer import LiveView
@@ -40,8 +40,14 @@ class StandInPrebuffer:
         self.gops = tuple(history)
         self.running = True
         self.keep_seconds = 8.0
+        self.worker_error: str | None = None
         self._on_gop: Callable[[Gop], None] | None = None
         self.pending: Gop | None = None  # the GOP in progress
+
+    @property
+    def has_keyframe(self) -> bool:
+        """Return True if a recording can start now."""
+        return bool(self.gops)
 
     def open_live(self, on_gop: Any = None, on_part: Any = None) -> LiveView:
         """Snapshot and follow new GOPs."""
@@ -194,7 +200,7 @@ async def test_video_format_change_ends_a_copied_clip(
 
 def test_an_overflowing_feed_frees_its_media_at_once() -> None:
     """Past its bound a feed drops what it holds and ends the clip at the next read."""
-    feed: recorder_module._LiveFeed[int] = recorder_module._LiveFeed(3)
+    feed: feed_module.LiveFeed[int] = feed_module.LiveFeed(3)
     for item in range(10):
         feed.put(item)
     assert feed.overflowed

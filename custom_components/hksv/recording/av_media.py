@@ -280,8 +280,6 @@ class VideoEncoder:
         ctx.framerate = Fraction(plan.fps)
         ctx.gop_size = plan.keyint
         ctx.bit_rate = plan.bitrate_kbps * 1000
-        ctx.max_bit_rate = plan.bitrate_kbps * 1000
-        ctx.rc_buffer_size = plan.vbv_buffer_kbits * 1000
         # Frame threads: x264's sliced threads (PyAV's default thread type) ran ~40% slower.
         ctx.thread_type = "FRAME"
         ctx.thread_count = min(_MAX_ENCODER_THREADS, cpu_count() * 3 // 2)
@@ -290,6 +288,9 @@ class VideoEncoder:
             "profile": _X264_PROFILES[target.profile],
             "level": LEVEL_LIMITS[plan.level].name,
             "forced-idr": "1",
+            # VBV cap as codec options: PyAV 16 (HA 2026.3) has no writable max_bit_rate.
+            "maxrate": str(plan.bitrate_kbps * 1000),
+            "bufsize": str(plan.vbv_buffer_kbits * 1000),
             # Keyframes only where we force them (peers.md §3 #8): a GOP of one fragment, no
             # scene cuts. No B-frames: Baseline forbids them, they delay output by the
             # reorder depth and add composition offsets, for little gain at these presets.
@@ -360,22 +361,19 @@ class VideoEncoder:
 
 
 def _with_bars(picture: VideoFrame, x: int, y: int, width: int, height: int) -> VideoFrame:
-    """Return a ``width``x``height`` black yuv420p frame with ``picture`` placed at (x, y)."""
-    pw, ph = picture.width, picture.height
-    source = picture.to_ndarray().reshape(-1)  # the Y, U and V planes, each packed
-    luma, chroma = pw * ph, (pw // 2) * (ph // 2)
-    out = np.empty(width * height * 3 // 2, np.uint8)
-    out_luma, out_chroma = width * height, (width // 2) * (height // 2)
-    out[:out_luma] = 16  # limited-range black
-    out[out_luma:] = 128
-    out[:out_luma].reshape(height, width)[y : y + ph, x : x + pw] = source[:luma].reshape(ph, pw)
-    for index in range(2):
-        start, out_start = luma + index * chroma, out_luma + index * out_chroma
-        plane = out[out_start : out_start + out_chroma].reshape(height // 2, width // 2)
-        plane[y // 2 : y // 2 + ph // 2, x // 2 : x // 2 + pw // 2] = source[
-            start : start + chroma
-        ].reshape(ph // 2, pw // 2)
-    return VideoFrame.from_ndarray(out.reshape(-1, width), format="yuv420p")
+    """Return a ``width``x``height`` black yuv420p frame with ``picture`` placed at (x, y).
+
+    Written through views of the frames' own planes: one fill and one copy per plane.
+    """
+    out = VideoFrame(width, height, "yuv420p")
+    for index, (plane, source) in enumerate(zip(out.planes, picture.planes, strict=True)):
+        shift = 0 if index == 0 else 1  # chroma planes are half size
+        dst = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        src = np.frombuffer(source, np.uint8).reshape(source.height, source.line_size)
+        dst.fill(16 if index == 0 else 128)  # limited-range black
+        left, top = x >> shift, y >> shift
+        dst[top : top + source.height, left : left + source.width] = src[:, : source.width]
+    return out
 
 
 class AudioEncoder:
@@ -496,7 +494,8 @@ class AudioEncoder:
             # shift every track, so packets move up by the padding and the first padding's
             # worth of timeline is skipped: in sync, and no click (dropping the priming
             # packet instead leaves the decoder without its first overlap).
-            padding = self._encoder.codec_context.initial_padding
+            # PyAV 16 (HA 2026.3) does not expose it; FFmpeg's AAC encoder primes one frame.
+            padding = getattr(self._encoder.codec_context, "initial_padding", AAC_FRAME_SAMPLES)
             if self._fifo.samples < padding and not final:
                 return packets
             if padding:

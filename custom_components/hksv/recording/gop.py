@@ -140,6 +140,10 @@ class GopAssembler:
             self._drop_orphan_audio(state)
         return done
 
+    def has_pending(self) -> bool:
+        """Return True if a GOP is in progress (its keyframe has arrived)."""
+        return self._state is not None and bool(self._state.video)
+
     def pending(self) -> Gop | None:
         """Return a copy of the GOP in progress so far (for a consumer that goes on with parts)."""
         state = self._state

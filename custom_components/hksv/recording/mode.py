@@ -46,6 +46,8 @@ class ReasonCode(StrEnum):
     ASPECT_RATIO = "aspect_ratio"
     KEYFRAME_INTERVAL = "keyframe_interval"
     KEYFRAME_IRREGULAR = "keyframe_irregular"
+    # No complete keyframe interval yet: its own code, as it has none of the measured values.
+    KEYFRAME_UNMEASURED = "keyframe_unmeasured"
     BITRATE = "bitrate"
     AUDIO_MISSING = "audio_missing"
     AUDIO_FORMAT = "audio_format"
@@ -175,7 +177,7 @@ def video_problems(
     if not interval:
         problems.append(
             _reason(
-                ReasonCode.KEYFRAME_IRREGULAR,
+                ReasonCode.KEYFRAME_UNMEASURED,
                 f"no complete keyframe interval was measured yet; it must divide {fragment}",
                 fix,
                 fragment=fragment,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 import logging
@@ -47,6 +48,16 @@ WATCHDOG_INTERVAL_SECONDS: Final = 15
 MAX_BUFFER_BYTES: Final = 64 * 1024 * 1024
 # Segments whose parts we may still be receiving (LL-HLS delivers parts of the newest one).
 _OPEN_SEGMENTS: Final = 4
+# HA's worker logs its failures (and nothing else tells us): "Error from stream worker: …".
+_WORKER_ERROR_PREFIX: Final = "Error from stream worker: "
+# The worker's error when the source's first keyframe reached the muxer without a picture size:
+# ffmpeg's probe (about 5 s by default) ended before the first SPS, as with an MPEG-TS/HTTP
+# source of long GOPs joined mid-GOP (docs/home-assistant.md §1.1).
+_NO_PARAMETERS_ERROR: Final = "Error muxing first keyframe"
+# Probe long enough for a keyframe of any usual GOP (20 s) and its bytes (32 MB): used only
+# after that error, on the worker's next retry. Home Assistant's stream options cannot set
+# these; the worker passes Stream.pyav_options to av.open as they are.
+LONG_PROBE_OPTIONS: Final = {"analyzeduration": "20000000", "probesize": "33554432"}
 
 type GopListener = Callable[[Gop], None]
 type PartListener = Callable[[bytes, bytes, int], None]  # (init, moof+mdat, epoch)
@@ -120,6 +131,26 @@ class HksvStreamOutput(StreamOutput):
 PROVIDERS.register(PROVIDER_NAME)(HksvStreamOutput)
 
 
+class _WorkerErrorHandler(logging.Handler):
+    """Pass the stream worker's logged errors (worker thread) to the event loop."""
+
+    def __init__(self, hass: HomeAssistant, on_error: Callable[[str], None]) -> None:
+        super().__init__(logging.ERROR)
+        self._loop = hass.loop
+        self._on_error = on_error
+
+    @override
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith(_WORKER_ERROR_PREFIX):
+            return
+        # RuntimeError: the loop is closed, Home Assistant has stopped.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(
+                self._on_error, message.removeprefix(_WORKER_ERROR_PREFIX)
+            )
+
+
 class Prebuffer:
     """Keep the last ``keep_seconds`` of the camera as complete GOPs, bounded by duration."""
 
@@ -145,9 +176,16 @@ class Prebuffer:
         # add our provider to a Stream whose finishing worker then removes it again.
         self._lock = asyncio.Lock()
         self._closed = False
+        self._error_handler: tuple[logging.Logger, _WorkerErrorHandler] | None = None
         self.running = False
         # Consumers other than recording (live view) that need the stream running.
         self._holders: set[str] = set()
+        # The worker's last error since video last arrived (None while video flows).
+        self.worker_error: str | None = None
+        self.worker_errors = 0
+        self.long_probe = False  # LONG_PROBE_OPTIONS were applied to the camera's Stream
+        # Called when worker_error changes (an error, or video flowing again).
+        self.on_worker_health: Callable[[], None] | None = None
         self.parts_received = 0
         self.stream_restarts = 0  # new epochs: worker restarts and new Stream objects
         self.reattachments = 0  # the watchdog found our provider gone and added it again
@@ -226,6 +264,7 @@ class Prebuffer:
             return
         output.on_part = self._on_part
         self._stream, self._output = stream, output
+        self._watch_worker_errors()
         await stream.start()
         self._set_source_problem(None)
         _LOGGER.debug("%s: prebuffer attached to the camera stream", self._log_name)
@@ -243,6 +282,10 @@ class Prebuffer:
         """Remove our provider (clears its idle timer; stops the worker if it was the last)."""
         stream, output = self._stream, self._output
         self._stream = self._output = None
+        if self._error_handler is not None:
+            logger, handler = self._error_handler
+            logger.removeHandler(handler)
+            self._error_handler = None
         if stream is not None and output is not None:
             output.on_part = None
             # HA's Stream.stop (its shutdown, a camera going away) drops outputs without
@@ -279,12 +322,46 @@ class Prebuffer:
         self.reattachments += 1
         await self._async_attach()
 
+    # -- the worker's health ----------------------------------------------------------------
+
+    def _watch_worker_errors(self) -> None:
+        """Listen to the camera stream's logger (HA labels it with the camera entity id)."""
+        logger = logging.getLogger(f"{Stream.__module__}.stream.{self._camera_entity_id}")
+        handler = _WorkerErrorHandler(self._hass, self._on_worker_error)
+        logger.addHandler(handler)
+        self._error_handler = (logger, handler)
+
+    @callback
+    def _on_worker_error(self, error: str) -> None:
+        """Remember the worker's error; after a no-parameters start, probe longer next time."""
+        if not self.running:
+            return
+        self.worker_error = error
+        self.worker_errors += 1
+        stream = self._stream
+        if error.startswith(_NO_PARAMETERS_ERROR) and stream is not None and not self.long_probe:
+            self.long_probe = True
+            stream.pyav_options.update(LONG_PROBE_OPTIONS)
+            _LOGGER.warning(
+                "%s: Home Assistant's stream worker could not start (%s): the camera's "
+                "stream gave no picture size before its first keyframe; it now probes up to "
+                "20 s on its next retry",
+                self._log_name,
+                error,
+            )
+        if self.on_worker_health is not None:
+            self.on_worker_health()
+
     # -- data -----------------------------------------------------------------------------
 
     @callback
     def _on_part(self, segment: Segment, data: bytes) -> None:
         """Turn one part into completed GOPs (event loop; parsing only, no copies of media)."""
         self.parts_received += 1
+        if self.worker_error is not None:
+            self.worker_error = None
+            if self.on_worker_health is not None:
+                self.on_worker_health()
         epoch = self._epoch(segment)
         try:
             gops = self._assembler.feed(segment.init, data, epoch)
@@ -381,6 +458,11 @@ class Prebuffer:
 
         return LiveView(tuple(self._gops), self._assembler.pending(), unsubscribe)
 
+    @property
+    def has_keyframe(self) -> bool:
+        """Return True if a recording could start now (a GOP, or one in progress)."""
+        return bool(self._gops) or self._assembler.has_pending()
+
     def diagnostics(self) -> dict[str, Any]:
         """Return counters and the worker's own diagnostics."""
         return {
@@ -393,5 +475,8 @@ class Prebuffer:
             "parts_received": self.parts_received,
             "stream_restarts": self.stream_restarts,
             "reattachments": self.reattachments,
+            "worker_error": self.worker_error,
+            "worker_errors": self.worker_errors,
+            "long_probe": self.long_probe,
             "stream": self._stream.get_diagnostics() if self._stream is not None else None,
         }

@@ -31,16 +31,19 @@ from ..const import (
     OPT_VIDEO_MODE,
     VIDEO_MODE_COPY,
 )
+from ..events import async_fire_recording_finished
 from ..hap.recording_config import (
     FRAGMENT_LENGTH_MS,
     SelectedCameraRecordingConfiguration,
     SourceVideo,
 )
 from ..hds import DataSendCloseReason, HDSProtocolError, HDSSendStalledError, RecordingPacket
+from ..issues import async_copy_problems
+from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
-from .gop import Gop, profile_source
+from .gop import Gop, SourceProfile, profile_source
 from .mode import AudioPlan, ModeDecision, choose_mode
-from .prebuffer import Prebuffer
+from .prebuffer import LiveView, Prebuffer
 from .shaper import FragmentShaper, select_prebuffer
 from .transcode import AudioTarget, Transcoder, TranscodeTarget
 
@@ -48,8 +51,9 @@ _LOGGER = logging.getLogger(__name__)
 
 # Scrypted and the HA peer end a clip after 3 minutes: hubs sometimes never close.
 MAX_RECORDING_SECONDS: Final = 180.0
-# How long an open waits for the prebuffer's first GOP (the hub wants data within ~5 s).
-FIRST_GOP_TIMEOUT: Final = 4.0
+# How long an open with an empty prebuffer waits for the camera's next keyframe (the hub wants
+# data within ~5 s).
+FIRST_KEYFRAME_TIMEOUT: Final = 4.0
 # A hub this far behind live is not reading; end the clip rather than buffer without bound.
 MAX_QUEUED_GOPS: Final = 32
 MAX_QUEUED_PARTS: Final = 120
@@ -60,6 +64,9 @@ PROFILE_EVERY_GOPS: Final = 8
 # No media from the camera for this long (or 1.5 keyframe intervals, if longer) ends the clip
 # on its last real fragment; a worker that reconnects sooner continues the clip, re-timed.
 MEDIA_STALL_SECONDS: Final = 8.0
+# Worker errors meaning the stream cannot start between keyframes: no picture size before the
+# first keyframe (ffmpeg's probe ended first), or no timestamps before it (RTSP joined mid-GOP).
+STREAM_START_ERRORS: Final = ("Error muxing first keyframe", "No dts in")
 DEFAULT_AUDIO_BITRATE_KBPS: Final = 64
 
 
@@ -166,6 +173,7 @@ class RecordingController:
         self._hass = hass
         self._name = name
         self._entry_id = entry_id
+        self._camera_entity_id = camera_entity_id
         self._options = options
         self._on_update = on_update
         self._on_source_profile = on_source_profile
@@ -174,7 +182,10 @@ class RecordingController:
         self._enabled = False
         self._active: dict[int, RecordingSummary] = {}
         self._gops_seen = 0
+        self._profile: SourceProfile | None = None  # measured from complete GOPs
         self._profile_unsub = self.prebuffer.subscribe(self._on_gop)
+        self.prebuffer.on_worker_health = self._on_worker_health
+        self._start_issue = False
         self.last_recording: RecordingSummary | None = None
         self.recordings = 0
 
@@ -229,7 +240,7 @@ class RecordingController:
 
     def _report_profile(self, gops: Sequence[Gop]) -> None:
         """Tell the bridge what the camera sends."""
-        profile = profile_source(gops)
+        profile = self._profile = profile_source(gops)
         video, audio = profile.video, profile.audio
         audio_name = None
         if audio is not None:
@@ -279,6 +290,13 @@ class RecordingController:
         if reason is not None:
             summary.hub_close_reason = reason.name
         self.last_recording = summary
+        async_fire_recording_finished(
+            self._hass,
+            entry_id=self._entry_id,
+            name=self._name,
+            camera_entity_id=self._camera_entity_id,
+            summary=summary.as_attributes(),
+        )
         _LOGGER.info(
             "%s: recording %s ended (%s, %s): %d fragments, %.1f s, %d bytes",
             self._name,
@@ -301,22 +319,31 @@ class RecordingController:
     ) -> AsyncIterator[RecordingPacket]:
         """Yield init, prebuffer and live fragments for one recording."""
         started = time.monotonic()
-        gops: _LiveFeed[Gop] = _LiveFeed(MAX_QUEUED_GOPS)
-        parts: _LiveFeed[tuple[bytes, bytes, int]] = _LiveFeed(MAX_QUEUED_PARTS)
-        media = _MediaClock()
+        gops: LiveFeed[Gop] = LiveFeed(MAX_QUEUED_GOPS)
+        parts: LiveFeed[tuple[bytes, bytes, int]] = LiveFeed(MAX_QUEUED_PARTS)
+        media = MediaClock(MEDIA_STALL_SECONDS)
+        live: LiveView | None = None
 
         def on_part(*part: Any) -> None:
             media.touch()
             parts.put(part)
 
-        live = self.prebuffer.open_live(gops.put, on_part)
         try:
-            history = list(live.history)
-            waited = not history
+            waited = not self.prebuffer.has_keyframe
             if waited:
-                history = [await self._first_gop(gops)]
+                await self._first_keyframe()
+            live = self.prebuffer.open_live(gops.put, on_part)
+            media.touch()  # the stall limit counts from here, not from before the first keyframe
+            history, pending = list(live.history), live.pending
+            # The clip starts at the buffered GOP holding the selected prebuffer length; with
+            # no complete GOP yet (a long GOP after a (re)start), at the GOP in progress.
             first = select_prebuffer(history, selection.recording.prebuffer_length)
-            profile = profile_source(history)
+            start = first[0] if first else pending
+            if start is None:
+                raise HDSProtocolError(
+                    DataSendCloseReason.UNEXPECTED_FAILURE, self._no_video_message()
+                )
+            profile = profile_source(history) if history else self._profile_for(start)
             media.limit = max(MEDIA_STALL_SECONDS, 1.5 * (profile.keyframe_interval_ms or 0) / 1000)
             decision = choose_mode(
                 profile,
@@ -334,20 +361,27 @@ class RecordingController:
                 # Parts, not whole GOPs, feed the encoder: a fragment leaves as soon as the next
                 # keyframe is encoded, instead of one camera GOP later.
                 gops.enabled = False
-                start = [] if waited else first
                 packets = self._transcoded(
-                    start,
-                    pending=live.pending,
+                    first,
+                    pending=pending,
                     parts=parts,
                     media=media,
-                    init=history[0].init,
+                    init=start.init,
                     selection=selection,
                     decision=decision,
                 )
             else:
                 parts.enabled = False
-                packets = self._copied(first, gops, media, selection, decision)
-            summary.prebuffer_seconds = sum(g.duration_seconds for g in first)
+                packets = self._copied(
+                    start, first, gops, media=media, selection=selection, decision=decision
+                )
+            # Pre-roll is what the clip holds from before the open: the buffered GOPs sent
+            # and the part of the GOP in progress that had arrived.
+            summary.prebuffer_seconds = (
+                0.0
+                if waited
+                else sum(g.duration_seconds for g in [*first, *([pending] if pending else [])])
+            )
             async with aclosing(packets):
                 async for packet, duration_ms in packets:
                     if summary.first_data_ms is None:
@@ -381,9 +415,10 @@ class RecordingController:
             )
             raise
         finally:
-            live.unsubscribe()
+            if live is not None:
+                live.unsubscribe()
 
-    def _stream_lost(self, summary: RecordingSummary, media: _MediaClock) -> str:
+    def _stream_lost(self, summary: RecordingSummary, media: MediaClock) -> str:
         """Log and return why a clip ended early: the camera stopped sending."""
         message = f"camera stream lost: no video for {media.limit:g} s"
         _LOGGER.warning(
@@ -394,33 +429,58 @@ class RecordingController:
         )
         return message
 
-    async def _first_gop(self, gops: _LiveFeed[Gop]) -> Gop:
-        """Wait briefly for the camera's first GOP (the prebuffer was empty at the open)."""
+    async def _first_keyframe(self) -> None:
+        """Wait briefly for the camera's next keyframe (the prebuffer was empty at the open)."""
         if not self.prebuffer.running:
             await self.prebuffer.async_start()
+        arrived = asyncio.Event()
+
+        def on_part(*_part: Any) -> None:
+            if self.prebuffer.has_keyframe:
+                arrived.set()
+
+        live = self.prebuffer.open_live(on_part=on_part)
         try:
-            async with asyncio.timeout(FIRST_GOP_TIMEOUT):
-                return await gops.get()
+            async with asyncio.timeout(FIRST_KEYFRAME_TIMEOUT):
+                await arrived.wait()
         except TimeoutError as err:
             raise HDSProtocolError(
-                DataSendCloseReason.UNEXPECTED_FAILURE, "the camera stream has no video yet"
+                DataSendCloseReason.UNEXPECTED_FAILURE, self._no_video_message()
             ) from err
+        finally:
+            live.unsubscribe()
+
+    def _no_video_message(self) -> str:
+        """Say why there is no video, with Home Assistant's worker error when there is one."""
+        error = self.prebuffer.worker_error
+        if error is None:
+            return "the camera stream has no video yet"
+        return f"the camera stream has no video: Home Assistant's stream worker failed: {error}"
+
+    def _profile_for(self, start: Gop) -> SourceProfile:
+        """Return the camera's measured profile, or what the GOP in progress shows of it."""
+        profile = self._profile
+        if profile is not None and profile.video == start.init.video:
+            return profile
+        return profile_source([start])
 
     async def _copied(
         self,
+        start: Gop,
         first: Sequence[Gop],
-        live: _LiveFeed[Gop],
-        media: _MediaClock,
+        live: LiveFeed[Gop],
+        *,
+        media: MediaClock,
         selection: SelectedCameraRecordingConfiguration,
         decision: ModeDecision,
     ) -> AsyncGenerator[tuple[RecordingPacket, float]]:
         """Send the camera's own H.264/AAC, reshaped into HKSV fragments."""
         include_audio = decision.audio is AudioPlan.COPY
-        init = first[0].init if include_audio else first[0].init.without_audio()
+        init = start.init if include_audio else start.init.without_audio()
         yield RecordingPacket(init.data, False), 0.0
         fragment_ms = selection.recording.media_container_configuration.parameters.fragment_length
         shaper = FragmentShaper(fragment_ms, include_audio)
-        video_config = _video_config(first[0])
+        video_config = _video_config(start)
         total_ms = 0.0
 
         async def gops() -> AsyncIterator[Gop]:
@@ -442,7 +502,7 @@ class RecordingController:
                     yield RecordingPacket(fragment.data, last), fragment.duration_ms
                     if last:
                         return
-        except _CameraStreamLost:
+        except CameraStreamLost:
             pass
         # The camera stopped: end on what it sent, the GOP in progress included.
         in_progress = self.prebuffer.open_live().pending
@@ -460,8 +520,8 @@ class RecordingController:
         first: Sequence[Gop],
         *,
         pending: Gop | None,
-        parts: _LiveFeed[tuple[bytes, bytes, int]],
-        media: _MediaClock,
+        parts: LiveFeed[tuple[bytes, bytes, int]],
+        media: MediaClock,
         init: InitSegment,
         selection: SelectedCameraRecordingConfiguration,
         decision: ModeDecision,
@@ -489,7 +549,7 @@ class RecordingController:
                             current = fingerprint
                             await transcoder.new_source_init(part_init)
                     await transcoder.feed(data)
-            except _CameraStreamLost:
+            except CameraStreamLost:
                 pass  # the encoder flushes what it has: the clip's last fragment
             finally:
                 transcoder.end_of_input()
@@ -541,23 +601,48 @@ class RecordingController:
             await transcoder.close()
 
     def _note_copy_problems(self, decision: ModeDecision) -> None:
-        """Raise (or clear) the repair that explains why copy-only cannot work."""
-        issue_id = f"copy_incompatible_{self._entry_id}"
-        if decision.copy_problems and self._options[OPT_VIDEO_MODE] == VIDEO_MODE_COPY:
-            first = decision.copy_problems[0]
-            problem, fix = first.problem, first.fix
-            _LOGGER.warning("%s: copy-only recording does not fit: %s", self._name, problem)
-            ir.async_create_issue(
-                self._hass,
-                DOMAIN,
-                issue_id,
-                is_fixable=False,
-                severity=ir.IssueSeverity.WARNING,
-                translation_key="copy_incompatible",
-                translation_placeholders={"name": self._name, "problem": problem, "fix": fix},
+        """Raise (or clear) the repairs that explain why copy-only cannot work."""
+        problems = decision.copy_problems
+        if self._options[OPT_VIDEO_MODE] != VIDEO_MODE_COPY:
+            problems = ()
+        if problems:
+            _LOGGER.warning(
+                "%s: copy-only recording does not fit: %s",
+                self._name,
+                "; ".join(p.problem for p in problems),
             )
-        else:
-            ir.async_delete_issue(self._hass, DOMAIN, issue_id)
+        async_copy_problems(self._hass, self._entry_id, self._name, problems)
+
+    @callback
+    def _on_worker_health(self) -> None:
+        """Raise the repair while the worker cannot start the stream; clear it once video flows."""
+        issue_id = f"stream_cannot_start_{self._entry_id}"
+        error = self.prebuffer.worker_error
+        if error is None:
+            if self._start_issue:
+                self._start_issue = False
+                ir.async_delete_issue(self._hass, DOMAIN, issue_id)
+                _LOGGER.info("%s: the camera stream runs again; recording works", self._name)
+            return
+        if self._start_issue or not error.startswith(STREAM_START_ERRORS):
+            return
+        self._start_issue = True
+        _LOGGER.warning(
+            "%s: Home Assistant's stream worker cannot start the camera stream (%s); "
+            "recordings fail until it does: set the camera's keyframe interval to 4 s or "
+            "less, or use an RTSP stream with the H.264 parameters in its SDP",
+            self._name,
+            error,
+        )
+        ir.async_create_issue(
+            self._hass,
+            DOMAIN,
+            issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key="stream_cannot_start",
+            translation_placeholders={"name": self._name, "error": error},
+        )
 
     def diagnostics(self) -> dict[str, Any]:
         """Return prebuffer and recording counters."""
@@ -567,78 +652,6 @@ class RecordingController:
             "active_streams": list(self._active),
             "prebuffer": self.prebuffer.diagnostics(),
         }
-
-
-class _CameraStreamLost(Exception):
-    """No media arrived from the camera for longer than the recording's stall limit."""
-
-
-class _MediaClock:
-    """When the camera last sent media to one recording, and whether it was given up."""
-
-    def __init__(self) -> None:
-        """Start counting from the open."""
-        self.limit = MEDIA_STALL_SECONDS
-        self.last = time.monotonic()
-        self.lost = False
-
-    def touch(self) -> None:
-        """Note that media arrived."""
-        self.last = time.monotonic()
-
-    def remaining(self) -> float:
-        """Return the seconds left before the camera counts as lost."""
-        return self.limit - (time.monotonic() - self.last)
-
-
-class _LiveFeed[T]:
-    """Live items for one recording; a hub that falls this far behind ends the clip."""
-
-    def __init__(self, limit: int) -> None:
-        """Create an empty feed holding at most ``limit`` unread items."""
-        self._queue: asyncio.Queue[T] = asyncio.Queue()
-        self._limit = limit
-        self.overflowed = False
-        self.enabled = True
-
-    def put(self, item: T) -> None:
-        """Queue an item (called on the loop by the prebuffer)."""
-        if not self.enabled:
-            return
-        if self._queue.qsize() >= self._limit:
-            # Stop holding media for a hub that is not reading: free it all at once and
-            # leave one item to wake the reader, which then ends the clip.
-            self.overflowed = True
-            self.enabled = False
-            while not self._queue.empty():
-                self._queue.get_nowait()
-        self._queue.put_nowait(item)
-
-    async def get(self) -> T:
-        """Return the next item."""
-        return await self._queue.get()
-
-    async def items(self, media: _MediaClock | None = None) -> AsyncIterator[T]:
-        """Yield items as they come; raise _CameraStreamLost once ``media`` stalls."""
-        while True:
-            if media is None or not self._queue.empty():
-                item = await self._queue.get()
-            else:
-                remaining = media.remaining()
-                if remaining <= 0:
-                    media.lost = True
-                    raise _CameraStreamLost
-                try:
-                    async with asyncio.timeout(remaining):
-                        item = await self._queue.get()
-                except TimeoutError:
-                    continue  # media may have arrived meanwhile (a part, not a GOP)
-            if self.overflowed:
-                raise HDSProtocolError(
-                    DataSendCloseReason.UNEXPECTED_FAILURE,
-                    "the hub is not keeping up with live video",
-                )
-            yield item
 
 
 def _video_config(gop: Gop) -> tuple[Any, ...]:

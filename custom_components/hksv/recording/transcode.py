@@ -162,7 +162,9 @@ class _Pipeline:
         )
         ctx = source.video.codec_context
         if target.copy_video:
-            self._copy_stream = muxer.add_stream_from_template(source.video)
+            # opaque: remux only, never open an encoder (PyAV 16, HA 2026.3, opens one for
+            # video by default and fails).
+            self._copy_stream = muxer.add_stream_from_template(source.video, opaque=True)
             width, height, fps, level = ctx.width, ctx.height, target.fps, None
         else:
             plan = plan_video(target, ctx.width, ctx.height)
@@ -364,6 +366,8 @@ class _Pipeline:
                 _LOGGER.debug("%s: video decoder flush: %s", self._log_name, err)
                 frames = []
             for frame in frames:
+                # PyAV 16 (HA 2026.3) leaves flushed frames without a time base.
+                frame.time_base = frame.time_base or source.video.time_base
                 self._encode_frame(frame)
         if self._audio is not None and source.audio is not None and not self._silent:
             try:
@@ -372,6 +376,7 @@ class _Pipeline:
                 _LOGGER.debug("%s: audio decoder flush: %s", self._log_name, err)
                 frames_a = []
             for frame_a in frames_a:
+                frame_a.time_base = frame_a.time_base or source.audio.time_base
                 self._mux(self._audio.push(frame_a))
             self._mux(self._audio.push(None))
 

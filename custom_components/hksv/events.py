@@ -1,0 +1,87 @@
+"""Home Assistant events for automations: recordings that ended, doorbell presses, motion.
+
+Fired on the event bus (Developer tools → Events lets you watch them) with the camera's
+entity id, so automations can notify on failed recordings or react to what HomeKit was told.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from homeassistant.core import HomeAssistant, callback
+
+from .const import DOMAIN
+
+EVENT_RECORDING_FINISHED: Final = f"{DOMAIN}_recording_finished"
+EVENT_DOORBELL: Final = f"{DOMAIN}_doorbell"
+EVENT_MOTION: Final = f"{DOMAIN}_motion"
+
+
+@callback
+def async_fire_recording_finished(
+    hass: HomeAssistant,
+    *,
+    entry_id: str,
+    name: str,
+    camera_entity_id: str,
+    summary: dict[str, Any],
+) -> None:
+    """Announce a recording that ended: how, why, how long, copied or transcoded."""
+    hass.bus.async_fire(
+        EVENT_RECORDING_FINISHED,
+        {
+            "entry_id": entry_id,
+            "name": name,
+            "camera_entity_id": camera_entity_id,
+            "outcome": summary["outcome"],
+            "reason": summary["hub_close_reason"],
+            "error": summary["error"],
+            "duration": summary["media_seconds"],
+            "mode": summary["mode"],
+            "mode_reasons": summary["mode_reasons"],
+            "mode_reason_codes": summary["mode_reason_codes"],
+            "fragments": summary["fragments"],
+            "bytes": summary["bytes"],
+            "started_at": summary["started_at"],
+            "ended_at": summary["ended_at"],
+        },
+    )
+
+
+@callback
+def async_fire_doorbell(
+    hass: HomeAssistant, *, entry_id: str, name: str, camera_entity_id: str, paired: bool
+) -> None:
+    """Announce a doorbell press that was sent to HomeKit."""
+    hass.bus.async_fire(
+        EVENT_DOORBELL,
+        {
+            "entry_id": entry_id,
+            "name": name,
+            "camera_entity_id": camera_entity_id,
+            "paired": paired,
+        },
+    )
+
+
+@callback
+def async_fire_motion(
+    hass: HomeAssistant,
+    *,
+    entry_id: str,
+    name: str,
+    camera_entity_id: str,
+    detected: bool,
+    paired: bool,
+) -> None:
+    """Announce a motion change that was sent to HomeKit (start or end)."""
+    hass.bus.async_fire(
+        EVENT_MOTION,
+        {
+            "entry_id": entry_id,
+            "name": name,
+            "camera_entity_id": camera_entity_id,
+            "detected": detected,
+            "paired": paired,
+        },
+    )
