@@ -13,7 +13,6 @@ from datetime import timedelta
 import io
 import logging
 from pathlib import Path
-import socket
 from typing import Any
 from unittest.mock import patch
 
@@ -228,12 +227,10 @@ async def test_hub_that_stops_reading_frees_the_camera(
     hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
     stalled = await home_hub.open_data_stream(receive_buffer=32 * 1024)
     stalled.timeout = 90
-    # Small fixed kernel buffers on the accessory side too, so the stall shows quickly.
-    for connection in bridge.data_stream.connections:
-        sock = connection._transport.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
     assert (await stalled.open_recording(1)).status == 0
     stalled.pause_reading()
+    loop = asyncio.get_running_loop()
+    stopped_reading = loop.time()
     await _wait_for(lambda: bridge.recorder.streaming)
 
     second = await home_hub.open_data_stream(name="second hub")
@@ -246,6 +243,16 @@ async def test_hub_that_stops_reading_frees_the_camera(
                 break
             stream_id += 1
             await asyncio.sleep(1)
+    freed_after = loop.time() - stopped_reading
+    print(f"second hub's open succeeded {freed_after:.1f} s after the first stopped reading")
+    first = bridge.recorder.last_recording
+    assert first is not None
+    assert first.outcome.value == "hub_not_reading"
+    # Found by the send-progress watch at the socket (hds/connection.py): the kernel buffers
+    # fill, then SEND_STALL_TIMEOUT, then at most one fragment until the next send (about
+    # 12 s here). The old check could not fire before a 1 MiB queue was full (about 20 s of
+    # this camera's media) and 10 s more passed without drain (30.1 s measured).
+    assert freed_after < 20
     recording = second.recordings[stream_id]
     await second.wait_until(lambda: media_seconds(recording) >= 4)
     second.close_stream(stream_id, 0)

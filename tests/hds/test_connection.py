@@ -24,6 +24,7 @@ from custom_components.hksv.hds.errors import (
     HDSDecryptError,
     HDSFrameError,
     HDSProtocolError,
+    HDSSendStalledError,
     HDSTimeoutError,
     OpackError,
 )
@@ -389,6 +390,91 @@ async def test_drain_fails_on_close(harness: Harness) -> None:
     harness.conn.connection_lost(None)
     with pytest.raises(HDSClosedError):
         await waiter
+
+
+@pytest.fixture
+def quick_stall(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Shorten the send-stall timeout; return it."""
+    monkeypatch.setattr(connection_module, "SEND_STALL_TIMEOUT", 0.2)
+    monkeypatch.setattr(connection_module, "SEND_STALL_CHECK_INTERVAL", 0.02)
+    return 0.2
+
+
+def send_queued(harness: Harness, queued: int) -> None:
+    """Send one event of which the kernel takes all but `queued` bytes."""
+    harness.transport.buffer_size = queued
+    harness.conn.send_event("dataSend", "data", {"streamId": 1})
+
+
+async def test_socket_taking_nothing_fails_sending(harness: Harness, quick_stall: float) -> None:
+    """A non-empty queue the kernel takes nothing from for the timeout: drain() fails.
+
+    Not paused: the high-water mark plays no part. A producer already waiting in drain()
+    (paused) fails too.
+    """
+    harness.ready()
+    send_queued(harness, 100)
+    await asyncio.sleep(quick_stall / 2)
+    await harness.conn.drain()  # not yet
+    await asyncio.sleep(quick_stall)
+    assert not harness.conn.writing_paused
+    with pytest.raises(HDSSendStalledError) as failure:
+        await harness.conn.drain()
+    assert failure.value.reason is DataSendCloseReason.TIMEOUT
+    assert "read nothing" in str(failure.value)
+    harness.conn.pause_writing()
+    with pytest.raises(HDSSendStalledError):
+        await harness.conn.drain()
+
+
+async def test_paused_producer_fails_on_stall(harness: Harness, quick_stall: float) -> None:
+    """A producer waiting at the high-water mark learns of the stall without a resume."""
+    harness.ready()
+    send_queued(harness, 100)
+    harness.conn.pause_writing()
+    waiter = asyncio.ensure_future(harness.conn.drain())
+    async with asyncio.timeout(10):
+        with pytest.raises(HDSSendStalledError):
+            await waiter
+
+
+async def test_slow_progress_is_not_a_stall(harness: Harness, quick_stall: float) -> None:
+    """The queue grows (the hub reads slower than we send) but the kernel keeps taking bytes."""
+    harness.ready()
+    queued = 1000
+    send_queued(harness, queued)
+    for _ in range(8):  # four timeouts in all
+        await asyncio.sleep(quick_stall / 2)
+        queued += 200  # one more frame queued, part of the older bytes taken
+        send_queued(harness, queued)
+        await harness.conn.drain()
+    assert harness.conn.write_buffer_size == queued
+
+
+async def test_stall_clears_when_the_hub_reads_again(harness: Harness, quick_stall: float) -> None:
+    """Sending works again once the kernel takes bytes; an empty queue ends the watch."""
+    harness.ready()
+    send_queued(harness, 100)
+    await asyncio.sleep(quick_stall * 2)
+    with pytest.raises(HDSSendStalledError):
+        await harness.conn.drain()
+    harness.transport.buffer_size = 40
+    await asyncio.sleep(quick_stall / 2)
+    await harness.conn.drain()
+    harness.transport.buffer_size = 0
+    await asyncio.sleep(quick_stall / 2)
+    assert harness.conn._stall_timer is None
+    await asyncio.sleep(quick_stall * 2)
+    await harness.conn.drain()
+
+
+async def test_close_stops_the_send_watch(harness: Harness, quick_stall: float) -> None:
+    """No timer outlives the connection."""
+    harness.ready()
+    send_queued(harness, 100)
+    assert harness.conn._stall_timer is not None
+    harness.conn.close()
+    assert harness.conn._stall_timer is None
 
 
 async def test_awaiting_hello_state(harness: Harness) -> None:

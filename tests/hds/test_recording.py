@@ -594,7 +594,8 @@ async def test_hub_that_reads_nothing_loses_its_stream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No send progress for SEND_STALL_TIMEOUT: TIMEOUT close, the generator told why."""
-    monkeypatch.setattr(datasend, "SEND_STALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(connection_module, "SEND_STALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(connection_module, "SEND_STALL_CHECK_INTERVAL", 0.1)
     seen: list[BaseException] = []
     generate = delegate._generate
 
@@ -627,3 +628,104 @@ async def test_hub_that_reads_nothing_loses_its_stream(
     client.timeout = 30
     recording = await client.receive_recording(1)
     assert recording.close_reason == DataSendCloseReason.TIMEOUT
+
+
+def _paced(delegate: FakeDelegate, block: bytes, count: int | None, interval: float) -> None:
+    """Make the delegate yield block every interval seconds, like a live camera."""
+
+    async def generate(stream_id: int) -> AsyncIterator[RecordingPacket]:
+        try:
+            yield RecordingPacket(b"init", False)
+            index = 0
+            while count is None or index < count:
+                await asyncio.sleep(interval)
+                index += 1
+                delegate.pulled += 1
+                yield RecordingPacket(block, index == count)
+            await asyncio.Event().wait()
+        finally:
+            delegate.closed_generators += 1
+
+    delegate._generate = generate  # type: ignore[method-assign]
+
+
+async def test_stall_found_at_the_socket_below_the_high_water_mark(
+    socket_enabled: None, delegate: FakeDelegate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub that stops reading is found by the socket taking nothing, not by a full queue.
+
+    The transport's high-water mark is out of reach here, so the producer is never paused:
+    only the send-progress watch at the socket can end the stream.
+    """
+    monkeypatch.setattr(connection_module, "WRITE_BUFFER_HIGH", 1 << 30)
+    monkeypatch.setattr(connection_module, "WRITE_BUFFER_LOW", 1 << 29)
+    monkeypatch.setattr(connection_module, "SEND_STALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(connection_module, "SEND_STALL_CHECK_INTERVAL", 0.1)
+    _paced(delegate, os.urandom(16 * 1024), None, 0.01)
+    server = DataStreamServer(
+        host="127.0.0.1", delegate=delegate, log_name="cam", salt_factory=bytes
+    )
+    await server.async_start()
+    try:
+        salt = server.prepare_session("hap", bytes(32), bytes(32))
+        client = HDSClient.from_shared_secret("127.0.0.1", server.port, bytes(32), bytes(32), salt)
+        await client.connect(receive_buffer=64 * 1024)
+        await client.hello()
+        (conn,) = server.connections
+        sock = conn._transport.get_extra_info("socket")  # type: ignore[union-attr]
+        # A fixed kernel send buffer (Linux reports it doubled), not an autotuned one.
+        send_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert send_buffer in (
+            connection_module.SOCKET_SEND_BUFFER,
+            2 * connection_module.SOCKET_SEND_BUFFER,
+        )
+        await open_ok(client)
+        client.pause_reading()
+        await asyncio.wait_for(delegate.ended.wait(), 30)
+        assert delegate.calls[-1] == ("closeRecordingStream", 1, DataSendCloseReason.TIMEOUT)
+        assert not conn.writing_paused
+        assert 0 < conn.write_buffer_size < connection_module.WRITE_BUFFER_HIGH
+        assert any("read nothing" in end for end in server.diagnostics()["last_stream_ends"])
+        client.abort()
+    finally:
+        await server.async_stop()
+
+
+async def test_slow_but_steady_reader_keeps_its_stream(
+    server: DataStreamServer,
+    connect: ConnectFactory,
+    delegate: FakeDelegate,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hub that reads slower than the camera sends, but keeps reading, is never cut off.
+
+    The producer waits at the high-water mark for longer than SEND_STALL_TIMEOUT in all, yet
+    every pause of the reader is shorter than it: the whole recording arrives.
+    """
+    monkeypatch.setattr(connection_module, "SEND_STALL_TIMEOUT", 1.0)
+    monkeypatch.setattr(connection_module, "SEND_STALL_CHECK_INTERVAL", 0.1)
+    block = os.urandom(64 * 1024)
+    count = 48
+    _paced(delegate, block, count, 0.005)
+    client = await connect(receive_buffer=32 * 1024)
+    (conn,) = server.connections
+    await open_ok(client)
+    paused_checks = 0
+    started = asyncio.get_running_loop().time()
+    while not client.recordings[1].ended:
+        client.pause_reading()
+        await asyncio.sleep(0.25)
+        paused_checks += conn.writing_paused
+        client.resume_reading()
+        await asyncio.sleep(0.002)
+    elapsed = asyncio.get_running_loop().time() - started
+    recording = client.recordings[1]
+    assert recording.close_reason is None
+    assert recording.packets == [b"init"] + [block] * count
+    assert server.recording_stream_active
+    # The reader was slower than the camera and the transfer outlasted the stall timeout.
+    assert paused_checks > 0
+    assert elapsed > connection_module.SEND_STALL_TIMEOUT
+    client.ack(1)
+    await asyncio.wait_for(delegate.ended.wait(), 10)
+    assert delegate.calls[-1] == ("acknowledgeStream", 1)

@@ -15,6 +15,7 @@ from .errors import (
     HDSDecryptError,
     HDSError,
     HDSProtocolError,
+    HDSSendStalledError,
     HDSTimeoutError,
     OpackError,
 )
@@ -53,8 +54,22 @@ HELLO_TIMEOUT: Final = 10.0
 # bytes), so an unauthenticated peer cannot make the accessory buffer a 1 MiB frame (hksv).
 MAX_FIRST_FRAME_PAYLOAD: Final = 1024
 # Transport buffer limits: a slow hub pauses the producer instead of growing memory (hksv).
-WRITE_BUFFER_HIGH: Final = 1 << 20
-WRITE_BUFFER_LOW: Final = 1 << 18
+# Two 256 KiB dataSend chunks at most are queued in memory per connection.
+WRITE_BUFFER_HIGH: Final = 1 << 19
+WRITE_BUFFER_LOW: Final = 1 << 17
+# Kernel send buffer of an HDS socket (Linux doubles it for bookkeeping). Fixed instead of
+# autotuned (up to 4 MiB), so a hub that stops reading shows as "the kernel takes nothing"
+# within about a second of a 2 Mbit/s recording (250 kB/s) instead of after many seconds. At
+# a 5-50 ms LAN/Wi-Fi round trip it still carries 2.6-26 MB/s, ten times more than that
+# recording, so a 1 MB fragment leaves in well under a second.
+SOCKET_SEND_BUFFER: Final = 1 << 17
+# No byte of a non-empty send queue taken by the kernel for this long: the hub stopped
+# reading, and sending fails (dataSend closes the stream with TIMEOUT) so that it does not
+# hold the camera's only recording slot. Longer than a 4 s fragment and a few TCP
+# retransmission backoffs, so a slow or briefly lossy hub that still reads is never cut off.
+SEND_STALL_TIMEOUT: Final = 5.0
+# How often a non-empty send queue is checked for progress.
+SEND_STALL_CHECK_INTERVAL: Final = 0.5
 
 HDS_STATE_MATCHING: Final = 0
 HDS_STATE_AWAITING_HELLO: Final = 1
@@ -104,6 +119,10 @@ class HDSConnection(asyncio.Protocol):
         "_protocols",
         "_reader",
         "_request_handlers",
+        "_send_stall",
+        "_sent_mark",
+        "_sent_mark_time",
+        "_stall_timer",
         "_state",
         "_timer",
         "_transport",
@@ -133,6 +152,11 @@ class HDSConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        # Send progress at the socket: bytes the kernel took, and when that last grew.
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._sent_mark = 0
+        self._sent_mark_time = 0.0
+        self._send_stall: HDSSendStalledError | None = None
         self._debug = _LOGGER.isEnabledFor(logging.DEBUG)
         self._request_handlers: dict[tuple[str, str], RequestHandler] = {
             (PROTOCOL_CONTROL, TOPIC_HELLO): HDSConnection._handle_hello,
@@ -211,6 +235,7 @@ class HDSConnection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_LOW)
         self._debug = _LOGGER.isEnabledFor(logging.DEBUG)
         self._timer = self._loop.call_at(self._loop.time() + HELLO_TIMEOUT, self._on_hello_timeout)
@@ -255,9 +280,14 @@ class HDSConnection(asyncio.Protocol):
                 waiter.set_result(None)
 
     async def drain(self) -> None:
-        """Wait until the transport accepts more data; raise HDSClosedError once closed."""
+        """Wait until the transport accepts more data.
+
+        Raise HDSClosedError once closed, HDSSendStalledError while the hub reads nothing.
+        """
         if self._state == HDS_STATE_CLOSED:
             raise HDSClosedError(f"{self._log_name}: HDS connection closed")
+        if self._send_stall is not None:
+            raise self._send_stall
         if not self._paused:
             return
         waiter = self._loop.create_future()
@@ -405,8 +435,59 @@ class HDSConnection(asyncio.Protocol):
         writelines((frame_header, sealed))
         self.frames_sent += 1
         self.bytes_sent += HEADER_LENGTH + len(sealed)
+        if self._stall_timer is None and self.write_buffer_size:
+            self._watch_send_progress()
         if self._debug:
             _LOGGER.debug("%s: HDS -> %s %r", self._log_name, self.peer, header)
+
+    # -- send progress ----------------------------------------------------------------------
+
+    def _bytes_taken_by_kernel(self) -> int:
+        """Return the bytes the socket accepted so far (sent minus still queued)."""
+        return self.bytes_sent - self.write_buffer_size
+
+    def _watch_send_progress(self) -> None:
+        """Start checking a non-empty send queue for progress at the socket."""
+        self._sent_mark = self._bytes_taken_by_kernel()
+        self._sent_mark_time = self._loop.time()
+        self._stall_timer = self._loop.call_at(
+            self._sent_mark_time + SEND_STALL_CHECK_INTERVAL, self._check_send_progress
+        )
+
+    def _check_send_progress(self) -> None:
+        """Note progress; fail sending once the kernel took nothing for SEND_STALL_TIMEOUT."""
+        self._stall_timer = None
+        if self._state == HDS_STATE_CLOSED:
+            return
+        now = self._loop.time()
+        if (taken := self._bytes_taken_by_kernel()) != self._sent_mark:
+            self._sent_mark = taken
+            self._sent_mark_time = now
+            self._send_stall = None
+        elif self._send_stall is None and now - self._sent_mark_time >= SEND_STALL_TIMEOUT:
+            self._on_send_stall()
+        if self.write_buffer_size:
+            self._stall_timer = self._loop.call_at(
+                now + SEND_STALL_CHECK_INTERVAL, self._check_send_progress
+            )
+        else:
+            self._send_stall = None
+
+    def _on_send_stall(self) -> None:
+        """Fail the producers: the hub keeps the connection open but reads nothing."""
+        stall = HDSSendStalledError(f"the hub read nothing for {SEND_STALL_TIMEOUT:g} s")
+        self._send_stall = stall
+        _LOGGER.info(
+            "%s: HDS connection %s: %s with %d bytes queued",
+            self._log_name,
+            self.peer,
+            stall,
+            self.write_buffer_size,
+        )
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(stall)
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -437,6 +518,9 @@ class HDSConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():

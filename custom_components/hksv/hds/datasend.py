@@ -9,7 +9,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
-from .errors import HDSClosedError, HDSError, HDSProtocolError, HDSSendStalledError, OpackError
+from .errors import HDSClosedError, HDSError, HDSProtocolError, OpackError
 from .messages import (
     PROTOCOL_DATA_SEND,
     TOPIC_ACK,
@@ -36,9 +36,6 @@ CLOSING_TIMEOUT: Final = 12.0
 # How long stopping waits for a generator to return after its stream closed
 # (HN CameraRecordingStream logs an error after 10 s).
 GENERATOR_CLOSE_TIMEOUT: Final = 10.0
-# A hub whose connection accepts nothing for this long has stopped reading: its stream is
-# closed (TIMEOUT) so that it does not hold the camera's only recording slot forever.
-SEND_STALL_TIMEOUT: Final = 10.0
 # Close reasons kept for diagnostics.
 CLOSE_HISTORY: Final = 10
 
@@ -374,14 +371,12 @@ class RecordingStreams:
                 return
 
     async def _drain(self, stream: RecordingStream) -> None:
-        """Wait until the socket takes more data; a hub that reads nothing ends its stream."""
-        try:
-            async with asyncio.timeout(SEND_STALL_TIMEOUT):
-                await stream.connection.drain()
-        except TimeoutError:
-            raise HDSSendStalledError(
-                f"the hub read nothing for {SEND_STALL_TIMEOUT:g} s"
-            ) from None
+        """Wait until the socket takes more data.
+
+        A hub that reads nothing makes the connection raise HDSSendStalledError (TIMEOUT):
+        the stream fails at its next send, or at once while it waits here.
+        """
+        await stream.connection.drain()
 
     async def _close_iterator(
         self,
