@@ -21,7 +21,7 @@ from homeassistant.core import (
     callback,
 )
 from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
-from homeassistant.helpers import instance_id
+from homeassistant.helpers import instance_id, issue_registry as ir
 from homeassistant.helpers.event import async_call_later, async_track_state_change_event
 from homeassistant.helpers.storage import Store
 from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL
