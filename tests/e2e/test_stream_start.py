@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+import inspect
 import io
 from itertools import pairwise
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from unittest.mock import patch
 
 import av
+from homeassistant.components.stream import worker as ha_stream_worker
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
@@ -181,6 +183,18 @@ async def test_long_gop_rtsp_records_from_the_gop_in_progress(
     assert summary.prebuffer_seconds <= len(in_progress) / FPS + 2.0
 
 
+# Older Home Assistant (2026.3, the oldest supported) lets this muxing error escape the worker
+# thread, which then dies without a log line or a retry: there is nothing for hksv to report
+# or recover from (README, known limitations). Newer releases log it and retry, as tested here.
+HA_WORKER_RETRIES_MUXING_ERRORS = "Error muxing first keyframe" in inspect.getsource(
+    ha_stream_worker
+)
+
+
+@pytest.mark.skipif(
+    not HA_WORKER_RETRIES_MUXING_ERRORS,
+    reason="this Home Assistant's stream worker dies on the error instead of logging and retrying",
+)
 @pytest.mark.parametrize("camera_kind", ["ts"])
 async def test_long_gop_ts_says_why_and_records_once_the_worker_starts(
     hass: HomeAssistant, init_integration: MockConfigEntry, hub: HomeHub, camera_kind: str
