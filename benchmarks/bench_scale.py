@@ -9,7 +9,8 @@ Allow Recording, dataSend open, read until the window ends). For the recordings 
 prints the bitrate arriving at the hubs, how far each stream is behind live at the start
 and at the end of the window (the media a live stream would have delivered since the open
 minus the media received: steady when it keeps up, growing when it falls behind), the
-recording mode and whether each was still streaming when the window ended. Not a test; reproduce with:
+recording mode and whether each was still streaming when the window ended. Not a test;
+reproduce with:
 
     BENCH_CAMERAS=4,8,16 BENCH_WINDOW=15 ../shared/toolchain/py314 .venv/bin/pytest \
         benchmarks/bench_scale.py -s -p no:randomly
