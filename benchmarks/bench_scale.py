@@ -1,16 +1,25 @@
 """Scale: N cameras in one Home Assistant, each prebuffering a paced 1080p source.
 
 Prints, for each N, the HA process's CPU per camera and the event loop's lag (a
-``call_later`` probe: how late a 50 ms timer fires, p50/p99) in two phases of the same run:
-the cameras' stream workers kept alive by HA's own HLS provider (no hksv), then the same
-cameras with an hksv entry each and its prebuffer attached. Not a test; reproduce with:
+``call_later`` probe: how late a 50 ms timer fires, p50/p99) in three phases of the same run:
+the cameras' stream workers kept alive by HA's own HLS provider (no hksv); the same cameras
+with an hksv entry each and its prebuffer attached; then K of them recording at once, each
+to its own aiohomekit-paired hub emulator over a real HDS connection (selection, Stream &
+Allow Recording, dataSend open, read until the window ends). For the recordings it also
+prints the bitrate arriving at the hubs, how far each stream is behind live at the start
+and at the end of the window (the media a live stream would have delivered since the open
+minus the media received: steady when it keeps up, growing when it falls behind), the
+recording mode and whether each was still streaming when the window ended. Not a test;
+reproduce with:
 
-    BENCH_CAMERAS=2,4 ../shared/toolchain/py314 .venv/bin/pytest benchmarks/bench_scale.py \
-        -s -p no:randomly
+    BENCH_CAMERAS=4,8,16 BENCH_WINDOW=15 ../shared/toolchain/py314 .venv/bin/pytest \
+        benchmarks/bench_scale.py -s -p no:randomly
 
 BENCH_CAMERAS (default "4") lists the camera counts; BENCH_WINDOW the seconds measured per
-phase (default 20). Each camera has its own paced live feed (``LiveFeedSource``, one ffmpeg
-each, outside the HA process). Concurrent recordings are not part of this benchmark yet.
+phase (default 20); BENCH_RECORDING how many cameras record at once (default min(N, 4));
+BENCH_VIDEO_MODE the entries' video mode option (default "copy"; "auto" or "transcode").
+Each camera has its own paced live feed (``LiveFeedSource``, one ffmpeg each, outside the HA
+process, so not in the CPU figures, but on the same cores). Everything is on loopback.
 """
 
 from __future__ import annotations
@@ -39,17 +48,34 @@ from custom_components.hksv.const import (
     CONF_PORT,
     DEFAULT_OPTIONS,
     DOMAIN,
+    OPT_VIDEO_MODE,
 )
 from tests.conftest import FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
+from tests.hub.emulator import HomeHub, media_seconds
+from tests.hub.hds_client import HDSClient, Recording
 from tests.media import ClipSpec, write_clip
 
 SOURCE = ClipSpec(
     seconds=30.0, width=1920, height=1080, fps=25, gop_seconds=2.0, video_bitrate_kbps=2000
 )
+# What the startup probe would store for SOURCE (skips the probe).
+KNOWN_SOURCE = {
+    "width": 1920,
+    "height": 1080,
+    "fps": 25.0,
+    "audio_codec": "aac-lc",
+    "audio_sample_rate": 32000,
+    "audio_channels": 1,
+}
 COUNTS = [int(n) for n in os.environ.get("BENCH_CAMERAS", "4").split(",")]
+RECORDING = os.environ.get("BENCH_RECORDING")
+# "copy" by default: the source is within the hub's 2000 kbit/s, but its bitrate measured over
+# a few GOPs sometimes crosses auto's tolerance, and one 1080p re-encode takes about a core.
+VIDEO_MODE = os.environ.get("BENCH_VIDEO_MODE", "copy")
 WINDOW = float(os.environ.get("BENCH_WINDOW", "20"))
 WARM_UP = 8.0
+RECORDING_WARM_UP = 3.0
 PROBE_INTERVAL = 0.05
 CACHE = Path(__file__).parent / "out" / "bench_scale"
 RESULTS: list[str] = []
@@ -123,6 +149,7 @@ async def test_scale(
     hass: HomeAssistant,
     mock_async_zeroconf: Any,
     hass_storage: dict[str, Any],
+    session_keys: None,
     feeds: list[LiveFeedSource],
 ) -> None:
     """Measure N cameras without hksv, then with hksv prebuffering each."""
@@ -159,13 +186,13 @@ async def test_scale(
             domain=DOMAIN,
             title=f"Bench {i}",
             data={CONF_CAMERA: camera.entity_id, CONF_PORT: free_port(), CONF_ADDRESS: "127.0.0.1"},
-            options=dict(DEFAULT_OPTIONS),
+            options={**DEFAULT_OPTIONS, OPT_VIDEO_MODE: VIDEO_MODE},
             unique_id=f"bench-{i}",
         )
         hass_storage[f"{DOMAIN}.{entry.entry_id}"] = {
             "version": 1,
             "key": f"{DOMAIN}.{entry.entry_id}",
-            "data": {"source": {"width": 1920, "height": 1080, "fps": 25.0}},
+            "data": {"source": KNOWN_SOURCE},
         }
         entry.add_to_hass(hass)
         assert await hass.config_entries.async_setup(entry.entry_id)
@@ -173,11 +200,98 @@ async def test_scale(
         entries.append(entry)
     await asyncio.sleep(WARM_UP)
     buffered = [e.runtime_data.recorder.prebuffer.buffered_seconds for e in entries]
-    _report(count, "hksv prebuffer on each camera", await _measure(WINDOW), idle_rate=idle[0])
+    hksv = await _measure(WINDOW)
+    _report(count, "hksv prebuffer on each camera", hksv, idle_rate=idle[0])
     RESULTS.append(f"  N={count}: prebuffer seconds held per camera {sorted(buffered)}")
+
+    # Phase 3: K of the N cameras record at once, each to its own paired hub emulator.
+    recording = min(count, int(RECORDING)) if RECORDING else min(count, 4)
+    hubs: list[HomeHub] = []
+    clients: list[HDSClient] = []
+    opened: list[float] = []
+    try:
+        for entry in entries[:recording]:
+            hubs.append(HomeHub(entry.runtime_data.port, alias=f"hub-{len(hubs)}"))
+            await hubs[-1].pair(entry.runtime_data.setup_code)
+            await hubs[-1].enable_recording(await hubs[-1].select_from_offer(), audio=True)
+        for entry in entries[:recording]:
+            prebuffer = entry.runtime_data.recorder.prebuffer
+            await _until(lambda p=prebuffer: p.buffered_seconds >= p.keep_seconds)
+        for hub in hubs:
+            clients.append(await hub.open_data_stream(name=f"hub-{len(clients)}"))
+            clients[-1].timeout = 120
+            assert (await clients[-1].open_recording(1)).status == 0
+            opened.append(time.monotonic())
+        recordings = [client.recordings[1] for client in clients]
+        await asyncio.sleep(RECORDING_WARM_UP)
+        before = [(time.monotonic(), len(r.chunks)) for r in recordings]
+        measured = await _measure(WINDOW)
+        after = [(time.monotonic(), len(r.chunks)) for r in recordings]
+        _report(
+            count, f"hksv prebuffer on each, {recording} recording", measured, idle_rate=idle[0]
+        )
+        hksv_rate = measured[0] - hksv[0]
+        line = f"  N={count}: each recording adds {hksv_rate / recording * 100:.1f} % of a core"
+        print(line)
+        RESULTS.append(line)
+        _report_recordings(count, entries[:recording], recordings, opened, before, after)
+    finally:
+        for client in clients:
+            client.close_stream(1, 0)
+            await client.close()
+        for hub in hubs:
+            await hub.close()
     for entry in entries:
         await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
+
+
+async def _until(condition: Any, timeout: float = 120) -> None:
+    """Poll ``condition`` (a benchmark, not a test: plain polling is fine)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.2)
+
+
+def _report_recordings(
+    count: int,
+    entries: list[MockConfigEntry],
+    recordings: list[Recording],
+    opened: list[float],
+    before: list[tuple[float, int]],
+    after: list[tuple[float, int]],
+) -> None:
+    """Print what reached each hub during the window: bitrate, and how far behind live.
+
+    Behind live = the media a live stream would have delivered since the open (the
+    prebuffer sent plus the wall time since) minus the media of the fragments received.
+    A fragment is sent once complete, so a stream keeping up stays about one fragment
+    (4 s) plus assembly behind; a stream falling behind grows by the window's length.
+    """
+    rates, start_lag, end_lag, modes, alive = [], [], [], [], 0
+    for entry, recording, open_time, (t0, n0), (t1, n1) in zip(
+        entries, recordings, opened, before, after, strict=True
+    ):
+        rates.append(sum(len(c.data) for c in recording.chunks[n0:n1]) * 8 / (t1 - t0) / 1000)
+        summary = entry.runtime_data.recorder._active.get(1)
+        sent = summary.prebuffer_seconds if summary is not None else 0.0
+        for lags, at, n in ((start_lag, t0, n0), (end_lag, t1, n1)):
+            lags.append(sent + at - open_time - media_seconds(Recording(1, recording.chunks[:n])))
+        modes.append(summary.mode if summary is not None else "ended")
+        if summary is not None and summary.mode_reasons:
+            line = f"  N={count}: {entry.title} {summary.mode}: {'; '.join(summary.mode_reasons)}"
+            print(line)
+            RESULTS.append(line)
+        alive += summary is not None and not recording.closed and not recording.ended
+    line = (
+        f"  N={count}: at the hubs: {min(rates):.0f}-{max(rates):.0f} kbit/s per recording "
+        f"(total {sum(rates) / 1000:.1f} Mbit/s); behind live {min(start_lag):.1f}-"
+        f"{max(start_lag):.1f} s at the window's start, {min(end_lag):.1f}-{max(end_lag):.1f} s "
+        f"at its end; modes {sorted(set(modes))}; "
+        f"{alive}/{len(recordings)} still streaming after the window"
+    )
+    print(line)
+    RESULTS.append(line)
 
 
 def _report(
