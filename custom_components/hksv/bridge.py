@@ -26,6 +26,7 @@ from homeassistant.helpers.event import async_call_later, async_track_state_chan
 from homeassistant.helpers.storage import Store
 from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL
 from pyhap.loader import get_loader
+from zeroconf import Error as ZeroconfError
 
 from .camera_health import CameraHealth
 from .const import (
@@ -170,7 +171,7 @@ class CameraBridge(CameraOwner):
             self.hass,
             camera_entity_id=self.camera_entity_id,
             name=self.name,
-            entry_id=self.entry.entry_id,
+            entry=self.entry,
             options=self.options,
             on_update=self._async_notify_listeners,
             on_source_profile=self._async_source_profile,
@@ -189,6 +190,13 @@ class CameraBridge(CameraOwner):
                 translation_domain=DOMAIN,
                 translation_key="port_in_use",
                 translation_placeholders={"port": str(self.port)},
+            ) from err
+        except ZeroconfError as err:
+            # The driver has freed its port again (HksvDriver.async_start): retrying works.
+            raise ConfigEntryNotReady(
+                translation_domain=DOMAIN,
+                translation_key="mdns_unavailable",
+                translation_placeholders={"error": repr(err)},
             ) from err
         self._driver_started = True
         async_port_ok(self.hass, self.entry.entry_id)
@@ -475,9 +483,10 @@ class CameraBridge(CameraOwner):
         ):
             selection = self.accessory.selection if self.accessory else None
             if self.recorder is not None:
-                self.hass.async_create_task(
+                self.entry.async_create_task(
+                    self.hass,
                     self.recorder.async_set_enabled(state.recording_possible, selection),
-                    eager_start=True,
+                    f"{DOMAIN} recording possible",
                 )
         self._async_notify_listeners()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from homeassistant.components.sensor import (
     SensorDeviceClass,
@@ -16,6 +16,7 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.restore_state import ExtraStoredData, RestoreEntity
 
 from .bridge import CameraBridge, HksvConfigEntry
 from .const import DOMAIN
@@ -105,7 +106,12 @@ async def async_setup_entry(
         Platform.SENSOR, DOMAIN, f"{entry.entry_id}_{REMOVED_SETUP_CODE_KEY}"
     ):
         registry.async_remove(old)
-    async_add_entities(HksvSensor(entry.runtime_data, description) for description in SENSORS)
+    async_add_entities(
+        (LastRecordingSensor if description.key == "last_recording" else HksvSensor)(
+            entry.runtime_data, description
+        )
+        for description in SENSORS
+    )
 
 
 class HksvSensor(HksvEntity, SensorEntity):
@@ -127,3 +133,64 @@ class HksvSensor(HksvEntity, SensorEntity):
     def extra_state_attributes(self) -> dict[str, Any] | None:
         """Return details."""
         return self.entity_description.attributes_fn(self.bridge)
+
+
+@dataclass(frozen=True, slots=True)
+class LastRecordingData(ExtraStoredData):
+    """The last clip's outcome and details, kept across restarts.
+
+    Stored apart from the entity state: while the camera is unavailable the state is
+    ``unavailable`` without attributes, and a restart then would forget the clip.
+    """
+
+    outcome: str
+    attributes: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the stored form."""
+        return {"outcome": self.outcome, "attributes": self.attributes}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self | None:
+        """Return the data, or None when it is not a known outcome with a dict of details."""
+        outcome, attributes = data.get("outcome"), data.get("attributes")
+        if outcome not in set(RecordingOutcome) or not isinstance(attributes, dict):
+            return None
+        return cls(outcome=str(outcome), attributes=attributes)
+
+
+class LastRecordingSensor(HksvSensor, RestoreEntity):
+    """How the last recording ended; after a restart, the clip from before it."""
+
+    _restored: LastRecordingData | None = None
+
+    async def async_added_to_hass(self) -> None:
+        """Restore the last clip (shown until the next recording ends)."""
+        await super().async_added_to_hass()
+        if (stored := await self.async_get_last_extra_data()) is not None:
+            self._restored = LastRecordingData.from_dict(stored.as_dict())
+
+    @property
+    def native_value(self) -> str | int | None:
+        """Return the last outcome, the restored one until a recording ends."""
+        value = super().native_value
+        if value is None and self._restored is not None:
+            return self._restored.outcome
+        return value
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Return the last recording's details, the restored ones until a recording ends."""
+        attributes = super().extra_state_attributes
+        if attributes is None and self._restored is not None:
+            return self._restored.attributes
+        return attributes
+
+    @property
+    def extra_restore_state_data(self) -> LastRecordingData | None:
+        """Return what to keep for the next start."""
+        outcome = self.native_value
+        attributes = self.extra_state_attributes
+        if not isinstance(outcome, str) or attributes is None:
+            return None
+        return LastRecordingData(outcome=outcome, attributes=attributes)

@@ -15,8 +15,9 @@ from unittest.mock import patch
 
 from homeassistant.core import HomeAssistant
 import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.const import DEFAULT_OPTIONS
+from custom_components.hksv.const import DEFAULT_OPTIONS, DOMAIN
 from custom_components.hksv.hap.recording_config import SourceVideo, build_offer, parse_selection
 from custom_components.hksv.hds import DataSendCloseReason, HDSProtocolError, RecordingPacket
 from custom_components.hksv.recording import feed as feed_module, recorder as recorder_module
@@ -99,7 +100,7 @@ def _controller(
         hass,
         camera_entity_id="camera.test",
         name="Test",
-        entry_id="entry",
+        entry=MockConfigEntry(domain=DOMAIN, entry_id="entry"),
         options=dict(DEFAULT_OPTIONS),
         on_update=lambda: None,
         on_source_profile=lambda _source: None,

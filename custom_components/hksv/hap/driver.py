@@ -14,7 +14,7 @@ HAP-python alone is not enough for HKSV (docs/home-assistant.md §3):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
 import json
@@ -257,7 +257,7 @@ class HksvHandler(HAPServerHandler):
             assert response is not None
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "image/jpeg")
-        response.task = asyncio.ensure_future(
+        response.task = self.driver.async_create_resource_task(
             self.driver.hksv_accessory.async_handle_resource(
                 request, response, self.driver.client_for(self.client_address)
             )
@@ -384,6 +384,14 @@ class HksvProtocol(HAPServerProtocol):
         return False
 
     @override
+    def _handle_response_ready(self, task: asyncio.Task[bytes]) -> None:
+        """Send a delayed response; one cancelled by the driver's stop is dropped."""
+        if task.cancelled():
+            self.response = None
+            return
+        super()._handle_response_ready(task)
+
+    @override
     def _process_response(self, response: HAPResponse) -> None:
         """Keep the shared secret before HAP-python turns it into session keys and drops it."""
         if response.shared_key:
@@ -428,6 +436,38 @@ class HksvDriver(AccessoryDriver):
         # Kept per address because HAP-python may drop the connection object before
         # connection_lost runs (docs/home-assistant.md §3.5).
         self._shared_keys: dict[ClientAddress, bytes] = {}
+        # Delayed responses (snapshots) in flight; async_stop cancels them.
+        self._resource_tasks: set[asyncio.Task[bytes]] = set()
+
+    @override
+    async def async_start(self) -> None:
+        """Start; a start that fails after the HAP port is bound frees the port again.
+
+        HAP-python binds first and registers mDNS afterwards; when the registration fails
+        its ``async_stop`` is never reached, and the bound port would block every retry.
+        """
+        try:
+            await super().async_start()
+        except BaseException:
+            if self.http_server.server is not None:
+                self.http_server.async_stop()
+            raise
+
+    @override
+    async def async_stop(self) -> None:
+        """Stop serving, then cancel the delayed responses still in flight."""
+        await super().async_stop()
+        tasks = list(self._resource_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def async_create_resource_task(self, coro: Coroutine[Any, Any, bytes]) -> asyncio.Task[bytes]:
+        """Run a delayed response (a snapshot) as a task that async_stop ends."""
+        task = asyncio.get_running_loop().create_task(coro, name="hksv HAP resource")
+        self._resource_tasks.add(task)
+        task.add_done_callback(self._resource_tasks.discard)
+        return task
 
     @property
     def hksv_accessory(self) -> HksvAccessoryProtocol:

@@ -89,6 +89,7 @@ class LiveFeed:
         self._listeners: list[FeedListener] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self._release_task: asyncio.Task[None] | None = None  # async_stop waits for it
         self._inits: dict[bytes, InitSegment] = {}
         self.parts = 0
         self.malformed_parts = 0
@@ -137,8 +138,16 @@ class LiveFeed:
     def _linger_expired(self) -> None:
         """Let the prebuffer go: nobody came back in time."""
         self._linger = None
-        if not self._listeners:
-            asyncio.get_running_loop().create_task(self.async_release())
+        if not self._listeners and self._release_task is None:
+            task = asyncio.get_running_loop().create_task(
+                self.async_release(), name=f"{self._log_name} live release"
+            )
+            self._release_task = task
+            task.add_done_callback(self._release_done)
+
+    def _release_done(self, _task: asyncio.Task[None]) -> None:
+        """Forget the finished release task."""
+        self._release_task = None
 
     async def async_release(self) -> None:
         """Stop following parts and stop the stream unless recording needs it."""
@@ -156,6 +165,8 @@ class LiveFeed:
     async def async_stop(self) -> None:
         """Forget every listener and release the stream (unload)."""
         self._listeners.clear()
+        if self._release_task is not None:
+            await asyncio.gather(self._release_task, return_exceptions=True)
         await self.async_release()
 
     def _on_part(self, init: bytes, data: bytes, epoch: int) -> None:

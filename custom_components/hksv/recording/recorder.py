@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any, Final
 
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import dt as dt_util
@@ -164,7 +165,7 @@ class RecordingController:
         *,
         camera_entity_id: str,
         name: str,
-        entry_id: str,
+        entry: ConfigEntry,
         options: dict[str, Any],
         on_update: Callable[[], None],
         on_source_profile: Callable[[SourceVideo], None],
@@ -172,7 +173,9 @@ class RecordingController:
         """Prepare; the prebuffer starts with async_set_enabled(True)."""
         self._hass = hass
         self._name = name
-        self._entry_id = entry_id
+        # Tasks are the entry's: unload and Home Assistant's stop cancel or await them.
+        self._entry = entry
+        self._entry_id = entry.entry_id
         self._camera_entity_id = camera_entity_id
         self._options = options
         self._on_update = on_update
@@ -308,7 +311,9 @@ class RecordingController:
             summary.bytes,
         )
         if not self._enabled and not self._active:
-            self._hass.async_create_task(self.prebuffer.async_stop(), eager_start=False)
+            self._entry.async_create_task(
+                self._hass, self.prebuffer.async_stop(), f"{DOMAIN} prebuffer stop", False
+            )
         self._on_update()
 
     async def _record(
@@ -554,7 +559,9 @@ class RecordingController:
             finally:
                 transcoder.end_of_input()
 
-        feeder = self._hass.async_create_background_task(feed(), f"{DOMAIN} transcode feed")
+        feeder = self._entry.async_create_background_task(
+            self._hass, feed(), f"{DOMAIN} transcode feed"
+        )
         try:
             output_init = await transcoder.read()
             if output_init is None:
