@@ -161,6 +161,10 @@ async def test_frame_rate_changes_keep_the_offer_and_the_selection(
         count, rate, counters = await hass.async_add_executor_job(
             _decoded_rate, recording.complete_packets
         )
+        print(
+            f"event {stream_id}: {count} frames copied at {rate:.2f} fps, "
+            f"pre-roll {summary.prebuffer_seconds:.2f} s, {summary.media_seconds:.1f} s of video"
+        )
         # Copied: the camera's own frames at the camera's own rate, in order.
         assert low - 1 <= rate <= high, (stream_id, rate)
         assert counters == sorted(counters)

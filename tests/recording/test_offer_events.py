@@ -141,6 +141,7 @@ async def test_a_refused_open_is_shown_and_a_repeated_one_repaired(
     assert issue.translation_key == "recording_not_configured"
     assert issue.translation_placeholders == {"name": "Front door", "refusals": "2"}
     assert not issue.is_fixable
+    assert bridge.recorder.diagnostics()["not_configured_in_a_row"] == REFUSALS_FOR_REPAIR
 
     # The user re-selects in the Home app: the hub writes a selection, the next event records.
     assert await home_hub.write(home_hub.iid("204", "209"), hub_write()) == {}
@@ -158,4 +159,5 @@ async def test_a_refused_open_is_shown_and_a_repeated_one_repaired(
     assert events[-1].data["outcome"] == "completed"
     assert hass.states.get("sensor.front_door_last_recording").state == "completed"
     assert registry.async_get_issue(DOMAIN, issue_id) is None
+    assert bridge.recorder.diagnostics()["not_configured_in_a_row"] == 0
     await client.close()

@@ -721,6 +721,7 @@ class RecordingController:
             "enabled": self._enabled,
             "recordings": self.recordings,
             "active_streams": list(self._active),
+            "not_configured_in_a_row": self._refused_in_a_row,
             "prebuffer": self.prebuffer.diagnostics(),
         }
 
