@@ -98,6 +98,9 @@ class Delegate:
     def close_recording_stream(self, stream_id: int, reason: object) -> None:
         """Ignore the close."""
 
+    def recording_stream_refused(self, stream_id: int, reason: object) -> None:
+        """Ignore a refused open."""
+
 
 class RawReader(asyncio.Protocol):
     """Drain the socket and count bytes, without decrypting."""

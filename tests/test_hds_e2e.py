@@ -44,6 +44,7 @@ class FixtureRecorder:
         self.selections: list[Any] = []
         self.closed: list[tuple[int, DataSendCloseReason | None]] = []
         self.acknowledged: list[int] = []
+        self.refused: list[tuple[int, DataSendCloseReason]] = []
         self.generator_closed = asyncio.Event()
         self.streaming = False
         self.last_recording = None
@@ -72,6 +73,10 @@ class FixtureRecorder:
     def stream_acknowledged(self, stream_id: int) -> None:
         """Record an ack."""
         self.acknowledged.append(stream_id)
+
+    def stream_refused(self, stream_id: int, reason: DataSendCloseReason) -> None:
+        """Record a refused open."""
+        self.refused.append((stream_id, reason))
 
     async def async_set_enabled(self, enabled: bool, selection: Any) -> None:
         """Nothing to start."""
@@ -185,6 +190,7 @@ async def test_second_open_is_busy(home_hub: HomeHub, recorder: FixtureRecorder)
     other = await home_hub.open_data_stream(name="second hub")
     busy = await other.open_recording(1)
     assert (busy.status, busy.message) == (6, {"status": DataSendCloseReason.BUSY})
+    assert recorder.refused == [(2, DataSendCloseReason.BUSY), (1, DataSendCloseReason.BUSY)]
     await other.close()
     await client.close()
 

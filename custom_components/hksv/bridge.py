@@ -8,6 +8,7 @@ from functools import partial
 import os
 import secrets
 import stat
+import time
 from typing import Any, Final
 
 from homeassistant.components import camera, network, zeroconf
@@ -58,6 +59,7 @@ from .hap.camera_state import FACTORY_STATE, CameraState
 from .hap.definitions import FIRMWARE_REVISION
 from .hap.driver import ClientAddress, HksvDriver
 from .hap.recording_config import (
+    LastingChange,
     RecordingOffer,
     SelectedCameraRecordingConfiguration,
     SourceVideo,
@@ -130,6 +132,7 @@ class CameraBridge(CameraOwner):
         self._driver_started = False
         self._motion_from_source = False
         self._event_motion_until: CALLBACK_TYPE | None = None
+        self._offer_change = LastingChange()
         self._stopped = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -148,7 +151,7 @@ class CameraBridge(CameraOwner):
 
         source = SourceVideo.from_dict(self._stored.get("source"))
         offer = self._build_offer(source)
-        state = CameraState.from_dict(self._stored.get("camera", {}), offer.fingerprint)
+        state = CameraState.from_dict(self._stored.get("camera", {}))
         address = listen_address(self.entry)
         advertised = [address] if address else await network.async_get_announce_addresses(self.hass)
         zc = await zeroconf.async_get_async_instance(self.hass)
@@ -165,6 +168,8 @@ class CameraBridge(CameraOwner):
             )
         )
         self.driver, self.accessory = driver, accessory
+        # The accessory re-ties a stored selection that still fits to the current offer.
+        self._stored["camera"] = accessory.state.to_dict()
         if state_file is StateFileStatus.LOST:
             await self._async_pairing_lost()
         self.recorder = RecordingController(
@@ -518,6 +523,11 @@ class CameraBridge(CameraOwner):
         if self.recorder is not None:
             self.recorder.stream_closed(stream_id, reason)
 
+    def recording_stream_refused(self, stream_id: int, reason: DataSendCloseReason) -> None:
+        """Record an open the accessory refused."""
+        if self.recorder is not None:
+            self.recorder.stream_refused(stream_id, reason)
+
     # -- offer ----------------------------------------------------------------------------
 
     def _build_offer(self, source: SourceVideo) -> RecordingOffer:
@@ -531,19 +541,30 @@ class CameraBridge(CameraOwner):
 
     @callback
     def _async_source_profile(self, source: SourceVideo) -> None:
-        """Remember what the camera sends when it changes the offer; then republish it."""
+        """Follow what the camera sends: the offer changes only when that change lasts.
+
+        The first format learnt (a new install) is adopted at once; later a format that
+        offers differently must last (``LastingChange``), so a camera that switches its
+        picture for a moment never costs the hub's selection. The frame rate never matters.
+        """
         offer = self._build_offer(source)
-        known = "source" in self._stored
-        if (
-            known
-            and self.accessory is not None
-            and offer.fingerprint == self.accessory.offer.fingerprint
-        ):
-            return  # measurement noise (fps 24.98 vs 25.01) that offers the same
+        accessory = self.accessory
+        if "source" in self._stored and accessory is not None:
+            current = accessory.offer.fingerprint
+            if not self._offer_change.observe(offer.fingerprint, current, time.monotonic()):
+                return
+            LOGGER.info(
+                "%s: the camera's format changed for good (%sx%s, audio %s %s Hz)",
+                self.name,
+                source.width,
+                source.height,
+                source.audio_codec,
+                source.audio_sample_rate,
+            )
         self._stored["source"] = asdict(source)
         self._async_save()
-        if self.accessory is not None:
-            self.accessory.update_offer(offer)
+        if accessory is not None:
+            accessory.update_offer(offer)
 
     # -- Home Assistant entities ----------------------------------------------------------
 

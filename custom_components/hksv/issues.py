@@ -1,9 +1,13 @@
-"""Repair issues hksv raises: the HAP port is taken, and copy-only recordings that cannot copy.
+"""Repair issues hksv raises: the HAP port is taken, copy-only recordings that cannot copy,
+and a hub that keeps asking to record without a selected recording configuration.
 
-Every issue is fixable (repairs.py): the port issue moves the accessory to a free port, the
-copy issues switch the camera to Auto. Each copy problem is its own issue with its own
-translation key ("copy_<reason code>" of recording/mode.py) whose placeholders are the
-reason's measured values, so every problem shows, translated, with what was measured.
+The port and copy issues are fixable (repairs.py): the port issue moves the accessory to a
+free port, the copy issues switch the camera to Auto. The not-configured issue is fixed in the
+Home app, so it only says how; it clears itself at the next successful recording.
+
+Each copy problem is its own issue with its own translation key ("copy_<reason code>" of
+recording/mode.py) whose placeholders are the reason's measured values, so every problem
+shows, translated, with what was measured.
 """
 
 from __future__ import annotations
@@ -93,3 +97,30 @@ def async_copy_problems(
 def async_clear_copy_problems(hass: HomeAssistant, entry_id: str) -> None:
     """Remove every copy-only issue of an entry."""
     async_copy_problems(hass, entry_id, "", ())
+
+
+def not_configured_issue_id(entry_id: str) -> str:
+    """Return the id of an entry's "hub has no recording configuration" issue."""
+    return f"recording_not_configured_{entry_id}"
+
+
+@callback
+def async_recording_not_configured(
+    hass: HomeAssistant, entry_id: str, name: str, refusals: int
+) -> None:
+    """Tell the user the hub's recordings are refused until it selects a configuration."""
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        not_configured_issue_id(entry_id),
+        is_fixable=False,
+        severity=ir.IssueSeverity.ERROR,
+        translation_key="recording_not_configured",
+        translation_placeholders={"name": name, "refusals": str(refusals)},
+    )
+
+
+@callback
+def async_recording_configured(hass: HomeAssistant, entry_id: str) -> None:
+    """Clear the not-configured issue (a recording reached the hub)."""
+    ir.async_delete_issue(hass, DOMAIN, not_configured_issue_id(entry_id))

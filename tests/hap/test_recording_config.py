@@ -117,16 +117,16 @@ def test_offer_is_narrow() -> None:
     ("source", "max_height", "expected"),
     [
         (SourceVideo(width=1920, height=1080, fps=30), 1080, [(1920, 1080, 30), (1280, 720, 30)]),
-        (SourceVideo(width=2560, height=1440, fps=25), 1080, [(1920, 1080, 24), (1280, 720, 24)]),
+        (SourceVideo(width=2560, height=1440, fps=25), 1080, [(1920, 1080, 30), (1280, 720, 30)]),
         (SourceVideo(width=1920, height=1080, fps=30), 720, [(1280, 720, 30)]),
-        (SourceVideo(width=1280, height=720, fps=15), 1080, [(1280, 720, 15)]),
-        (SourceVideo(width=640, height=360, fps=10), 1080, [(1280, 720, 15)]),
+        (SourceVideo(width=1280, height=720, fps=15), 1080, [(1280, 720, 30)]),
+        (SourceVideo(width=640, height=360, fps=10), 1080, [(1280, 720, 30)]),
     ],
 )
 def test_offer_follows_source_and_options(
     source: SourceVideo, max_height: int, expected: list[tuple[int, int, int]]
 ) -> None:
-    """1080p only when the camera has it (never upscale), fps 30/24/15 never above the source."""
+    """1080p only when the camera has it (never upscale); always 30 fps, whatever it measures."""
     offer = build_offer(source, max_height=max_height, prebuffer_ms=4000, doorbell=False)
     attrs = offer.video.codec_configurations[0].attributes
     assert [(a.width, a.height, a.frame_rate) for a in attrs] == expected

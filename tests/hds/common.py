@@ -133,6 +133,7 @@ class FakeDelegate:
     fail_after: int | None = None  # raise this many packets in
     failure: BaseException | None = None
     calls: list[tuple[Any, ...]] = field(default_factory=list)
+    refusals: list[tuple[int, DataSendCloseReason]] = field(default_factory=list)
     pulled: int = 0
     closed_generators: int = 0
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -167,6 +168,10 @@ class FakeDelegate:
         """Record a close."""
         self.calls.append(("closeRecordingStream", stream_id, reason))
         self.ended.set()
+
+    def recording_stream_refused(self, stream_id: int, reason: DataSendCloseReason) -> None:
+        """Record a refused open (apart from ``calls``: the stream never started)."""
+        self.refusals.append((stream_id, reason))
 
 
 def packets_from(datas: Iterable[bytes], *, last: bool = True) -> list[RecordingPacket]:

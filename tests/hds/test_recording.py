@@ -299,6 +299,9 @@ async def test_open_rejections(
     response = await client.request("dataSend", "open", message)
     assert (response.status, response.message) == (6, busy(reason))
     assert delegate.calls == []
+    # Well-formed opens that were refused are reported (Last recording shows some of them).
+    reported = [] if reason is DataSendCloseReason.UNEXPECTED_FAILURE else [(1, reason)]
+    assert delegate.refusals == reported
     assert not server.recording_stream_active
     assert server.diagnostics()["opens_rejected"] == 1
 

@@ -93,6 +93,9 @@ class CameraOwner(Protocol):
     def recording_stream_closed(self, stream_id: int, reason: DataSendCloseReason | None) -> None:
         """Tell the owner how a recording stream ended."""
 
+    def recording_stream_refused(self, stream_id: int, reason: DataSendCloseReason) -> None:
+        """Tell the owner a hub's open was refused (e.g. nothing selected)."""
+
 
 class LiveStreamDelegate(Protocol):
     """Who answers the live-view characteristics of each stream slot (live.manager)."""
@@ -395,16 +398,37 @@ class HksvCamera(Accessory):
         self._set_state(FACTORY_STATE)
 
     def update_offer(self, offer: RecordingOffer) -> None:
-        """Publish a new offer; a changed offer drops the selection so the hub selects again."""
+        """Publish a new offer; keep the hub's selection while the new offer still allows it.
+
+        A selection the new offer allows goes on recording (the prebuffer keeps running)
+        until the hub selects again; one it does not allow is dropped, and opens are refused
+        until the hub selects from the new offer.
+        """
         if offer.fingerprint == self._offer.fingerprint:
             return
         self._offer = offer
-        self._selection = None
-        _LOGGER.info("%s: recording offer changed; the hub will select again", self.display_name)
-        if self._state.selected_configuration is not None:
-            self._set_state(self._state.with_selection(None, None))  # also republishes
-        else:
+        raw = self._state.selected_configuration
+        if raw is None or self._selection is None:
+            _LOGGER.info("%s: recording offer changed", self.display_name)
             self._apply_state_to_characteristics(notify=True)
+            return
+        try:
+            offer.validate(self._selection)
+        except SelectionError as err:
+            _LOGGER.warning(
+                "%s: recording offer changed and the hub's selection no longer fits it (%s); "
+                "recording waits until the hub selects again",
+                self.display_name,
+                err,
+            )
+            self._selection = None
+            self._set_state(self._state.with_selection(None, None))  # also republishes
+            return
+        _LOGGER.info(
+            "%s: recording offer changed; the hub's selection still fits it and is kept",
+            self.display_name,
+        )
+        self._set_state(self._state.with_selection(raw, offer.fingerprint))  # also republishes
 
     # -- recording configuration ----------------------------------------------------------
 
@@ -433,14 +457,25 @@ class HksvCamera(Accessory):
         self._set_state(self._state.with_selection(raw, self._offer.fingerprint))
 
     def _restore_selection(self, raw: bytes) -> SelectedCameraRecordingConfiguration | None:
-        """Decode a persisted selection; drop it if it no longer fits the offer."""
+        """Decode a persisted selection; keep it, tied to this offer, while the offer allows it.
+
+        The stored fingerprint is not compared: a selection made from an older version's
+        offer (which followed the measured frame rate) still records if it fits this one.
+        """
         try:
             selection = parse_selection(raw)
             self._offer.validate(selection)
-        except SelectionError:
+        except SelectionError as err:
+            _LOGGER.info(
+                "%s: the stored recording selection does not fit the offer (%s); "
+                "waiting for the hub to select again",
+                self.display_name,
+                err,
+            )
             self._state = self._state.with_selection(None, None)
             self._selected.set_value("", should_notify=False)
             return None
+        self._state = self._state.with_selection(raw, self._offer.fingerprint)
         return selection
 
     # -- data stream ----------------------------------------------------------------------
@@ -542,6 +577,10 @@ class HksvCamera(Accessory):
     def close_recording_stream(self, stream_id: int, reason: DataSendCloseReason | None) -> None:
         """Tell the owner the stream ended."""
         self._owner.recording_stream_closed(stream_id, reason)
+
+    def recording_stream_refused(self, stream_id: int, reason: DataSendCloseReason) -> None:
+        """Tell the owner an open was refused."""
+        self._owner.recording_stream_refused(stream_id, reason)
 
     # -- Home Assistant events ------------------------------------------------------------
 

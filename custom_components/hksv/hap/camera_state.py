@@ -73,12 +73,17 @@ class CameraState:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], offer_fingerprint: str) -> CameraState:
-        """Restore stored values; drop the selection if the offer changed since it was made."""
+    def from_dict(cls, data: dict[str, Any]) -> CameraState:
+        """Restore stored values, the selection with the fingerprint of the offer it chose from.
+
+        A selection made from another offer is kept: the accessory checks it against the
+        current offer (an older version's offer, or changed options, may still allow it).
+        """
         defaults = cls()
         selected: bytes | None = None
         raw = data.get("selected_configuration")
-        if isinstance(raw, str) and data.get("offer_fingerprint") == offer_fingerprint:
+        stored_fingerprint = data.get("offer_fingerprint")
+        if isinstance(raw, str):
             try:
                 selected = base64.b64decode(raw, validate=True)
             except ValueError:  # binascii.Error, or non-ASCII text
@@ -96,7 +101,11 @@ class CameraState:
             homekit_camera_active=flag("homekit_camera_active"),
             rtp_active=flag("rtp_active"),
             selected_configuration=selected,
-            offer_fingerprint=offer_fingerprint if selected is not None else None,
+            offer_fingerprint=(
+                stored_fingerprint
+                if selected is not None and isinstance(stored_fingerprint, str)
+                else None
+            ),
         )
 
     def with_selection(self, value: bytes | None, fingerprint: str | None) -> CameraState:

@@ -1,8 +1,10 @@
 """Typed HKSV recording configurations: the offer (Supported*) and the hub's choice (Selected*).
 
 Layouts follow docs/hksv-protocol.md §2.1–§2.4. The offer is narrowed as peers learned the hard
-way (docs/peers.md §3 #3): 720p and/or 1080p only, 16:9, at most 30 fps, one AAC-LC sample rate,
-fMP4 with 4000 ms fragments, a prebuffer of at least 4000 ms.
+way (docs/peers.md §3 #3): 720p and/or 1080p only, 16:9, always 30 fps, one AAC-LC sample rate,
+fMP4 with 4000 ms fragments, a prebuffer of at least 4000 ms. The frame rate is fixed, never
+measured (docs/architecture.md "The recording offer"): a camera's frame rate wobbles and
+halves at night, and a changed offer costs the hub's selection.
 """
 
 from __future__ import annotations
@@ -239,6 +241,8 @@ FRAGMENT_LENGTH_MS: Final = 4000
 MIN_PREBUFFER_MS: Final = 4000
 MAX_FPS: Final = 30
 MIN_FPS: Final = 15
+# The one frame rate offered per resolution, whatever the camera measures.
+OFFERED_FPS: Final = MAX_FPS
 RESOLUTION_720P: Final = (1280, 720)
 RESOLUTION_1080P: Final = (1920, 1080)
 DEFAULT_AUDIO_RATE: Final = AudioSampleRate.KHZ_32
@@ -354,13 +358,40 @@ class RecordingOffer:
         raise SelectionError(f"audio codec {audio.codec_type!r} not offered")
 
 
-def offered_frame_rate(source_fps: float | None) -> int:
-    """Return the one frame rate offered per resolution: 30, 24 or 15 (never above the source)."""
-    if source_fps is None or source_fps >= MAX_FPS - 1:
-        return MAX_FPS
-    if source_fps >= 24:
-        return 24
-    return MIN_FPS
+# A camera format that would change the offer must be seen this long, in this many profile
+# reports in a row, before the offer follows it (docs/architecture.md "The recording offer").
+OFFER_CHANGE_SETTLE_SECONDS: Final = 300.0
+OFFER_CHANGE_MIN_REPORTS: Final = 3
+
+
+@dataclass(slots=True)
+class LastingChange:
+    """Let the offer follow a new camera format only once it lasted.
+
+    ``observe`` is fed, for every profile report, the fingerprint the reported format would
+    offer and the current one. A different fingerprint must come back unchanged for
+    ``settle_seconds`` and ``min_reports`` reports; any other report starts over.
+    """
+
+    settle_seconds: float = OFFER_CHANGE_SETTLE_SECONDS
+    min_reports: int = OFFER_CHANGE_MIN_REPORTS
+    candidate: str | None = None
+    since: float = 0.0
+    reports: int = 0
+
+    def observe(self, proposed: str, current: str, now: float) -> bool:
+        """Return True when ``proposed`` has lasted long enough to replace ``current``."""
+        if proposed == current:
+            self.candidate, self.reports = None, 0
+            return False
+        if proposed != self.candidate:
+            self.candidate, self.since, self.reports = proposed, now, 1
+            return False
+        self.reports += 1
+        if self.reports >= self.min_reports and now - self.since >= self.settle_seconds:
+            self.candidate, self.reports = None, 0
+            return True
+        return False
 
 
 def build_offer(
@@ -370,8 +401,12 @@ def build_offer(
     prebuffer_ms: int,
     doorbell: bool,
 ) -> RecordingOffer:
-    """Derive the narrowed offer from the camera's stream and the user's options."""
-    fps = offered_frame_rate(source.fps)
+    """Derive the narrowed offer from the camera's stream and the user's options.
+
+    Only the camera's picture height (is 1080p offered?) and its AAC-LC format shape the
+    offer; its frame rate does not (``OFFERED_FPS`` always).
+    """
+    fps = OFFERED_FPS
     resolutions = [RESOLUTION_720P]
     # Offer 1080p only where it needs no upscaling (an unknown source is assumed 1080p).
     if max_height >= 1080 and (source.height is None or source.height >= 1080):

@@ -76,6 +76,9 @@ class RecordingDelegate(Protocol):
     def close_recording_stream(self, stream_id: int, reason: DataSendCloseReason | None) -> None:
         """Handle the end of a stream; reason is None when the HDS socket was lost."""
 
+    def recording_stream_refused(self, stream_id: int, reason: DataSendCloseReason) -> None:
+        """Note a well-formed open that was refused (so the refusal can be shown)."""
+
 
 class RecordingStream:
     """One accepted dataSend stream, keyed by (connection, streamId)."""
@@ -189,6 +192,8 @@ class RecordingStreams:
                 HDSStatus.PROTOCOL_SPECIFIC_ERROR,
                 reject_message(reason),
             )
+            if reason is not DataSendCloseReason.UNEXPECTED_FAILURE:
+                self._delegate.recording_stream_refused(message["streamId"], reason)
             return
         stream_id: int = message["streamId"]
         connection.send_response(

@@ -39,7 +39,11 @@ from ..hap.recording_config import (
     SourceVideo,
 )
 from ..hds import DataSendCloseReason, HDSProtocolError, HDSSendStalledError, RecordingPacket
-from ..issues import async_copy_problems
+from ..issues import (
+    async_copy_problems,
+    async_recording_configured,
+    async_recording_not_configured,
+)
 from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .gop import Gop, SourceProfile, profile_source
@@ -69,6 +73,8 @@ MEDIA_STALL_SECONDS: Final = 8.0
 # first keyframe (ffmpeg's probe ended first), or no timestamps before it (RTSP joined mid-GOP).
 STREAM_START_ERRORS: Final = ("Error muxing first keyframe", "No dts in")
 DEFAULT_AUDIO_BITRATE_KBPS: Final = 64
+# Opens refused for want of a selection, in a row, before a repair asks the user to act.
+REFUSALS_FOR_REPAIR: Final = 2
 
 
 class RecordingOutcome(StrEnum):
@@ -83,7 +89,12 @@ class RecordingOutcome(StrEnum):
     CONNECTION_LOST = "connection_lost"
     TIMED_OUT = "timed_out"
     FAILED = "failed"
+    # The hub asked to record but has no selected configuration: the open was refused.
+    NOT_CONFIGURED = "not_configured"
 
+
+# A recording that reached the hub; one clears the not-configured repair.
+_SUCCESSFUL_OUTCOMES: Final = frozenset({RecordingOutcome.COMPLETED, RecordingOutcome.MAX_DURATION})
 
 # Outcomes the recording itself decided; how the stream closes afterwards does not change them.
 _FINAL_OUTCOMES: Final = frozenset(
@@ -187,8 +198,10 @@ class RecordingController:
         self._gops_seen = 0
         self._profile: SourceProfile | None = None  # measured from complete GOPs
         self._profile_unsub = self.prebuffer.subscribe(self._on_gop)
+        self._profile_report: asyncio.Handle | None = None
         self.prebuffer.on_worker_health = self._on_worker_health
         self._start_issue = False
+        self._refused_in_a_row = 0
         self.last_recording: RecordingSummary | None = None
         self.recordings = 0
 
@@ -231,14 +244,29 @@ class RecordingController:
     async def async_stop(self) -> None:
         """Stop the prebuffer for good (unload or Home Assistant stopping)."""
         self._profile_unsub()
+        if self._profile_report is not None:
+            self._profile_report.cancel()
+            self._profile_report = None
         await self.prebuffer.async_close()
 
     @callback
     def _on_gop(self, gop: Gop) -> None:
-        """Refresh the source profile now and then (it shapes the offer)."""
+        """Refresh the source profile now and then (it shapes the offer).
+
+        This runs inside Home Assistant's part callback: the measuring and whatever the
+        offer does with it run in a later loop iteration, after that callback returned.
+        """
         self._gops_seen += 1
         # The second GOP gives the first keyframe interval; later ones follow camera changes.
-        if self._gops_seen == 2 or self._gops_seen % PROFILE_EVERY_GOPS == 0:
+        due = self._gops_seen == 2 or self._gops_seen % PROFILE_EVERY_GOPS == 0
+        if due and self._profile_report is None:
+            self._profile_report = self._hass.loop.call_soon(self._report_buffered_profile)
+
+    @callback
+    def _report_buffered_profile(self) -> None:
+        """Measure the buffered GOPs and report them (scheduled by ``_on_gop``)."""
+        self._profile_report = None
+        if self.prebuffer.gops:
             self._report_profile(self.prebuffer.gops)
 
     def _report_profile(self, gops: Sequence[Gop]) -> None:
@@ -268,6 +296,7 @@ class RecordingController:
     ) -> AsyncIterator[RecordingPacket]:
         """Start a recording for the hub."""
         summary = RecordingSummary(stream_id=stream_id, started_at=dt_util.utcnow())
+        self._refused_in_a_row = 0
         self._active[stream_id] = summary
         self.recordings += 1
         self._on_update()
@@ -292,14 +321,7 @@ class RecordingController:
             summary.outcome = _outcome(reason)
         if reason is not None:
             summary.hub_close_reason = reason.name
-        self.last_recording = summary
-        async_fire_recording_finished(
-            self._hass,
-            entry_id=self._entry_id,
-            name=self._name,
-            camera_entity_id=self._camera_entity_id,
-            summary=summary.as_attributes(),
-        )
+        self._finish(summary)
         _LOGGER.info(
             "%s: recording %s ended (%s, %s): %d fragments, %.1f s, %d bytes",
             self._name,
@@ -310,11 +332,60 @@ class RecordingController:
             summary.media_seconds,
             summary.bytes,
         )
+        if summary.outcome in _SUCCESSFUL_OUTCOMES:
+            async_recording_configured(self._hass, self._entry_id)
         if not self._enabled and not self._active:
             self._entry.async_create_task(
                 self._hass, self.prebuffer.async_stop(), f"{DOMAIN} prebuffer stop", False
             )
         self._on_update()
+
+    def stream_refused(self, stream_id: int, reason: DataSendCloseReason) -> None:
+        """Show an open refused for want of a selection; a repair once it repeats.
+
+        Other refusals (recording off, a second open) follow what the user or the hub
+        chose; they are logged by the HDS layer only.
+        """
+        if reason is not DataSendCloseReason.INVALID_CONFIGURATION:
+            return
+        now = dt_util.utcnow()
+        summary = RecordingSummary(
+            stream_id=stream_id,
+            started_at=now,
+            ended_at=now,
+            outcome=RecordingOutcome.NOT_CONFIGURED,
+            hub_close_reason=reason.name,
+            error=(
+                "the home hub asked to record, but it has not selected a recording "
+                "configuration for this camera"
+            ),
+        )
+        self._refused_in_a_row += 1
+        _LOGGER.warning(
+            "%s: refused recording %s: the home hub has selected no recording configuration "
+            "(%d in a row); choosing the camera's Recording Options in the Home app again "
+            "makes it select one",
+            self._name,
+            stream_id,
+            self._refused_in_a_row,
+        )
+        self._finish(summary)
+        if self._refused_in_a_row >= REFUSALS_FOR_REPAIR:
+            async_recording_not_configured(
+                self._hass, self._entry_id, self._name, self._refused_in_a_row
+            )
+        self._on_update()
+
+    def _finish(self, summary: RecordingSummary) -> None:
+        """Make ``summary`` the last recording and announce it on the event bus."""
+        self.last_recording = summary
+        async_fire_recording_finished(
+            self._hass,
+            entry_id=self._entry_id,
+            name=self._name,
+            camera_entity_id=self._camera_entity_id,
+            summary=summary.as_attributes(),
+        )
 
     async def _record(
         self,
@@ -657,6 +728,7 @@ class RecordingController:
             "enabled": self._enabled,
             "recordings": self.recordings,
             "active_streams": list(self._active),
+            "not_configured_in_a_row": self._refused_in_a_row,
             "prebuffer": self.prebuffer.diagnostics(),
         }
 
