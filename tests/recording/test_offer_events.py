@@ -49,7 +49,7 @@ async def test_profile_reports_leave_the_part_callback(
         hass,
         camera_entity_id="camera.test",
         name="Test",
-        entry_id="entry",
+        entry=MockConfigEntry(domain=DOMAIN, entry_id="entry"),
         options=dict(DEFAULT_OPTIONS),
         on_update=lambda: None,
         on_source_profile=lambda source: reports.append((inside_part, source)),
