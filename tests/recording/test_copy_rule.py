@@ -354,3 +354,10 @@ async def test_a_long_gop_after_the_decision_to_copy_goes_out_whole(
     assert all(samples[0].is_sync for samples in shaped)
     assert controller.last_recording.mode == "copy"
     assert "keyframe group of 8.00 s is longer than the 4000 ms fragments" in caplog.text
+
+
+def test_stall_limit_is_5s_or_one_and_a_half_keyframe_intervals() -> None:
+    """A clip waits 5 s for a silent camera, longer only for GOPs over 3.33 s."""
+    assert recorder_module._stall_limit(2000) == 5.0
+    assert recorder_module._stall_limit(0) == 5.0
+    assert recorder_module._stall_limit(4000) == 6.0

@@ -516,8 +516,8 @@ class RecordingController:
                     if fragment.oversize:
                         # A GOP longer than the fragment length after the decision to copy:
                         # it goes out whole, as copying peers send every GOP (a keyframe-first
-                        # fragment decodes alone); the camera's profile now holds it, so the
-                        # next clip transcodes. The stall limit grows with the camera's GOP.
+                        # fragment decodes alone); a clip whose prebuffer holds such a GOP
+                        # transcodes. The stall limit grows with the camera's GOP.
                         media.limit = max(media.limit, _stall_limit(fragment.duration_ms))
                         if not oversize_noted:
                             oversize_noted = True
