@@ -264,8 +264,9 @@ def _profile(
         constant,
         bitrate_kbps,
         8,
+        # Irregular: one keyframe group does not fit in a 4 s fragment.
         keyframe_interval_min_ms=1000 if not constant else interval_ms,
-        keyframe_interval_max_ms=3000 if not constant else interval_ms,
+        keyframe_interval_max_ms=5000 if not constant else interval_ms,
     )
 
 

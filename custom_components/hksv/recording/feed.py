@@ -31,9 +31,13 @@ class MediaClock:
         """Note that media arrived."""
         self.last = time.monotonic()
 
+    def silent_for(self) -> float:
+        """Return the seconds since media last arrived."""
+        return time.monotonic() - self.last
+
     def remaining(self) -> float:
         """Return the seconds left before the camera counts as lost."""
-        return self.limit - (time.monotonic() - self.last)
+        return self.limit - self.silent_for()
 
 
 class LiveFeed[T]:
@@ -66,6 +70,19 @@ class LiveFeed[T]:
     async def items(self, media: MediaClock | None = None) -> AsyncIterator[T]:
         """Yield items as they come; raise CameraStreamLost once ``media`` stalls."""
         while True:
+            item = await self.next(media)
+            if item is not None:
+                yield item
+
+    async def next(
+        self, media: MediaClock | None = None, *, quiet: float | None = None
+    ) -> T | None:
+        """Return the next item; raise CameraStreamLost once ``media`` stalls.
+
+        With ``quiet``, return None instead once no media arrived for that many seconds (the
+        camera may be going away: the caller can send what it holds while the hub waits).
+        """
+        while True:
             if media is None or not self._queue.empty():
                 item = await self._queue.get()
             else:
@@ -73,6 +90,11 @@ class LiveFeed[T]:
                 if remaining <= 0:
                     media.lost = True
                     raise CameraStreamLost
+                if quiet is not None:
+                    until_quiet = quiet - media.silent_for()
+                    if until_quiet <= 0:
+                        return None
+                    remaining = min(remaining, until_quiet)
                 try:
                     async with asyncio.timeout(remaining):
                         item = await self._queue.get()
@@ -83,4 +105,4 @@ class LiveFeed[T]:
                     DataSendCloseReason.UNEXPECTED_FAILURE,
                     "the hub is not keeping up with live video",
                 )
-            yield item
+            return item

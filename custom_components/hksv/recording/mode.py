@@ -1,8 +1,11 @@
 """Copy or transcode: a pure decision from what the camera sends and what the hub selected.
 
-Copy first (docs/DESIGN.md): H.264 at level ≤ 4.0, no larger than the selection, within the
-bitrate cap, with a keyframe interval that divides the fragment length, is sent as it is.
-The keyframe interval is judged from steady state (gop.profile_source). Every reason carries
+Copy first: H.264 at level ≤ 4.0, no larger than the selection, within the bitrate cap, is
+sent as it is whenever every fragment can be cut on a keyframe within the selected fragment
+length, that is whenever no single keyframe group (GOP) is longer than it: the shaper packs
+whole GOPs up to the length and closes a fragment early when the next GOP does not fit
+(docs/architecture.md, Recording). GOP lengths are judged from steady state
+(gop.profile_source); how much they vary does not matter. Every reason carries
 a code and the measured values, so that a translation can use them as placeholders.
 Audio is judged separately: re-encoding audio (or making silence) is cheap, so a camera whose
 video fits keeps copied video even when its audio needs work.
@@ -17,7 +20,7 @@ from typing import Final
 from ..const import VIDEO_MODE_COPY, VIDEO_MODE_TRANSCODE
 from ..hap.recording_config import H264_LEVEL_IDC, H264Level, SelectedCameraRecordingConfiguration
 from .gop import SourceProfile
-from .shaper import LENGTH_SLACK_MS
+from .shaper import fits_fragment
 
 # Allow a little measurement noise before calling a bitrate "over the cap".
 BITRATE_TOLERANCE: Final = 1.15
@@ -178,34 +181,37 @@ def video_problems(
         problems.append(
             _reason(
                 ReasonCode.KEYFRAME_UNMEASURED,
-                f"no complete keyframe interval was measured yet; it must divide {fragment}",
+                f"no complete keyframe interval was measured yet; it must not exceed {fragment}",
                 fix,
                 fragment=fragment,
             )
         )
-    elif not source.keyframe_interval_constant and shortest and longest:
-        problems.append(
-            _reason(
-                ReasonCode.KEYFRAME_IRREGULAR,
-                f"the keyframe interval varies from {_seconds(shortest)} to {_seconds(longest)} "
-                f"(median {_seconds(interval)}); it must stay at a whole fraction of {fragment}",
-                fix,
-                shortest=_seconds(shortest),
-                longest=_seconds(longest),
-                median=_seconds(interval),
-                fragment=fragment,
+    elif not fits_fragment(longest or interval, fragment_ms):
+        if not source.keyframe_interval_constant and shortest and longest:
+            problems.append(
+                _reason(
+                    ReasonCode.KEYFRAME_IRREGULAR,
+                    f"the keyframe interval varies from {_seconds(shortest)} to "
+                    f"{_seconds(longest)} (median {_seconds(interval)}); a keyframe group of "
+                    f"{_seconds(longest)} does not fit in a {fragment} fragment",
+                    fix,
+                    shortest=_seconds(shortest),
+                    longest=_seconds(longest),
+                    median=_seconds(interval),
+                    fragment=fragment,
+                )
             )
-        )
-    elif not _divides(interval, fragment_ms):
-        problems.append(
-            _reason(
-                ReasonCode.KEYFRAME_INTERVAL,
-                f"the keyframe interval ({_seconds(interval)}) does not divide {fragment}",
-                fix,
-                interval=_seconds(interval),
-                fragment=fragment,
+        else:
+            problems.append(
+                _reason(
+                    ReasonCode.KEYFRAME_INTERVAL,
+                    f"the keyframe interval ({_seconds(interval)}) is longer than a {fragment} "
+                    f"fragment",
+                    fix,
+                    interval=_seconds(interval),
+                    fragment=fragment,
+                )
             )
-        )
     cap = min(max_bitrate_kbps, selection.video.parameters.bitrate or max_bitrate_kbps)
     if source.video_bitrate_kbps and source.video_bitrate_kbps > cap * BITRATE_TOLERANCE:
         bitrate = f"{source.video_bitrate_kbps:.0f}"
@@ -219,18 +225,6 @@ def video_problems(
             )
         )
     return problems
-
-
-def _divides(interval_ms: int | None, fragment_ms: int) -> bool:
-    """Return True if whole GOPs of ``interval_ms`` fill a fragment (within the shaper's slack).
-
-    29.97 fps cameras with 60-frame GOPs make 2002 ms GOPs and 4004 ms fragments, as real
-    HKSV cameras send (shared/fixtures/hksv-spec-examples).
-    """
-    if not interval_ms or interval_ms > fragment_ms + LENGTH_SLACK_MS:
-        return False
-    count = max(1, round(fragment_ms / interval_ms))
-    return abs(count * interval_ms - fragment_ms) <= LENGTH_SLACK_MS
 
 
 def audio_plan(

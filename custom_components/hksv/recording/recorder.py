@@ -68,7 +68,9 @@ PREBUFFER_MARGIN_SECONDS: Final = FRAGMENT_LENGTH_MS / 1000
 PROFILE_EVERY_GOPS: Final = 8
 # No media from the camera for this long (or 1.5 keyframe intervals, if longer) ends the clip
 # on its last real fragment; a worker that reconnects sooner continues the clip, re-timed.
-MEDIA_STALL_SECONDS: Final = 8.0
+# Hubs close a stream about 8 s after its last fragment (docs/architecture.md, Recording):
+# the clip must end well before that, not as late.
+MEDIA_STALL_SECONDS: Final = 5.0
 # Worker errors meaning the stream cannot start between keyframes: no picture size before the
 # first keyframe (ffmpeg's probe ended first), or no timestamps before it (RTSP joined mid-GOP).
 STREAM_START_ERRORS: Final = ("Error muxing first keyframe", "No dts in")
@@ -420,7 +422,7 @@ class RecordingController:
                     DataSendCloseReason.UNEXPECTED_FAILURE, self._no_video_message()
                 )
             profile = profile_source(history) if history else self._profile_for(start)
-            media.limit = max(MEDIA_STALL_SECONDS, 1.5 * (profile.keyframe_interval_ms or 0) / 1000)
+            media.limit = _stall_limit(profile.keyframe_interval_ms or 0)
             decision = choose_mode(
                 profile,
                 selection,
@@ -559,20 +561,49 @@ class RecordingController:
         video_config = _video_config(start)
         total_ms = 0.0
 
-        async def gops() -> AsyncIterator[Gop]:
+        async def gops() -> AsyncIterator[Gop | None]:
+            """Yield the GOPs to send; None when the camera went quiet with GOPs held back."""
             for gop in first:
                 yield gop
-            async for gop in live.items(media):
-                yield gop
+            while True:
+                # Halfway to the stall limit, send the GOPs held for the next fragment: if the
+                # camera is gone, the hub then waits only for the clip's last fragment, the
+                # GOP in progress, which stays behind to end the clip on real media.
+                quiet = (
+                    media.limit / 2
+                    if shaper.holding and self.prebuffer.open_live().pending is not None
+                    else None
+                )
+                yield await live.next(media, quiet=quiet)
 
+        oversize_noted = False
         try:
             async for gop in gops():
-                if _video_config(gop) != video_config:
-                    raise HDSProtocolError(
-                        DataSendCloseReason.UNEXPECTED_FAILURE,
-                        "the camera's video format changed during the recording",
-                    )
-                for fragment in shaper.push(gop):
+                if gop is None:
+                    fragments = shaper.flush()
+                else:
+                    if _video_config(gop) != video_config:
+                        raise HDSProtocolError(
+                            DataSendCloseReason.UNEXPECTED_FAILURE,
+                            "the camera's video format changed during the recording",
+                        )
+                    fragments = shaper.push(gop)
+                for fragment in fragments:
+                    if fragment.oversize:
+                        # A GOP longer than the fragment length after the decision to copy:
+                        # it goes out whole, as copying peers send every GOP (a keyframe-first
+                        # fragment decodes alone); a clip whose prebuffer holds such a GOP
+                        # transcodes. The stall limit grows with the camera's GOP.
+                        media.limit = max(media.limit, _stall_limit(fragment.duration_ms))
+                        if not oversize_noted:
+                            oversize_noted = True
+                            _LOGGER.warning(
+                                "%s: a keyframe group of %.2f s is longer than the %d ms "
+                                "fragments; sending it as one fragment",
+                                self._name,
+                                fragment.duration_ms / 1000,
+                                fragment_ms,
+                            )
                     total_ms += fragment.duration_ms
                     last = total_ms >= MAX_RECORDING_SECONDS * 1000
                     yield RecordingPacket(fragment.data, last), fragment.duration_ms
@@ -731,6 +762,11 @@ class RecordingController:
             "not_configured_in_a_row": self._refused_in_a_row,
             "prebuffer": self.prebuffer.diagnostics(),
         }
+
+
+def _stall_limit(keyframe_interval_ms: float) -> float:
+    """Return how long a recording waits for the camera's media before ending the clip."""
+    return max(MEDIA_STALL_SECONDS, 1.5 * keyframe_interval_ms / 1000)
 
 
 def _video_config(gop: Gop) -> tuple[Any, ...]:

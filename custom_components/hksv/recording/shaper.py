@@ -2,8 +2,11 @@
 
 HKSV wants one moof + mdat per fragment, each starting with an IDR and lasting at most the
 selected fragmentLength, with timestamps monotonic from the prebuffer into live video
-(docs/hksv-protocol.md §5.4 and §7 items 1-2). GOPs are never split: a GOP longer than the
-fragment length goes out alone and is flagged, so the caller can transcode instead.
+(docs/hksv-protocol.md §5.4 and §7 items 1-2). The copy rule (docs/architecture.md,
+Recording): whole GOPs are packed up to the length, and a GOP that does not fit with those
+held closes the fragment early, so every fragment fits whenever every GOP does, however much
+GOP lengths vary. GOPs are never split: a GOP longer than the fragment length goes out alone
+and is flagged, so the caller can say so (mode.py transcodes such a camera).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ class ShapedFragment:
     duration_ms: float
     gop_count: int
     oversize: bool  # a single GOP longer than the fragment length
+
+
+def fits_fragment(gop_ms: float, fragment_ms: int) -> bool:
+    """Return True if a GOP of ``gop_ms`` fits in one fragment of ``fragment_ms``."""
+    return gop_ms <= fragment_ms + LENGTH_SLACK_MS
 
 
 def _rescale(value: int, from_scale: int, to_scale: int) -> int:
@@ -93,10 +101,16 @@ class FragmentShaper:
             out.extend(self.flush())
         self._pending.append(gop)
         self._pending_duration += gop.duration
-        # Emit now unless another GOP as long as this one would still fit.
+        # Emit now unless another GOP as long as this one would still fit: the camera's next
+        # GOP is most likely as long, and holding a full fragment back only delays the hub.
         if self._pending_duration + gop.duration > limit:
             out.extend(self.flush())
         return out
+
+    @property
+    def holding(self) -> bool:
+        """Return True if GOPs are held back for the next fragment."""
+        return bool(self._pending)
 
     def flush(self) -> list[ShapedFragment]:
         """Emit the GOPs held back, if any."""
@@ -147,7 +161,7 @@ class FragmentShaper:
             start_ms=base * 1000 / scale,
             duration_ms=duration_ms,
             gop_count=len(gops),
-            oversize=len(gops) == 1 and duration_ms > self._limit_ms,
+            oversize=len(gops) == 1 and not fits_fragment(duration_ms, self.fragment_length_ms),
         )
 
     def _audio_run(
