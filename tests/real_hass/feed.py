@@ -26,6 +26,7 @@ import time
 
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
+from tests.real_hass.harness import free_port
 
 # ffmpeg -re may run up to half a second ahead of real time at its start (initial burst):
 # the next clip's timestamps start that far after the last ones could have gone.
@@ -79,6 +80,11 @@ class SwitchableFeed(LiveFeedSource):
 
 class RtspFeed(RtspSource):
     """An RTSP camera that can go away for a while."""
+
+    def __init__(self, clip: Path) -> None:
+        """Prepare; its feed on a kernel-picked port (no fixed block shared with test runs)."""
+        super().__init__(clip)
+        self.feed = LiveFeedSource(clip, free_port())
 
     async def drop(self, seconds: float) -> None:
         """Stop the RTSP server for ``seconds``, then start it on the same port."""

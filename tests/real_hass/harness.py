@@ -220,7 +220,7 @@ class HassProcess:
             out.write(f"\n===== hass start {self.starts + 1} at {time.ctime()} =====\n".encode())
             out.flush()
             self.process = await asyncio.create_subprocess_exec(
-                str(ROOT / ".venv" / "bin" / "hass"), "-c", str(self.config.directory),
+                str(Path(sys.executable).with_name("hass")), "-c", str(self.config.directory),
                 "--skip-pip", cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
@@ -395,6 +395,10 @@ class CameraHub:
         return int(
             self.selection.recording.media_container_configuration.parameters.fragment_length
         )
+
+    async def close(self) -> None:
+        """Close the hub's current HAP session."""
+        await self.hub.close()
 
     async def reconnect(self, timeout: float = 120) -> None:
         """Reconnect with the saved pairing as a hub does after the accessory went away."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import functools
 import logging
 from pathlib import Path
+import shutil
 import time
 from typing import Any
 
@@ -127,6 +128,7 @@ class Soak:
                 stack.push_async_callback(feed.stop)
                 await feed.start()
             config = write_config(settings.workdir / "config", self.feeds)
+            stack.callback(shutil.rmtree, config.control.parent, ignore_errors=True)
             self.hass = HassProcess(config, settings.workdir / "hass.log")
             stack.push_async_callback(self._stop_hass)
             self.result.first_start_seconds = await self.hass.start()
@@ -167,7 +169,7 @@ class Soak:
 
     @staticmethod
     async def _close_hub(hub: CameraHub) -> None:
-        await hub.hub.close()
+        await hub.close()
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._start
