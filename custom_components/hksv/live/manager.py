@@ -602,6 +602,17 @@ class LiveStreamManager:
             if slot.viewer is not None
         ]
 
+    def last_ended(self) -> dict[str, Any] | None:
+        """Return how the last session ended, and why (for the Live viewers sensor)."""
+        if not self.history:
+            return None
+        record = self.history[-1]
+        return {
+            key: record[key]
+            for key in ("viewer", "mode", "end_reason", "error", "audio")
+            if record.get(key) is not None
+        }
+
     def diagnostics(self) -> dict[str, Any]:
         """Return slots, running sessions and the last ended ones."""
         active = [
