@@ -35,6 +35,7 @@ _LOGGER = logging.getLogger(__name__)
 _IN_BAND: Final = ParameterSets([], [], 4)
 AUDIO_REANCHOR_SECONDS: Final = 0.25
 MAX_AUDIO_QUEUE: Final = 100  # packets: 2 s at 20 ms
+AAC_FRAME_SAMPLES: Final = 1024  # per AAC-LC access unit
 
 
 def codec_extradata(init: InitSegment) -> tuple[str, bytes] | None:
@@ -230,6 +231,7 @@ class AudioSender:
         self.on_error: Callable[[str], None] = lambda error: None
         self.failed: str | None = None
         self.muted_packets = 0
+        self._skip_carry = 0.0  # packet times not encoded while muted, not yet skipped
         self.packetizer = OpusPacketizer(
             ssrc=ssrc,
             payload_type=payload_type,
@@ -286,6 +288,19 @@ class AudioSender:
             self.packetizer.skip(len(self._queue))
             self._queue.clear()
             self._anchor = None
+
+    @property
+    def silent(self) -> bool:
+        """Return True while nothing is to be sent (muted, suspended or failed)."""
+        return self.paused or self._muted()
+
+    def skip_seconds(self, seconds: float) -> None:
+        """Advance the RTP clock over audio that was not even encoded (everyone muted)."""
+        self._skip_carry += seconds / self.packet_seconds
+        packets = int(self._skip_carry)
+        self._skip_carry -= packets
+        self.packetizer.skip(packets)
+        self.muted_packets += packets
 
     def push(self, packet: bytes) -> None:
         """Queue one Opus packet (dropped while the session is suspended or muted)."""
@@ -404,6 +419,12 @@ class OpusFeed:
             config = aac_audio_specific_config(audio.sample_rate, audio.channels)
         except AudioError as err:
             self._fail(str(err))
+            return
+        if all(sender.silent for sender in self.senders):
+            # Nobody hears it: do not encode; the senders' clocks run on.
+            seconds = len(part.audio) * AAC_FRAME_SAMPLES / audio.sample_rate
+            for sender in self.senders:
+                sender.skip_seconds(seconds)
             return
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
