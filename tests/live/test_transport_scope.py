@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
+import os
+import socket
+from typing import Any
 
+import pylibsrtp
 import pytest
 
 from custom_components.hksv.hap.driver import HapClient
@@ -16,7 +21,11 @@ from custom_components.hksv.hap.rtp_stream import (
     SetupStatus,
     SrtpParameters,
 )
+from custom_components.hksv.live.rtcp import ReportBlock, receiver_report
+from custom_components.hksv.live.srtp import SrtpContext
 from custom_components.hksv.live.transport import (
+    MediaEndpoint,
+    bind_socket,
     normalize_local_address,
     peer_for,
     same_host,
@@ -90,3 +99,77 @@ def _link_local() -> str | None:
                 groups = [hexaddr[i : i + 4] for i in range(0, 32, 4)]
                 return f"{ipaddress.IPv6Address(':'.join(groups))}%{name}"
     return None
+
+
+# Set by whoever runs this test in a network namespace of their own, e.g. (as root):
+#   unshare -n sh -c 'ip link set lo up; ip link add hksv0 type dummy; ip link set hksv0 up;
+#     ip -6 addr add fe80::1/64 dev hksv0 nodad; ip -6 addr add fe80::2/64 dev hksv0 nodad;
+#     HKSV_LINK_LOCAL_IFACE=hksv0 pytest tests/live/test_transport_scope.py'
+# Both addresses are on that private interface: no datagram leaves the namespace.
+LINK_LOCAL_IFACE = os.environ.get("HKSV_LINK_LOCAL_IFACE")
+
+
+@pytest.mark.skipif(
+    LINK_LOCAL_IFACE is None, reason="needs HKSV_LINK_LOCAL_IFACE with fe80::1 and fe80::2"
+)
+async def test_link_local_viewer_over_udp(socket_enabled: None) -> None:
+    """SRTP to a viewer that wrote fe80::2 without a scope; its SRTCP (scoped) is accepted."""
+    iface = LINK_LOCAL_IFACE or ""
+    local = f"fe80::1%{iface}"
+    sock = bind_socket(local, ipv6=True)
+    touched: list[bool] = []
+    endpoint = MediaEndpoint(
+        sock,
+        peer=("fe80::2", 9),  # set below, once the viewer has its port
+        send_context=SrtpContext(KEY, SALT),
+        receive_context=SrtpContext(KEY, SALT),
+        our_ssrc=0x1111,
+        on_valid_rtcp=lambda: touched.append(True),
+        log_name="test",
+    )
+    loop = asyncio.get_running_loop()
+    received: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+
+    class Viewer(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            received.put_nowait((data, addr))
+
+    viewer_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    viewer_sock.setblocking(False)
+    viewer_sock.bind(("fe80::2", 0, 0, socket.if_nametoindex(iface)))
+    transport, _ = await loop.create_datagram_endpoint(Viewer, sock=viewer_sock)
+    try:
+        viewer_port = transport.get_extra_info("sockname")[1]
+        # The viewer wrote its address without a scope: ours is used to reach it.
+        endpoint.peer = peer_for("fe80::2", viewer_port, local)
+        assert endpoint.peer == ("fe80::2", viewer_port, 0, socket.if_nametoindex(iface))
+        await endpoint.async_open()
+        rtp = bytes([0x80, 99, 0, 1]) + (1234).to_bytes(4) + (0x1111).to_bytes(4) + b"\x65" * 50
+        endpoint.send_rtp(rtp)
+        async with asyncio.timeout(10):
+            data, addr = await received.get()
+        inbound = pylibsrtp.Session(
+            policy=pylibsrtp.Policy(key=KEY + SALT, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        )
+        assert inbound.unprotect(data) == rtp
+        assert same_host(addr[0], "fe80::1")
+        outbound = pylibsrtp.Session(
+            policy=pylibsrtp.Policy(key=KEY + SALT, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        )
+        report = receiver_report(
+            ssrc=0x2222,
+            reports=[
+                ReportBlock(
+                    ssrc=0x1111, fraction_lost=0, cumulative_lost=0, highest_seq=1, jitter=0
+                )
+            ],
+        )
+        transport.sendto(outbound.protect_rtcp(report), (addr[0], addr[1]))
+        async with asyncio.timeout(10):
+            while not touched:
+                await asyncio.sleep(0.01)
+        assert endpoint.rtcp_received == 1 and endpoint.rejected == 0
+        assert endpoint.reception.reports == 1
+    finally:
+        transport.close()
+        endpoint.close()
