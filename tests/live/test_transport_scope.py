@@ -9,6 +9,7 @@ import os
 import socket
 from typing import Any
 
+from hypothesis import given, strategies as st
 import pylibsrtp
 import pytest
 
@@ -53,6 +54,25 @@ def test_local_address_keeps_scope_for_binding_only(
     assert normalize_local_address(local, ipv6) == bound
     if bound is not None:
         assert "%" not in unscoped(bound)
+
+
+@given(
+    address=st.ip_addresses(v=6),
+    scope=st.one_of(st.integers(1, 2**31), st.from_regex(r"[a-z][a-z0-9]{0,14}", fullmatch=True)),
+)
+def test_scopes_never_advertised_nor_compared(address: ipaddress.IPv6Address, scope: Any) -> None:
+    """Whatever the address and scope: advertised without it, equal with or without it."""
+    scoped = f"{address}%{scope}"
+    bound = normalize_local_address(scoped, True)
+    if address.ipv4_mapped is not None:
+        assert bound is None
+        return
+    assert bound is not None
+    assert "%" not in unscoped(bound)
+    assert ipaddress.ip_address(unscoped(bound)) == address
+    assert ("%" in bound) == address.is_link_local  # only link-local keeps it, for binding
+    assert same_host(scoped, str(address))
+    assert same_host(str(address.exploded), scoped)
 
 
 def test_viewer_addresses_compare_without_scope() -> None:
