@@ -63,7 +63,7 @@ def _live_attributes(bridge: CameraBridge) -> dict[str, Any] | None:
     """Return who is watching and how (full numbers are in the diagnostics)."""
     if bridge.live is None:
         return None
-    return {"sessions": bridge.live.viewer_summaries()}
+    return {"sessions": bridge.live.viewer_summaries(), "last_ended": bridge.live.last_ended()}
 
 
 SENSORS: tuple[HksvSensorEntityDescription, ...] = (

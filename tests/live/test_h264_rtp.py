@@ -432,3 +432,22 @@ def test_home_assistant_parts(tmp_path: Path, bframes: bool) -> None:
     # HA ends the clip mid-segment in decode order, so only the head is surely contiguous.
     counters = [read_frame_counter(f) for f in frames]
     assert counters[:40] == list(range(counters[0], counters[0] + 40))
+
+
+def test_in_band_sps_level_is_relabelled() -> None:
+    """Copy mode relabels the SPS a camera repeats in-band, not only the avcC's."""
+    sps = bytes([0x67, 0x64, 0x00, 51, 0xAC, 0xD9, 0x40, 0x50])
+    pps = bytes([0x68, 0xEB, 0xE3, 0xCB])
+    idr = bytes([0x65, 0x88]) + bytes(200)
+    sample = b"".join(len(n).to_bytes(4) + n for n in (sps, pps, idr))
+    packetizer = H264Packetizer(ssrc=1, payload_type=99, max_payload_size=1000)
+    packetizer.sps_level = 40
+    packets = packetizer.packetize(sample, 0, True)
+    stap = packets[0][12:]
+    assert stap[0] == 24
+    first = stap[3 : 3 + int.from_bytes(stap[1:3])]
+    assert first[0] & 0x1F == 7 and first[3] == 40
+    assert first[:3] + first[4:] == sps[:3] + sps[4:]
+    # Without relabelling the camera's SPS goes out as is.
+    plain = H264Packetizer(ssrc=1, payload_type=99, max_payload_size=1000)
+    assert plain.packetize(sample, 0, True)[0][12 + 3 + 3] == 51

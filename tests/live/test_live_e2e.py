@@ -8,6 +8,7 @@ iOS; the viewer decrypts with libsrtp (pylibsrtp), depacketizes and decodes with
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import timedelta
@@ -28,7 +29,12 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SLOTS
 from custom_components.hksv.diagnostics import async_get_config_entry_diagnostics
-from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, StreamingState
+from custom_components.hksv.hap.rtp_stream import (
+    SessionCommand,
+    SetupEndpointsResponse,
+    SetupStatus,
+    StreamingState,
+)
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, free_port
 from tests.e2e.live_source import LiveFeedSource
@@ -529,3 +535,192 @@ async def test_home_assistant_stop_while_watching(
 def _stream_workers() -> list[threading.Thread]:
     """Return the live stream worker threads (HA names them all "stream_worker")."""
     return [t for t in threading.enumerate() if t.name == "stream_worker" and t.is_alive()]
+
+
+# -- faults a long run shows (issue 13 §2) ----------------------------------------------
+
+
+async def test_mute_mid_session_stops_audio_at_once(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """Writing the Microphone's Mute during a session silences it at once; unmute resumes."""
+    bridge = init_integration.runtime_data
+    mute = controller.iid("112", "11A")
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_audio(25)
+    assert await controller.write(mute, True) == {}
+    # Packets already on the wire may still land; nothing is sent after the write.
+    await asyncio.sleep(0.1)
+    muted_at = len(viewer.audio_packets)
+    encoded = bridge.live.diagnostics()["audio_encoders"][0]["packets"]
+    await asyncio.sleep(2.5)
+    assert len(viewer.audio_packets) == muted_at, "audio goes on after Mute"
+    # Nobody hears it: at most the part already being encoded, then nothing (about 1 s).
+    assert bridge.live.diagnostics()["audio_encoders"][0]["packets"] - encoded <= 55
+    await viewer.wait_frames(2, FPS)  # video is not affected
+    assert await controller.write(mute, False) == {}
+    await viewer.wait_audio(muted_at + 25)
+    resumed = viewer.audio_packets[muted_at:]
+    assert {p.ssrc for p in resumed} == {viewer.response.audio_ssrc if viewer.response else 0}
+    # The RTP clock ran on through the mute (a gap, not a rewind).
+    gap = (resumed[0].timestamp - viewer.audio_packets[muted_at - 1].timestamp) % 2**32
+    assert gap >= 16000 * 2
+    stats = bridge.live.diagnostics()["active"][0]["audio_stats"]
+    assert stats["muted_packets"] > 0
+    await viewer.close()
+
+
+async def test_other_controller_cannot_read_keys_or_start(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """Another HAP connection reads no SRTP key back and cannot START or END the session."""
+    bridge = init_integration.runtime_data
+    other = HubController(bridge.port, alias="neighbour")
+    other.adopt(controller.pairing_data)
+    other.accessories = controller.accessories
+    try:
+        await _other_controller_checks(bridge, controller, other)
+    finally:
+        await other.close()
+
+
+async def _other_controller_checks(
+    bridge: Any, controller: HubController, other: HubController
+) -> None:
+    viewer = await _viewer(controller)
+    assert viewer.response is not None and viewer.response.video_srtp is not None
+    assert viewer.response.video_srtp.master_key == viewer.key
+    raw = await other.read_tlv(viewer.iids["118"])
+    assert viewer.key not in raw and viewer.salt not in raw
+    assert SetupEndpointsResponse.decode(raw).status != SetupStatus.SUCCESS
+    for command in (SessionCommand.START, SessionCommand.END):
+        written = await other.write(
+            viewer.iids["117"], base64.b64encode(viewer.selection(command)).decode()
+        )
+        assert written.get("status") == -70401, written  # insufficient privileges
+    assert bridge.live.viewers == 0
+    assert await viewer.select() == {}
+    await viewer.wait_frames(2, FPS)
+    assert bridge.live.viewers == 1
+    assert viewer.response.video_ssrc is not None
+    _check_stream(viewer, viewer.response.video_ssrc)
+    await other.close()
+    await asyncio.sleep(1.0)
+    assert bridge.live.viewers == 1, "the other connection closing ends nothing"
+    await viewer.close()
+
+
+LEVEL_51_SPEC = replace(SPEC, h264_level="5.1")
+
+
+@pytest.mark.parametrize("camera_spec", [LEVEL_51_SPEC], ids=["level_5_1"])
+async def test_copy_relabels_in_band_sps(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    camera_spec: ClipSpec,
+) -> None:
+    """A level 5.1 camera that repeats SPS in-band is copied with every SPS labelled 4.0."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_frames(3, FPS)
+    active = bridge.live.diagnostics()["active"][0]
+    assert active["mode"] == "copy"
+    assert active["source"]["level_idc"] == 51
+    units = access_units(viewer.packets)
+    idrs = [u for u in units if 5 in u.types]
+    assert len(idrs) >= 2
+    levels = {nal[3] for unit in units for nal in unit.nals if nal[0] & 0x1F == 7}
+    assert levels == {40}, f"SPS levels sent: {levels}"
+    assert viewer.response is not None
+    _check_stream(viewer, viewer.response.video_ssrc or 0)
+    await viewer.close()
+
+
+async def test_failed_media_task_ends_session_with_reason(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """A session whose video task dies is ended with the error, not left looking alive."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_frames(1, FPS)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    with patch("custom_components.hksv.live.session.LiveSession._send", broken):
+        async with asyncio.timeout(30):
+            while bridge.live.viewers:
+                await asyncio.sleep(0.1)
+    ended = bridge.live.history[-1]
+    assert ended["end_reason"] == "error"
+    assert "InvalidDataError" in ended["error"]
+    assert await viewer.streaming_status() == StreamingState.AVAILABLE
+    diagnostics = (await async_get_config_entry_diagnostics(hass, init_integration))["live_view"]
+    assert "InvalidDataError" in diagnostics["ended"][-1]["error"]
+    await viewer.close()
+
+
+async def test_failed_transcoder_ends_its_sessions(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """A transcoder thread that dies ends its viewers with the reason and leaves no thread."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+
+    def broken(self: Any, frame: Any) -> None:
+        raise av.error.InvalidDataError(22, "Invalid argument")
+
+    with patch("custom_components.hksv.live.transcode._Worker._encode", broken):
+        assert await viewer.select(width=320, height=240, fps=15, bitrate=150) == {}
+        async with asyncio.timeout(60):
+            while not bridge.live.history:
+                await asyncio.sleep(0.1)
+    ended = bridge.live.history[-1]
+    assert ended["mode"] == "transcode"
+    assert ended["end_reason"] == "error"
+    assert "Invalid argument" in ended["error"]
+    assert bridge.live.viewers == 0
+    assert bridge.live.diagnostics()["transcoders"] == []
+    await hass.async_block_till_done()
+    state = hass.states.get("sensor.front_door_live_viewers")
+    assert state is not None
+    assert state.attributes["last_ended"]["end_reason"] == "error"
+    assert "Invalid argument" in state.attributes["last_ended"]["error"]
+    async with asyncio.timeout(30):
+        while any(t.name.startswith("hksv_live_transcode") for t in threading.enumerate()):
+            await asyncio.sleep(0.1)
+    await viewer.close()
+
+
+async def test_failed_opus_encoder_stops_audio_with_reason(
+    hass: HomeAssistant, init_integration: MockConfigEntry, controller: HubController
+) -> None:
+    """An Opus encoder that fails stops only audio: one reason, video goes on, no thread left."""
+    bridge = init_integration.runtime_data
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    await viewer.wait_audio(10)
+
+    def broken(self: Any, samples: Any) -> list[bytes]:
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    with patch("custom_components.hksv.live.audio.OpusLiveEncoder.encode", broken):
+        async with asyncio.timeout(30):
+            while bridge.live.diagnostics()["audio_encoders"]:
+                await asyncio.sleep(0.1)
+    await hass.async_block_till_done()
+    state = hass.states.get("sensor.front_door_live_viewers")
+    assert state is not None
+    summary = state.attributes["sessions"][0]
+    assert summary["audio"].startswith("failed: InvalidDataError")
+    count = len(viewer.packets)
+    await viewer.wait_packets(count + 20)  # video goes on
+    assert bridge.live.viewers == 1
+    async with asyncio.timeout(30):
+        while any(t.name.startswith("hksv_opus") for t in threading.enumerate()):
+            await asyncio.sleep(0.1)
+    await viewer.close()

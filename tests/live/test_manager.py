@@ -86,7 +86,7 @@ async def test_setup_answers_and_busy(socket_enabled: None) -> None:
     manager = _manager(publisher)
     assert publisher.status == {0: StreamingState.AVAILABLE, 1: StreamingState.AVAILABLE}
     manager.setup_endpoints(0, _request(), CLIENT)
-    response = SetupEndpointsResponse.decode(manager.read_setup_endpoints(0))
+    response = SetupEndpointsResponse.decode(manager.read_setup_endpoints(0, CLIENT.address))
     assert response.status == SetupStatus.SUCCESS
     assert response.session_id == SESSION
     assert response.address is not None
@@ -99,7 +99,7 @@ async def test_setup_answers_and_busy(socket_enabled: None) -> None:
     assert read.session_control == SessionControl(SESSION, SessionCommand.SUSPEND)
 
     manager.setup_endpoints(0, _request(bytes(16)), CLIENT)
-    busy = SetupEndpointsResponse.decode(manager.read_setup_endpoints(0))
+    busy = SetupEndpointsResponse.decode(manager.read_setup_endpoints(0, CLIENT.address))
     assert (busy.status, busy.session_id) == (SetupStatus.BUSY, bytes(16))
     await manager.async_stop()
     assert publisher.status[0] == StreamingState.UNAVAILABLE
@@ -119,7 +119,9 @@ async def test_setup_errors(socket_enabled: None, request_: bytes, client: HapCl
     publisher = _Publisher()
     manager = _manager(publisher)
     manager.setup_endpoints(0, request_, client)
-    assert SetupEndpointsResponse.decode(manager.read_setup_endpoints(0)).status == 2
+    assert (
+        SetupEndpointsResponse.decode(manager.read_setup_endpoints(0, CLIENT.address)).status == 2
+    )
     assert publisher.status[0] == StreamingState.AVAILABLE
     await manager.async_stop()
 
@@ -155,7 +157,9 @@ async def test_end_and_connection_loss_free_the_slot(socket_enabled: None) -> No
     manager.select_stream(0, _command(SessionCommand.END), CLIENT)
     assert setup.video_socket.fileno() == -1
     assert publisher.status[0] == StreamingState.AVAILABLE
-    assert SetupEndpointsResponse.decode(manager.read_setup_endpoints(0)).status == 2
+    assert (
+        SetupEndpointsResponse.decode(manager.read_setup_endpoints(0, CLIENT.address)).status == 2
+    )
     manager.setup_endpoints(1, _request(), CLIENT)
     manager.connection_lost(("127.0.0.1", 9))  # another connection: nothing happens
     assert publisher.status[1] == StreamingState.IN_USE
@@ -187,12 +191,12 @@ async def test_ipv6_setup(socket_enabled: None) -> None:
         audio_srtp=SrtpParameters(0, bytes(16), bytes(14)),
     ).encode()
     manager.setup_endpoints(0, request, client)
-    response = SetupEndpointsResponse.decode(manager.read_setup_endpoints(0))
+    response = SetupEndpointsResponse.decode(manager.read_setup_endpoints(0, client.address))
     assert response.status == SetupStatus.SUCCESS
     assert response.address is not None
     assert (response.address.ip_version, response.address.address) == (IPVersion.IPV6, "::1")
     mapped = HapClient(("::ffff:127.0.0.1", 1), None, True, None, local_address="::ffff:127.0.0.1")
     manager.setup_endpoints(1, _request(), mapped)
-    response = SetupEndpointsResponse.decode(manager.read_setup_endpoints(1))
+    response = SetupEndpointsResponse.decode(manager.read_setup_endpoints(1, mapped.address))
     assert response.address is not None and response.address.address == "127.0.0.1"
     await manager.async_stop()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 import threading
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
-from custom_components.hksv.live.h264_rtp import H264Packetizer
+from custom_components.hksv.live.h264_rtp import H264Packetizer, split_avcc
 from custom_components.hksv.live.transcode import (
     EncodedSample,
     LiveTranscodeError,
@@ -364,3 +365,88 @@ def test_failing_hardware_encoder_falls_back(
         transcoder.close()
     assert transcoder.error is None and transcoder.stats().encoder == "libx264"
     assert [read_frame_counter(f) for f in decode_samples(outputs)] == list(range(10))
+
+
+@pytest.mark.parametrize("headers", ["first_idr_only", "extradata_only"])
+def test_every_idr_carries_parameter_sets(
+    h264_plain: SourceStream, monkeypatch: pytest.MonkeyPatch, headers: str
+) -> None:
+    """SPS/PPS go in-band before every IDR even from an encoder that does not repeat them.
+
+    Hardware encoders send them once (with the first IDR) or only in extradata; libx264 is
+    made to do the same here, and every IDR that reaches RTP must still start with them.
+    """
+    from av.codec.context import Flags
+
+    from custom_components.hksv.live import transcode
+
+    real_options = transcode._Worker._encoder_options
+    real_open = transcode._Worker._open_named_encoder
+
+    def no_repeat(self: transcode._Worker, target: LiveVideoTarget) -> dict[str, str]:
+        options = real_options(self, target)
+        params = options["x264-params"].replace("repeat-headers=1", "repeat-headers=0")
+        return options | {"x264-params": params}
+
+    seen_headers: list[bool] = []
+    real_to_avcc = transcode.annexb_to_avcc
+
+    def headers_once(data: bytes) -> bytes:
+        # What the encoder sends in-band: SPS/PPS with the first IDR, never again.
+        avcc = real_to_avcc(data)
+        if not seen_headers:
+            seen_headers.append(b"\x00\x00\x01\x67" in data)
+            return avcc
+        nals, _ = split_avcc(avcc)
+        kept = [bytes(n) for n in nals if n[0] & 0x1F not in (7, 8)]
+        return b"".join(len(n).to_bytes(4) + n for n in kept)
+
+    def open_with_global_header(self: transcode._Worker) -> Any:
+        if headers != "extradata_only":
+            return real_open(self)
+        # As the real one, but with SPS/PPS in extradata only (a global header).
+        encoder: Any = av.CodecContext.create(self._encoder_name, "w")
+        target = self._owner._target
+        encoder.width, encoder.height, encoder.pix_fmt = target.width, target.height, "yuv420p"
+        encoder.time_base = transcode.TIME_BASE
+        encoder.framerate = target.fps
+        encoder.gop_size = target.fps
+        encoder.max_b_frames = 0
+        encoder.bit_rate = 300_000
+        encoder.flags |= Flags.global_header
+        encoder.options = self._encoder_options(target)
+        encoder.open()
+        assert encoder.extradata, "the encoder keeps SPS/PPS in extradata"
+        return encoder
+
+    if headers == "extradata_only":
+        monkeypatch.setattr(transcode._Worker, "_encoder_options", no_repeat)
+        monkeypatch.setattr(transcode._Worker, "_open_named_encoder", open_with_global_header)
+    else:
+        monkeypatch.setattr(transcode, "annexb_to_avcc", headers_once)
+    transcoder = LiveVideoTranscoder(
+        codec="avc1",
+        extradata=h264_plain.avcc,
+        target=LiveVideoTarget(320, 180, 30, 300),
+        encoders=("libx264",),
+    )
+    try:
+        for data, pts, keyframe in h264_plain.samples[:70]:
+            transcoder.put(data, pts, keyframe, wait=TIMEOUT)
+        outputs = collect(transcoder, 70)
+    finally:
+        transcoder.close()
+    keyframes = [i for i, o in enumerate(outputs) if o.keyframe]
+    assert keyframes == [0, 30, 60]
+    assert seen_headers == ([] if headers == "extradata_only" else [True])
+    packetizer = H264Packetizer(ssrc=0xCAFE0001, payload_type=99, max_payload_size=1000)
+    packets = [p for o in outputs for p in packetizer.packetize(o.data, o.pts, o.keyframe)]
+    received = depacketize(packets)
+    for index in keyframes:
+        # STAP-A of SPS+PPS first in every IDR access unit, from the samples alone.
+        assert received.first_payload_types[index] == 24, index
+        first = received.access_units[index]
+        assert first.count(b"\x00\x00\x00\x01\x67") + first.count(b"\x00\x00\x01\x67") >= 1
+    # A viewer joining at the second IDR decodes from there without anything else.
+    frames = decode_annexb(received.access_units[30:])
+    assert [read_frame_counter(f) for f in frames] == list(range(30, 70))

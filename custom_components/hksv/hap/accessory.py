@@ -24,7 +24,7 @@ from . import definitions as d
 from .camera_state import FACTORY_STATE, CameraState, snapshot_refusal
 from .data_stream_setup import SUPPORTED_TRANSPORTS, answer_setup, busy_response
 from .definitions import FixedIIDManager, HapStatus, HapStatusError, new_service
-from .driver import HapClient
+from .driver import ClientAddress, HapClient
 from .recording_config import (
     RecordingOffer,
     SelectedCameraRecordingConfiguration,
@@ -103,8 +103,8 @@ class LiveStreamDelegate(Protocol):
     def setup_endpoints(self, slot: int, value: bytes, client: HapClient) -> None:
         """Handle a SetupEndpoints write; raise HapStatusError to refuse it."""
 
-    def read_setup_endpoints(self, slot: int) -> bytes:
-        """Return the SetupEndpoints response to read back."""
+    def read_setup_endpoints(self, slot: int, client: ClientAddress | None = None) -> bytes:
+        """Return the SetupEndpoints response to read back (only its own to each connection)."""
 
     def select_stream(self, slot: int, value: bytes, client: HapClient) -> None:
         """Handle a SelectedRTPStreamConfiguration write; raise HapStatusError to refuse it."""
@@ -120,6 +120,7 @@ class _Policy:
     admin_write: bool
     read: Callable[[], Any]
     write: Callable[[Any, HapClient], Any]
+    read_as: Callable[[ClientAddress | None], Any] | None = None  # per-connection reads
 
 
 def _uint8_bool(value: Any) -> bool:
@@ -317,6 +318,7 @@ class HksvCamera(Accessory):
                 False,
                 partial(self._read_live, slot, setup=True),
                 partial(self._write_live, slot, setup=True),
+                partial(self._read_setup_endpoints, slot),
             )
             self._policies[slot_chars["SelectedRTPStreamConfiguration"]] = _Policy(
                 False,
@@ -528,6 +530,13 @@ class HksvCamera(Accessory):
         if live is None:
             raise HapStatusError(HapStatus.NOT_ALLOWED_IN_CURRENT_STATE, "live view is not running")
         return _b64(live.read_setup_endpoints(slot) if setup else live.read_selected_stream(slot))
+
+    def _read_setup_endpoints(self, slot: int, client: ClientAddress | None) -> str:
+        """Return a slot's SetupEndpoints response as the connection ``client`` may see it."""
+        live = self.live
+        if live is None:
+            raise HapStatusError(HapStatus.NOT_ALLOWED_IN_CURRENT_STATE, "live view is not running")
+        return _b64(live.read_setup_endpoints(slot, client))
 
     def _write_live(self, slot: int, value: Any, client: HapClient, *, setup: bool) -> None:
         """Hand a slot's SetupEndpoints or Selected write to the live-view manager."""

@@ -82,6 +82,7 @@ class CharacteristicPolicy(Protocol):
     """What the accessory tells the driver about reading and writing one characteristic."""
 
     admin_write: bool
+    read_as: Callable[[ClientAddress | None], Any] | None
 
     def read(self) -> Any:
         """Return the value to serve, or raise HapStatusError."""
@@ -292,7 +293,7 @@ class HksvHandler(HAPServerHandler):
         if not ids or len(ids) > MAX_CHARACTERISTICS_PER_REQUEST:
             self._send_status(HTTPStatus.BAD_REQUEST, HapStatus.INVALID_VALUE_IN_REQUEST)
             return
-        results = self.driver.read_characteristics(ids)
+        results = self.driver.read_characteristics(ids, self.client_address)
         if any(r["status"] != HapStatus.SUCCESS for r in results):
             self.send_response(HTTPStatus.MULTI_STATUS)
         else:
@@ -529,8 +530,13 @@ class HksvDriver(AccessoryDriver):
         if not self.state.paired:
             self._on_paired_changed(False)
 
-    def read_characteristics(self, ids: list[str]) -> list[dict[str, Any]]:
-        """Return one result per ``"aid.iid"``, with a value or a HAP status."""
+    def read_characteristics(
+        self, ids: list[str], client_addr: ClientAddress | None = None
+    ) -> list[dict[str, Any]]:
+        """Return one result per ``"aid.iid"``, with a value or a HAP status.
+
+        A policy with ``read_as`` answers per connection (live view's SetupEndpoints).
+        """
         results = []
         for aid_iid in ids:
             aid, iid = _parse_aid_iid(aid_iid)
@@ -543,7 +549,12 @@ class HksvDriver(AccessoryDriver):
             else:
                 try:
                     policy = self.hksv_accessory.policy_for(char)
-                    result["value"] = policy.read() if policy else char.get_value()
+                    if policy is None:
+                        result["value"] = char.get_value()
+                    elif policy.read_as is not None:
+                        result["value"] = policy.read_as(client_addr)
+                    else:
+                        result["value"] = policy.read()
                     result["status"] = HapStatus.SUCCESS
                 except HapStatusError as err:
                     result["status"] = err.status

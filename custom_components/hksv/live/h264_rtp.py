@@ -155,6 +155,7 @@ class H264Packetizer:
         "malformed_samples",
         "octets_sent",
         "packets_sent",
+        "sps_level",
     )
 
     def __init__(
@@ -174,6 +175,8 @@ class H264Packetizer:
         self.packets_sent = 0
         self.octets_sent = 0  # RTP payload octets, as the sender report counts them
         self.malformed_samples = 0  # samples cut short at a bad NAL length
+        # Relabel in-band SPS to this level (copy mode, docs/live-view.md); None: as is.
+        self.sps_level: int | None = None
 
     @property
     def sequence(self) -> int:
@@ -197,7 +200,17 @@ class H264Packetizer:
         nals, complete = split_avcc(sample, nal_length_size)
         if not complete:
             self.malformed_samples += 1
-        units = [nal for nal in nals if nal[0] & NAL_TYPE_MASK not in _DROPPED]
+        units: list[memoryview | bytes] = [
+            nal for nal in nals if nal[0] & NAL_TYPE_MASK not in _DROPPED
+        ]
+        if self.sps_level is not None:
+            level = self.sps_level
+            units = [
+                (patch_sps_level(bytes(nal), level) or nal)
+                if nal[0] & NAL_TYPE_MASK == NAL_SPS
+                else nal
+                for nal in units
+            ]
         nal_units: list[memoryview | bytes] = list(units)
         if keyframe or any(nal[0] & NAL_TYPE_MASK == NAL_IDR for nal in units):
             nal_units = self._with_parameter_sets(units)
@@ -225,7 +238,7 @@ class H264Packetizer:
         self.packets_sent += len(packets)
         return packets
 
-    def _with_parameter_sets(self, units: list[memoryview]) -> list[memoryview | bytes]:
+    def _with_parameter_sets(self, units: list[memoryview | bytes]) -> list[memoryview | bytes]:
         """Put one STAP-A of SPS+PPS first: the AU's own if it has both, else the avcC's."""
         in_band_sps = [nal for nal in units if nal[0] & NAL_TYPE_MASK == NAL_SPS]
         in_band_pps = [nal for nal in units if nal[0] & NAL_TYPE_MASK == NAL_PPS]

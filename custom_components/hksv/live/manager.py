@@ -39,8 +39,16 @@ from ..hap.tlv8 import TLVError
 from .h264_rtp import payload_budget
 from .policy import LiveMode, SourceVideoInfo, ViewerRequest
 from .session import DEFAULT_IDLE_TIMEOUT, EndReason, LiveSession, VideoConfig
+from .shared import AudioSender
 from .srtp import SrtpContext
-from .transport import MediaEndpoint, SessionTransport, bind_socket, normalize_local_address
+from .transport import (
+    MediaEndpoint,
+    SessionTransport,
+    bind_socket,
+    normalize_local_address,
+    peer_for,
+    unscoped,
+)
 from .viewers import (
     LiveOptions,
     SharedMedia,
@@ -107,6 +115,10 @@ class _Slot:
     session: LiveSession | None = None
     viewer: Viewer | None = None
     timer: asyncio.TimerHandle | None = None
+    # The HAP connection that did SetupEndpoints: only it may read the keys back or start.
+    client: ClientAddress | None = None
+    # A BUSY answer for another connection, which reads it instead of the owner's response.
+    refusal: tuple[ClientAddress, bytes] | None = None
 
     @property
     def idle(self) -> bool:
@@ -141,7 +153,13 @@ class LiveStreamManager:
         self.idle_timeout = idle_timeout
         self._allowed = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._media = SharedMedia(feed, self._spawn, log_name)
+        self._media = SharedMedia(
+            feed,
+            self._spawn,
+            log_name,
+            on_video_failed=self._video_failed,
+            on_audio_failed=self._audio_failed,
+        )
         self._audio_muted = audio_muted
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.sessions_started = 0
@@ -186,9 +204,17 @@ class LiveStreamManager:
 
     # -- LiveStreamDelegate -----------------------------------------------------------------
 
-    def read_setup_endpoints(self, slot: int) -> bytes:
-        """Return the stored SetupEndpoints response."""
-        return self._slots[slot].setup_response
+    def read_setup_endpoints(self, slot: int, client: ClientAddress | None = None) -> bytes:
+        """Return the stored SetupEndpoints response to the connection that set it up.
+
+        Any other connection reads the idle value: the response echoes the SRTP keys.
+        """
+        stored = self._slots[slot]
+        if stored.client is not None and client != stored.client:
+            if stored.refusal is not None and stored.refusal[0] == client:
+                return stored.refusal[1]
+            return SETUP_ENDPOINTS_IDLE
+        return stored.setup_response
 
     def read_selected_stream(self, slot: int) -> bytes:
         """Return the last Selected write, or a SUSPEND command while idle."""
@@ -205,9 +231,11 @@ class LiveStreamManager:
         slot = self._slots[slot_index]
         if not slot.idle:
             self.busy_answers += 1
-            slot.setup_response = SetupEndpointsResponse(
-                session_id=request.session_id, status=SetupStatus.BUSY
-            ).encode()
+            busy = SetupEndpointsResponse(session_id=request.session_id, status=SetupStatus.BUSY)
+            if slot.client is None or slot.client == client.address:
+                slot.setup_response = busy.encode()
+            else:
+                slot.refusal = (client.address, busy.encode())
             return
         error = SetupEndpointsResponse(
             session_id=request.session_id, status=SetupStatus.ERROR
@@ -240,6 +268,7 @@ class LiveStreamManager:
             slot.setup_response = error
             return
         video_ssrc, audio_ssrc = _ssrc(), _ssrc()
+        slot.client = client.address
         slot.setup = _Setup(
             request.session_id,
             client.address,
@@ -256,7 +285,7 @@ class LiveStreamManager:
             status=SetupStatus.SUCCESS,
             address=EndpointAddress(
                 request.address.ip_version,
-                local,
+                unscoped(local),
                 video_socket.getsockname()[1],
                 audio_socket.getsockname()[1],
             ),
@@ -280,6 +309,10 @@ class LiveStreamManager:
         except TLVError as err:
             raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, str(err)) from err
         slot = self._slots[slot_index]
+        if slot.client is not None and client.address != slot.client:
+            raise HapStatusError(
+                HapStatus.INSUFFICIENT_PRIVILEGES, "the stream belongs to another connection"
+            )
         control = selection.session_control
         session_id = slot.setup.session_id if slot.setup is not None else None
         current = slot.viewer.record["session_id"] if slot.viewer is not None else None
@@ -292,7 +325,14 @@ class LiveStreamManager:
         if command is SessionCommand.START:
             if slot.setup is None:
                 raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, "already started")
-            self._start(slot, selection, client)
+            try:
+                self._start(slot, selection, client)
+            except Exception as err:
+                # A refused START frees the slot at once (sockets included) and says why.
+                self._refuse_start(slot, selection, err)
+                if isinstance(err, HapStatusError):
+                    raise
+                raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, str(err)) from err
         elif slot.session is None:
             raise HapStatusError(HapStatus.INVALID_VALUE_IN_REQUEST, "not started")
         elif command is SessionCommand.SUSPEND:
@@ -368,6 +408,7 @@ class LiveStreamManager:
             transport=transport,
             idle_timeout=self.idle_timeout,
             on_idle=lambda: self._end_session(session, EndReason.RTCP_TIMEOUT),
+            on_error=lambda error: self._video_failed(session, error),
             log_name=f"{self._log_name} slot {slot.index}",
         )
         record: dict[str, Any] = {
@@ -393,31 +434,44 @@ class LiveStreamManager:
             selection,
             endpoint=transport.audio,
             ssrc=setup.audio_ssrc,
-            muted=self._audio_muted(),
+            muted=self._audio_muted,
             record=record,
             log_name=self._log_name,
         )
+        if viewer.audio is not None:
+            sender = viewer.audio
+            sender.on_error = lambda error: self._audio_failed(sender, error)
         slot.session, slot.viewer, slot.setup = session, viewer, None
         self.sessions_started += 1
         self._spawn(self._async_run(slot, viewer), f"{self._log_name} live start")
 
     async def _async_run(self, slot: _Slot, viewer: Viewer) -> None:
-        """Open the sockets, join the feed and start the session."""
+        """Open the sockets, join the feed and start the session.
+
+        The viewer can end (END, HAP connection closed, camera off) at every await: after
+        each one nothing more is attached to a session that is no longer the slot's.
+        """
         session = viewer.session
         try:
             await session.transport.async_open()
+            if slot.session is not session:
+                session.transport.close()
+                return  # ended while the sockets opened
             pending: Gop | None = await self._feed.async_add(viewer)
-            if viewer.audio is not None:
-                self._media.attach_audio(viewer.audio)
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 - camera integrations raise anything
             _LOGGER.warning("%s: live view could not start: %s", self._log_name, err)
+            viewer.record["error"] = f"could not start: {err}"
             self._end_session(session, EndReason.ERROR)
             return
         if slot.session is not session:
             self._feed.remove(viewer)
-            return  # ended while starting
+            return  # ended while the camera stream started
+        if viewer.audio is not None:
+            self._media.attach_audio(viewer.audio)
         if pending is not None:
             viewer.decide(pending.init, pending, None)
+            if slot.session is not session:
+                return  # its transcoder could not start
         session.start(pending if viewer.mode is LiveMode.COPY else None)
         if viewer.audio is not None:
             viewer.audio.start()
@@ -451,6 +505,7 @@ class LiveStreamManager:
             slot.setup = None
         session, viewer = slot.session, slot.viewer
         slot.session = slot.viewer = None
+        slot.client = slot.refusal = None
         if session is not None and viewer is not None:
             self._feed.remove(viewer)
             self._media.leave(viewer)
@@ -470,14 +525,51 @@ class LiveStreamManager:
         self._publish(slot)
         self._on_change()
 
+    def _refuse_start(
+        self, slot: _Slot, selection: SelectedRTPStreamConfiguration, error: Exception
+    ) -> None:
+        """Free a slot whose START was refused and keep why in the history."""
+        setup = slot.setup
+        if setup is not None:
+            self.history.append(
+                {
+                    "slot": slot.index,
+                    "session_id": setup.session_id.hex(),
+                    "viewer": f"{setup.request.address.address}:{setup.request.address.video_port}",
+                    "requested": video_summary(selection),
+                    "end_reason": EndReason.START_REFUSED.value,
+                    "error": str(error),
+                    "ended_at": time.time(),
+                }
+            )
+        _LOGGER.info("%s: live view START refused: %s", self._log_name, error)
+        self._end(slot, EndReason.START_REFUSED)
+
+    def _video_failed(self, session: LiveSession, error: str) -> None:
+        """End a session whose video stopped (its media task or its transcoder failed)."""
+        for slot in self._slots:
+            if slot.session is session and slot.viewer is not None:
+                _LOGGER.warning(
+                    "%s: live view for %s failed: %s",
+                    self._log_name,
+                    slot.viewer.record["viewer"],
+                    error,
+                )
+                slot.viewer.record["error"] = error
+                self._end(slot, EndReason.ERROR)
+
+    def _audio_failed(self, sender: AudioSender, error: str) -> None:
+        """Note that a viewer's audio stopped; its video goes on."""
+        for slot in self._slots:
+            viewer = slot.viewer
+            if viewer is not None and viewer.audio is sender:
+                viewer.record["audio"] = f"failed: {error}"
+                self._on_change()
+
     def connection_lost(self, client: ClientAddress) -> None:
         """End every setup and session bound to a closed HAP connection."""
         for slot in self._slots:
-            bound = slot.setup.client if slot.setup is not None else None
-            if slot.viewer is not None:
-                hap = slot.viewer.record["hap_connection"]
-                bound = client if hap == f"{client[0]}:{client[1]}" else bound
-            if bound == client:
+            if slot.client == client:
                 self._end(slot, EndReason.HAP_CLOSED)
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -504,10 +596,22 @@ class LiveStreamManager:
                 "viewer": slot.viewer.record["viewer"],
                 "mode": slot.viewer.record["mode"],
                 "reason": slot.viewer.record["reason"],
+                "audio": slot.viewer.record.get("audio"),
             }
             for slot in self._slots
             if slot.viewer is not None
         ]
+
+    def last_ended(self) -> dict[str, Any] | None:
+        """Return how the last session ended, and why (for the Live viewers sensor)."""
+        if not self.history:
+            return None
+        record = self.history[-1]
+        return {
+            key: record[key]
+            for key in ("viewer", "mode", "end_reason", "error", "audio")
+            if record.get(key) is not None
+        }
 
     def diagnostics(self) -> dict[str, Any]:
         """Return slots, running sessions and the last ended ones."""
@@ -568,7 +672,7 @@ def _transport(setup: _Setup, log_name: str) -> SessionTransport:
         endpoints.append(
             MediaEndpoint(
                 sock,
-                peer=(request.address.address, port),
+                peer=peer_for(request.address.address, port, setup.local_address),
                 send_context=SrtpContext(params.master_key, params.master_salt),
                 receive_context=SrtpContext(params.master_key, params.master_salt),
                 our_ssrc=ssrc,

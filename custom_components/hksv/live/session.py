@@ -22,7 +22,13 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from .h264_rtp import H264Packetizer, avcc_nal_length_size, avcc_parameter_sets, patch_sps_level
+from .h264_rtp import (
+    LEVEL_4_0,
+    H264Packetizer,
+    avcc_nal_length_size,
+    avcc_parameter_sets,
+    patch_sps_level,
+)
 from .rtcp import sender_report
 
 if TYPE_CHECKING:
@@ -59,6 +65,7 @@ class EndReason(StrEnum):
     CAMERA_OFF = "camera_off"
     NEW_SETUP = "replaced_by_new_setup"
     NOT_STARTED = "not_started"
+    START_REFUSED = "start_refused"  # the START could not be honoured (see its error)
     STOPPED = "stopped"  # unload or Home Assistant stop
     ERROR = "error"
 
@@ -127,14 +134,20 @@ class LiveSession:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         catchup_seconds: float = DEFAULT_CATCHUP_SECONDS,
         on_idle: Callable[[], None],
+        on_error: Callable[[str], None] = lambda error: None,
         log_name: str,
     ) -> None:
-        """Prepare; nothing is sent before ``start``."""
+        """Prepare; nothing is sent before ``start``.
+
+        ``on_error`` is called (on the loop) when a media task fails, so the session ends
+        with a reason instead of looking alive with nothing sent.
+        """
         self.video = video
         self.transport = transport
         self.idle_timeout = idle_timeout
         self.catchup_seconds = catchup_seconds
         self._on_idle = on_idle
+        self._on_error = on_error
         self._log_name = log_name
         self._packetizer = H264Packetizer(
             ssrc=video.ssrc,
@@ -174,6 +187,16 @@ class LiveSession:
             loop.create_task(self._send_loop(), name=f"{self._log_name} live video"),
             loop.create_task(self._report_loop(), name=f"{self._log_name} live rtcp"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Report a media task that died of an exception."""
+        if task.cancelled() or self.closed:
+            return
+        error = task.exception()
+        if error is not None:
+            self._on_error(f"{task.get_name()}: {type(error).__name__}: {error}")
 
     async def async_stop(self) -> None:
         """Stop sending and close the sockets (idempotent)."""
@@ -348,6 +371,8 @@ class LiveSession:
     def _send(self, unit: AccessUnit, now: float) -> None:
         """Packetize, encrypt and send one AU."""
         packetizer = self._packetizer
+        # The camera's in-band SPS carries the level too (most repeat it before every IDR).
+        packetizer.sps_level = LEVEL_4_0 if self.patch_level else None
         if unit.params is not self._current_params:
             self._current_params = unit.params
             packetizer.set_parameter_sets(unit.params.sps, unit.params.pps)

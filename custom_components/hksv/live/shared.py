@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Coroutine
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .audio import AudioError, OpusLiveEncoder, OpusPacketizer, aac_audio_specific_config
 from .rtcp import sender_report
@@ -34,6 +35,7 @@ _LOGGER = logging.getLogger(__name__)
 _IN_BAND: Final = ParameterSets([], [], 4)
 AUDIO_REANCHOR_SECONDS: Final = 0.25
 MAX_AUDIO_QUEUE: Final = 100  # packets: 2 s at 20 ms
+AAC_FRAME_SAMPLES: Final = 1024  # per AAC-LC access unit
 
 
 def codec_extradata(init: InitSegment) -> tuple[str, bytes] | None:
@@ -56,9 +58,23 @@ def codec_extradata(init: InitSegment) -> tuple[str, bytes] | None:
 class TranscodedFeed:
     """One live transcoder and the sessions watching its output."""
 
-    def __init__(self, target: LiveVideoTarget, *, catchup_seconds: float, log_name: str) -> None:
-        """Prepare; the transcoder starts with the first part (it needs the init)."""
+    def __init__(
+        self,
+        target: LiveVideoTarget,
+        *,
+        catchup_seconds: float,
+        log_name: str,
+        spawn: Callable[[Coroutine[Any, Any, None], str], None],
+        on_failed: Callable[[TranscodedFeed], None],
+    ) -> None:
+        """Prepare; the transcoder starts with the first part (it needs the init).
+
+        ``on_failed`` is called once when the transcoder cannot run (its sessions get no
+        video); ``spawn`` runs the close of a transcoder replaced by a new epoch or init.
+        """
         self.target = target
+        self._spawn = spawn
+        self._on_failed = on_failed
         self.catchup_seconds = catchup_seconds
         self._log_name = log_name
         self.sessions: list[LiveSession] = []
@@ -66,7 +82,6 @@ class TranscodedFeed:
         self._source: tuple[int, bytes] | None = None  # (epoch, init fingerprint)
         self._epoch = 0
         self._loop = asyncio.get_running_loop()
-        self._closing: list[LiveVideoTranscoder] = []
         self.restarts = 0
         self.failed: str | None = None
 
@@ -75,8 +90,11 @@ class TranscodedFeed:
         self.sessions.append(session)
         if self._transcoder is not None:
             self._transcoder.force_keyframe()
-        elif pending is not None and pending.duration_seconds <= self.catchup_seconds:
-            self._ensure(pending.epoch, pending.init)
+        elif (
+            pending is not None
+            and pending.duration_seconds <= self.catchup_seconds
+            and self._ensure(pending.epoch, pending.init)
+        ):
             self._put(pending.init, pending.video)
 
     def remove(self, session: LiveSession) -> None:
@@ -93,23 +111,36 @@ class TranscodedFeed:
         """Feed the camera's video to the transcoder (FeedListener)."""
         if self.failed is not None or not self.sessions:
             return
-        self._ensure(part.epoch, part.init)
-        self._put(part.init, part.video)
+        transcoder = self._transcoder
+        if transcoder is not None and transcoder.error is not None:
+            self._fail(f"live transcoder stopped: {transcoder.error}")
+            return
+        if self._ensure(part.epoch, part.init):
+            self._put(part.init, part.video)
 
-    def _ensure(self, epoch: int, init: InitSegment) -> None:
-        """Start a transcoder for this epoch and init (a restarted worker gets a new one)."""
+    def _fail(self, reason: str) -> None:
+        """Give up: keep the reason and tell the owner (it ends this feed's sessions)."""
+        self.failed = reason
+        self._on_failed(self)
+
+    def _ensure(self, epoch: int, init: InitSegment) -> bool:
+        """Start a transcoder for this epoch and init (a restarted worker gets a new one).
+
+        Return False if none can run (the feed has failed).
+        """
         key = (epoch, init.fingerprint)
         if self._source == key and self._transcoder is not None:
-            return
+            return True
         extradata = codec_extradata(init)
         if self._transcoder is not None:
-            self._closing.append(self._transcoder)
-            self._transcoder = None
+            # Its thread stops now, not when the last viewer leaves.
+            replaced, self._transcoder = self._transcoder, None
             self.restarts += 1
+            self._spawn(replaced.async_close(), f"{self._log_name} live transcoder stop")
         self._source = key
         if extradata is None:
-            self.failed = f"cannot decode {init.video.codec if init.video else 'no video'}"
-            return
+            self._fail(f"cannot decode {init.video.codec if init.video else 'no video'}")
+            return False
         self._epoch += 1
         epoch_out = self._epoch
 
@@ -125,8 +156,10 @@ class TranscodedFeed:
                 name=self._log_name,
             )
         except LiveTranscodeError as err:
-            self.failed = str(err)
             _LOGGER.warning("%s: live transcoder unavailable: %s", self._log_name, err)
+            self._fail(str(err))
+            return False
+        return True
 
     def _put(self, init: InitSegment, samples: list[Sample]) -> None:
         """Queue samples (90 kHz timestamps) for the transcoder."""
@@ -168,12 +201,9 @@ class TranscodedFeed:
         }
 
     async def async_close(self) -> None:
-        """Stop every transcoder this feed started."""
-        if self._transcoder is not None:
-            self._closing.append(self._transcoder)
-            self._transcoder = None
-        closing, self._closing = self._closing, []
-        for transcoder in closing:
+        """Stop the transcoder."""
+        transcoder, self._transcoder = self._transcoder, None
+        if transcoder is not None:
             await transcoder.async_close()
 
 
@@ -190,9 +220,18 @@ class AudioSender:
         packet_time_ms: int,
         rtcp_interval: float,
         log_name: str,
+        muted: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Prepare; ``start`` runs the pacing task."""
+        """Prepare; ``start`` runs the pacing task.
+
+        ``muted`` is asked for every packet: the Microphone's Mute takes effect at once.
+        """
         self.endpoint = endpoint
+        self._muted = muted
+        self.on_error: Callable[[str], None] = lambda error: None
+        self.failed: str | None = None
+        self.muted_packets = 0
+        self._skip_carry = 0.0  # packet times not encoded while muted, not yet skipped
         self.packetizer = OpusPacketizer(
             ssrc=ssrc,
             payload_type=payload_type,
@@ -221,6 +260,26 @@ class AudioSender:
             loop.create_task(self._send_loop(), name=f"{self._log_name} live audio"),
             loop.create_task(self._report_loop(), name=f"{self._log_name} audio rtcp"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Report a task that died of an exception (audio stops; the owner records why)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        self.fail(f"{task.get_name()}: {type(error).__name__}: {error}")
+
+    def fail(self, reason: str) -> None:
+        """Stop sending for good and report ``reason`` once."""
+        if self.failed is not None:
+            return
+        self.failed = reason
+        self.paused = True
+        self._queue.clear()
+        for task in self._tasks:
+            task.cancel()
+        self.on_error(reason)
 
     def pause(self, paused: bool) -> None:
         """Stop (dropping what is queued) or restart sending."""
@@ -230,9 +289,23 @@ class AudioSender:
             self._queue.clear()
             self._anchor = None
 
+    @property
+    def silent(self) -> bool:
+        """Return True while nothing is to be sent (muted, suspended or failed)."""
+        return self.paused or self._muted()
+
+    def skip_seconds(self, seconds: float) -> None:
+        """Advance the RTP clock over audio that was not even encoded (everyone muted)."""
+        self._skip_carry += seconds / self.packet_seconds
+        packets = int(self._skip_carry)
+        self._skip_carry -= packets
+        self.packetizer.skip(packets)
+        self.muted_packets += packets
+
     def push(self, packet: bytes) -> None:
-        """Queue one Opus packet (dropped while the session is suspended)."""
-        if self.paused:
+        """Queue one Opus packet (dropped while the session is suspended or muted)."""
+        if self.paused or self._muted():
+            self.muted_packets += 0 if self.paused else 1
             self.packetizer.skip(1)  # the audio clock keeps running through a pause
             return
         self._queue.append(packet)
@@ -254,6 +327,13 @@ class AudioSender:
                 due = now
             if due > now:
                 await asyncio.sleep(due - now)
+            if self._muted():
+                # Muted while packets were queued: drop them now, the clock runs on.
+                self.muted_packets += len(self._queue)
+                self.packetizer.skip(len(self._queue))
+                self._queue.clear()
+                self._anchor = None
+                continue
             packet = self._queue.popleft()
             rtp = self.packetizer.packetize(packet)
             self.endpoint.send_rtp(rtp)
@@ -288,81 +368,121 @@ class AudioSender:
 
     def stats(self) -> dict[str, int]:
         """Return counters."""
-        return {"packets": self.packetizer.packets_sent, "octets": self.packetizer.octets_sent}
+        return {
+            "packets": self.packetizer.packets_sent,
+            "octets": self.packetizer.octets_sent,
+            "muted_packets": self.muted_packets,
+        }
 
 
 class OpusFeed:
-    """One Opus encoder for every viewer with the same sample rate and packet time."""
+    """One Opus encoder for every viewer with the same sample rate and packet time.
+
+    ``on_part`` only queues AAC (it runs inside Home Assistant's part loop); opening the
+    codecs and encoding happen in the encode task, on the encoder's thread. Anything that
+    goes wrong there ends this encoder alone: one log line, ``failed`` says why, and
+    ``on_failed`` lets the owner detach it and tell its viewers.
+    """
 
     def __init__(
-        self, *, sample_rate: int, packet_time_ms: int, bitrate_kbps: int, log_name: str
+        self,
+        *,
+        sample_rate: int,
+        packet_time_ms: int,
+        bitrate_kbps: int,
+        log_name: str,
+        on_failed: Callable[[OpusFeed], None] = lambda feed: None,
     ) -> None:
         """Prepare; the encoder opens with the first part that has AAC."""
         self.sample_rate = sample_rate
         self.packet_time_ms = packet_time_ms
         self.bitrate_kbps = bitrate_kbps
         self._log_name = log_name
+        self._on_failed = on_failed
         self.senders: list[AudioSender] = []
         self._encoder: OpusLiveEncoder | None = None
-        self._config: bytes | None = None
-        self._work: asyncio.Queue[list[bytes]] = asyncio.Queue(maxsize=16)
+        self._config: bytes | None = None  # of the open encoder
+        self._work: asyncio.Queue[tuple[bytes, list[bytes]]] = asyncio.Queue(maxsize=16)
         self._task: asyncio.Task[None] | None = None
         self.failed: str | None = None
         self.packets = 0
 
     def on_part(self, part: MediaPart) -> None:
-        """Queue the part's AAC for the encoder (FeedListener)."""
+        """Queue the part's AAC for the encoder (FeedListener; never blocks)."""
         audio = part.init.audio
         if self.failed is not None or audio is None or not part.audio or not self.senders:
             return
         if audio.codec != "mp4a" or audio.object_type != 2:
-            self.failed = f"camera audio is {audio.codec}/{audio.object_type}, not AAC-LC"
+            self._fail(f"camera audio is {audio.codec}/{audio.object_type}, not AAC-LC")
             return
         try:
             config = aac_audio_specific_config(audio.sample_rate, audio.channels)
         except AudioError as err:
-            self.failed = str(err)
+            self._fail(str(err))
             return
-        if config != self._config or self._encoder is None:
-            self._config = config
-            try:
-                self._encoder = OpusLiveEncoder(
-                    aac_config=config,
-                    sample_rate=self.sample_rate,
-                    packet_time_ms=self.packet_time_ms,
-                    bitrate_kbps=self.bitrate_kbps,
-                )
-            except AudioError as err:
-                self.failed = str(err)
-                return
+        if all(sender.silent for sender in self.senders):
+            # Nobody hears it: do not encode; the senders' clocks run on.
+            seconds = len(part.audio) * AAC_FRAME_SAMPLES / audio.sample_rate
+            for sender in self.senders:
+                sender.skip_seconds(seconds)
+            return
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._encode_loop(), name=f"{self._log_name} live opus"
             )
         try:
-            self._work.put_nowait([bytes(sample.data) for sample in part.audio])
+            self._work.put_nowait((config, [bytes(sample.data) for sample in part.audio]))
         except asyncio.QueueFull:
             _LOGGER.debug("%s: Opus encoder behind; dropping a part of audio", self._log_name)
 
     async def _encode_loop(self) -> None:
-        """Encode queued AAC on the encoder's thread and fan the packets out."""
-        while True:
-            samples = await self._work.get()
-            encoder = self._encoder
-            if encoder is None:
-                continue
-            packets = await encoder.async_encode(samples)
-            self.packets += len(packets)
-            for sender in self.senders:
-                for packet in packets:
-                    sender.push(packet)
+        """Open the codecs off the loop, encode queued AAC and fan the packets out."""
+        try:
+            while True:
+                config, samples = await self._work.get()
+                encoder = await self._encoder_for(config)
+                packets = await encoder.async_encode(samples)
+                self.packets += len(packets)
+                for sender in self.senders:
+                    for packet in packets:
+                        sender.push(packet)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a codec failure ends this encoder, not HA
+            self._fail(f"{type(err).__name__}: {err}")
+
+    async def _encoder_for(self, config: bytes) -> OpusLiveEncoder:
+        """Return the encoder for ``config``, opening it in a thread (a new one closes the old)."""
+        encoder = self._encoder
+        if encoder is not None and config == self._config:
+            return encoder
+        self._encoder = None
+        if encoder is not None:
+            await encoder.async_close()
+        encoder = await asyncio.to_thread(
+            OpusLiveEncoder,
+            aac_config=config,
+            sample_rate=self.sample_rate,
+            packet_time_ms=self.packet_time_ms,
+            bitrate_kbps=self.bitrate_kbps,
+        )
+        self._encoder, self._config = encoder, config
+        return encoder
+
+    def _fail(self, reason: str) -> None:
+        """Stop for good with ``reason`` (logged once)."""
+        if self.failed is not None:
+            return
+        self.failed = reason
+        _LOGGER.warning("%s: live audio stopped: %s", self._log_name, reason)
+        self._on_failed(self)
 
     async def async_close(self) -> None:
         """Stop the encoder."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._encoder is not None:
-            await self._encoder.async_close()
-            self._encoder = None
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            await encoder.async_close()

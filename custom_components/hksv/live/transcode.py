@@ -33,6 +33,7 @@ import numpy as np
 
 from ..hap.recording_config import H264Level, H264Profile
 from ..recording.encoding import LEVEL_LIMITS
+from .h264_rtp import avcc_parameter_sets, split_avcc
 
 if TYPE_CHECKING:
     from av.packet import Packet
@@ -68,6 +69,10 @@ _DECODERS: Final = {
     "hev1": "hevc",
 }
 _START_CODE: Final = b"\x00\x00\x01"
+_NAL_SPS: Final = 7
+_NAL_PPS: Final = 8
+# Hardware encoders turn a forced I picture into an IDR only when told to.
+_FORCED_IDR: Final = {"h264_nvenc": "forced-idr", "h264_qsv": "forced_idr"}
 
 
 class LiveTranscodeError(Exception):
@@ -170,6 +175,33 @@ def annexb_to_avcc(data: bytes) -> bytes:
             out += data[start:nal_end]
         pos = end
     return bytes(out)
+
+
+def parameter_sets_of(data: bytes) -> bytes:
+    """Return the SPS and PPS of Annex B, AVCC or avcC ``data`` as AVCC (empty if not both)."""
+    if not data:
+        return b""
+    if data[0] == 1:  # an avcC record (extradata with a global header)
+        try:
+            sps, pps = avcc_parameter_sets(data)
+        except ValueError:
+            return b""
+        nals = [*sps, *pps]
+    else:
+        avcc = (
+            annexb_to_avcc(data)
+            if data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))
+            else data
+        )
+        nals = [
+            bytes(nal)
+            for nal in split_avcc(avcc)[0]
+            if nal and nal[0] & 0x1F in (_NAL_SPS, _NAL_PPS)
+        ]
+    types = {nal[0] & 0x1F for nal in nals}
+    if not {_NAL_SPS, _NAL_PPS} <= types:
+        return b""
+    return b"".join(len(nal).to_bytes(4) + nal for nal in nals)
 
 
 class LiveVideoTranscoder:
@@ -324,6 +356,8 @@ class _Worker:
         self._encoder: VideoCodecContext | None = None
         self._reformatter = VideoReformatter()
         self._last_slot: int | None = None
+        # SPS+PPS (AVCC) to put before an IDR the encoder sent without them.
+        self._parameter_sets = b""
         self._canvases: dict[int, np.ndarray] = {}
         with owner._lock:
             owner._stats = replace(owner._stats, encoder=self._encoder_name)
@@ -380,6 +414,7 @@ class _Worker:
                 owner._stats = replace(owner._stats, bitrate_kbps=bitrate)
         if self._encoder is None:
             self._encoder = self._open_encoder()
+            self._parameter_sets = parameter_sets_of(bytes(self._encoder.extradata or b""))
         out = self._scaled(frame)
         out.pts, out.time_base = pts, TIME_BASE
         out.pict_type = PictureType.I if force else PictureType.NONE
@@ -429,7 +464,11 @@ class _Worker:
     def _encoder_options(self, target: LiveVideoTarget) -> dict[str, str]:
         """Return the private options of the chosen encoder."""
         if self._encoder_name != SOFTWARE_ENCODER:
-            return {"profile": _X264_PROFILES[target.profile], "bf": "0"}
+            options = {"profile": _X264_PROFILES[target.profile], "bf": "0"}
+            forced_idr = _FORCED_IDR.get(self._encoder_name)
+            if forced_idr is not None:
+                options[forced_idr] = "1"
+            return options
         rate = self._bitrate
         return {
             "preset": "ultrafast",
@@ -444,6 +483,20 @@ class _Worker:
                 f"repeat-headers=1:vbv-maxrate={rate}:vbv-bufsize={rate}"
             ),
         }
+
+    def _with_parameter_sets(self, avcc: bytes, keyframe: bool) -> bytes:
+        """Return ``avcc`` with SPS+PPS in front if it is an IDR without them.
+
+        libx264 repeats them itself (repeat-headers); hardware encoders send them with the
+        first IDR only or in extradata, so they are kept and put in-band here.
+        """
+        found = parameter_sets_of(avcc)
+        if found:
+            self._parameter_sets = found
+            return avcc
+        if keyframe and self._parameter_sets:
+            return self._parameter_sets + avcc
+        return avcc
 
     def _scaled(self, frame: VideoFrame) -> VideoFrame:
         """Return the frame scaled into the target box, centred on black bars if needed."""
@@ -481,7 +534,8 @@ class _Worker:
         for packet in packets:
             if packet.pts is None:
                 continue
-            sample = EncodedSample(annexb_to_avcc(bytes(packet)), packet.pts, packet.is_keyframe)
+            data = self._with_parameter_sets(annexb_to_avcc(bytes(packet)), packet.is_keyframe)
+            sample = EncodedSample(data, packet.pts, packet.is_keyframe)
             owner._count(frames_out=1, keyframes_out=int(packet.is_keyframe))
             if owner._on_sample is not None:
                 owner._on_sample(sample)

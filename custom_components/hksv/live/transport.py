@@ -32,17 +32,68 @@ _LOG_REJECTS: Final = 3
 
 
 def normalize_local_address(address: str, ipv6: bool) -> str | None:
-    """Return ``address`` in the family the viewer uses, or None if it has no such form."""
+    """Return ``address`` in the family the viewer uses, or None if it has no such form.
+
+    A link-local IPv6 address keeps its ``%scope``: the sockets are bound with it. What is
+    advertised to the viewer goes through ``unscoped`` first.
+    """
+    bare, _, scope = address.partition("%")
     try:
-        parsed = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
+        parsed = ipaddress.ip_address(bare)
     except ValueError:
         return None
     if isinstance(parsed, ipaddress.IPv6Address):
         mapped = parsed.ipv4_mapped
         if mapped is not None:
             return None if ipv6 else str(mapped)
-        return address if ipv6 else None
+        if not ipv6:
+            return None
+        return f"{parsed}%{scope}" if scope and parsed.is_link_local else str(parsed)
     return None if ipv6 else str(parsed)
+
+
+def unscoped(address: str) -> str:
+    """Return ``address`` without an IPv6 ``%scope`` (which means nothing to another host)."""
+    return address.partition("%")[0]
+
+
+def same_host(first: str, second: str) -> bool:
+    """Return True if two addresses are the same, ignoring IPv6 scopes and spelling."""
+    try:
+        return ipaddress.ip_address(unscoped(first)) == ipaddress.ip_address(unscoped(second))
+    except ValueError:
+        return False
+
+
+type SocketAddress = tuple[str, int] | tuple[str, int, int, int]
+
+
+def socket_address(address: str, port: int) -> SocketAddress:
+    """Return a socket address; a ``%scope`` becomes the scope id (Python's bind needs it)."""
+    bare, _, scope = address.partition("%")
+    if not scope:
+        return address, port
+    scope_id = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
+    return bare, port, 0, scope_id
+
+
+def peer_for(address: str, port: int, local_address: str) -> SocketAddress:
+    """Return where to send a viewer: a link-local viewer is reached through our scope.
+
+    iOS sends its link-local address without a scope; sending to it needs the interface
+    our own (scoped) link-local address is on.
+    """
+    try:
+        parsed = ipaddress.ip_address(unscoped(address))
+    except ValueError:
+        return address, port
+    _, _, scope = local_address.partition("%")
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.is_link_local and scope:
+        try:
+            return socket_address(f"{parsed}%{scope}", port)
+        except OSError:
+            return address, port
+    return address, port
 
 
 def bind_socket(local_address: str, ipv6: bool) -> socket.socket:
@@ -51,7 +102,7 @@ def bind_socket(local_address: str, ipv6: bool) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        sock.bind((local_address, 0))
+        sock.bind(socket_address(local_address, 0))
     except OSError:
         sock.close()
         raise
@@ -87,7 +138,7 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         self,
         sock: socket.socket,
         *,
-        peer: tuple[str, int],
+        peer: SocketAddress,
         send_context: SrtpContext,
         receive_context: SrtpContext,
         our_ssrc: int,
@@ -104,6 +155,7 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         self._on_valid_rtcp = on_valid_rtcp
         self._log_name = log_name
         self._transport: asyncio.DatagramTransport | None = None
+        self._closed = False
         self.reception = ReceptionStats()
         self.packets_sent = 0
         self.bytes_sent = 0
@@ -115,14 +167,24 @@ class MediaEndpoint(asyncio.DatagramProtocol):
     async def async_open(self) -> None:
         """Start the asyncio transport on the bound socket."""
         sock, self._sock = self._sock, None
-        if sock is None:
+        if sock is None or self._closed:
             return
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        # The socket belongs to the transport from here on; a ``close`` while this waits
+        # reaches it through ``connection_made``.
+        try:
+            await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except BaseException:
+            if self._transport is None:
+                sock.close()
+            raise
 
     @override
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport."""
+        """Keep the transport (or close it: the session ended while it was opening)."""
+        if self._closed:
+            transport.close()
+            return
         if isinstance(transport, asyncio.DatagramTransport):
             self._transport = transport
 
@@ -152,7 +214,12 @@ class MediaEndpoint(asyncio.DatagramProtocol):
     @override
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         """Take authenticated SRTCP from the viewer's address; drop everything else."""
-        if addr[0] != self.peer[0] or len(data) > MAX_DATAGRAM or len(data) < 8:
+        if (
+            not isinstance(addr[0], str)
+            or not same_host(addr[0], self.peer[0])
+            or len(data) > MAX_DATAGRAM
+            or len(data) < 8
+        ):
             self._reject("datagram from %s of %d bytes", addr[0], len(data))
             return
         if data[1] not in _RTCP_TYPES:
@@ -180,8 +247,14 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         level = logging.INFO if self.rejected <= _LOG_REJECTS else logging.DEBUG
         _LOGGER.log(level, "%s: " + message, self._log_name, *args)
 
+    @property
+    def closed(self) -> bool:
+        """Return True once ``close`` was called."""
+        return self._closed
+
     def close(self) -> None:
         """Close the socket (idempotent)."""
+        self._closed = True
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -57,11 +57,21 @@ class SharedMedia:
         feed: LiveFeed,
         spawn: Callable[[Coroutine[Any, Any, None], str], None],
         log_name: str,
+        *,
+        on_video_failed: Callable[[LiveSession, str], None] = lambda session, error: None,
+        on_audio_failed: Callable[[AudioSender, str], None] = lambda sender, error: None,
     ) -> None:
-        """Start with nothing running."""
+        """Start with nothing running.
+
+        A transcoder or Opus encoder that fails is detached at once; its sessions are
+        handed to ``on_video_failed`` (they get no video) and its senders to
+        ``on_audio_failed``, each with the reason.
+        """
         self._feed = feed
         self._spawn = spawn
         self._log_name = log_name
+        self._on_video_failed = on_video_failed
+        self._on_audio_failed = on_audio_failed
         self._transcoded: dict[LiveVideoTarget, TranscodedFeed] = {}
         self._opus: dict[tuple[int, int], OpusFeed] = {}
 
@@ -71,7 +81,11 @@ class SharedMedia:
         if shared is not None:
             return shared, False
         shared = TranscodedFeed(
-            target, catchup_seconds=DEFAULT_CATCHUP_SECONDS, log_name=self._log_name
+            target,
+            catchup_seconds=DEFAULT_CATCHUP_SECONDS,
+            log_name=self._log_name,
+            spawn=self._spawn,
+            on_failed=self._transcoder_failed,
         )
         self._transcoded[target] = shared
         self._feed.add_listener(shared)
@@ -87,16 +101,37 @@ class SharedMedia:
                 packet_time_ms=key[1],
                 bitrate_kbps=OPUS_BITRATE_KBPS,
                 log_name=self._log_name,
+                on_failed=self._opus_failed,
             )
             self._feed.add_listener(shared)
         shared.senders.append(sender)
+
+    def _transcoder_failed(self, shared: TranscodedFeed) -> None:
+        """Detach a failed transcoder and end the sessions it fed."""
+        if self._transcoded.get(shared.target) is shared:
+            del self._transcoded[shared.target]
+        self._feed.remove(shared)
+        self._spawn(shared.async_close(), f"{self._log_name} live transcoder stop")
+        for session in list(shared.sessions):
+            self._on_video_failed(session, shared.failed or "live transcoder failed")
+
+    def _opus_failed(self, shared: OpusFeed) -> None:
+        """Detach a failed Opus encoder; its viewers go on without audio."""
+        for key, opus in list(self._opus.items()):
+            if opus is shared:
+                del self._opus[key]
+        self._feed.remove(shared)
+        self._spawn(shared.async_close(), f"{self._log_name} live opus stop")
+        reason = shared.failed or "Opus encoder failed"
+        for sender in list(shared.senders):
+            sender.fail(reason)
 
     def leave(self, viewer: Viewer) -> None:
         """Detach a viewer from shared transcoders and encoders; close what nobody uses."""
         shared = viewer.transcoded
         if shared is not None:
             shared.remove(viewer.session)
-            if not shared.sessions:
+            if not shared.sessions and self._transcoded.get(shared.target) is shared:
                 del self._transcoded[shared.target]
                 self._feed.remove(shared)
                 self._spawn(shared.async_close(), f"{self._log_name} live transcoder stop")
@@ -110,6 +145,11 @@ class SharedMedia:
                     del self._opus[key]
                     self._feed.remove(opus)
                     self._spawn(opus.async_close(), f"{self._log_name} live opus stop")
+
+    @property
+    def running(self) -> tuple[int, int]:
+        """Return how many transcoders and Opus encoders are attached."""
+        return len(self._transcoded), len(self._opus)
 
     def diagnostics(self) -> dict[str, Any]:
         """Return the running transcoders and encoders."""
@@ -193,11 +233,11 @@ def audio_sender_for(
     *,
     endpoint: MediaEndpoint,
     ssrc: int,
-    muted: bool,
+    muted: Callable[[], bool],
     record: dict[str, Any],
     log_name: str,
 ) -> AudioSender | None:
-    """Return an Opus sender when the viewer selected Opus and the Microphone is on."""
+    """Return an Opus sender when the viewer selected Opus (it sends nothing while muted)."""
     audio = selection.audio
     params = audio.codec_parameters if audio is not None else None
     if (
@@ -208,9 +248,6 @@ def audio_sender_for(
         or params.packet_time not in PACKET_TIMES_MS
     ):
         record["audio"] = "none selected"
-        return None
-    if muted:
-        record["audio"] = "microphone muted"
         return None
     rtp = audio.rtp
     rate = RtpSampleRate(params.sample_rate).hertz
@@ -223,6 +260,7 @@ def audio_sender_for(
         packet_time_ms=params.packet_time,
         rtcp_interval=rtp.rtcp_interval if rtp and rtp.rtcp_interval else 5.0,
         log_name=log_name,
+        muted=muted,
     )
 
 
