@@ -22,6 +22,7 @@ from .session import RTP_CLOCK, AccessUnit, ParameterSets
 from .transcode import EncodedSample, LiveTranscodeError, LiveVideoTarget, LiveVideoTranscoder
 
 if TYPE_CHECKING:
+    from ..media.budget import Reservation
     from ..recording.fmp4 import InitSegment, Sample
     from ..recording.gop import Gop
     from .session import LiveSession
@@ -56,9 +57,20 @@ def codec_extradata(init: InitSegment) -> tuple[str, bytes] | None:
 class TranscodedFeed:
     """One live transcoder and the sessions watching its output."""
 
-    def __init__(self, target: LiveVideoTarget, *, catchup_seconds: float, log_name: str) -> None:
-        """Prepare; the transcoder starts with the first part (it needs the init)."""
+    def __init__(
+        self,
+        target: LiveVideoTarget,
+        *,
+        catchup_seconds: float,
+        log_name: str,
+        reservation: Reservation | None = None,
+    ) -> None:
+        """Prepare; the transcoder starts with the first part (it needs the init).
+
+        ``reservation`` is this feed's share of the transcode budget, released on close.
+        """
         self.target = target
+        self._reservation = reservation
         self.catchup_seconds = catchup_seconds
         self._log_name = log_name
         self.sessions: list[LiveSession] = []
@@ -167,8 +179,14 @@ class TranscodedFeed:
             "failed": self.failed,
         }
 
+    def release(self) -> None:
+        """Give this feed's share of the transcode budget back (idempotent)."""
+        if self._reservation is not None:
+            self._reservation.release()
+
     async def async_close(self) -> None:
         """Stop every transcoder this feed started."""
+        self.release()
         if self._transcoder is not None:
             self._closing.append(self._transcoder)
             self._transcoder = None
