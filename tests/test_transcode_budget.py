@@ -62,7 +62,7 @@ async def test_reserve_waits_for_room() -> None:
 
 
 def test_measured_capacity(caplog: pytest.LogCaptureFixture) -> None:
-    """The real encoder codes synthetic 720p for about half a second; the result is logged."""
+    """The real encoder codes synthetic 720p in five short windows; the result is logged."""
     caplog.set_level(logging.INFO, "custom_components.hksv.media.budget")
     chooser = EncoderChooser()
     capacity = measure_capacity(chooser)

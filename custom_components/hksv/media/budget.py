@@ -3,8 +3,9 @@
 The unit is one 1280x720 encode at 30 fps; a transcode costs its output pixel rate over that
 (a 1080p30 recording 2.25, a 640x360 live view at 30 fps 0.25). The capacity is measured once
 per process, off the event loop, the first time it is needed: the chosen encoder (hardware
-when there is one) encodes synthetic 720p frames with the recording's settings for about half
-a second, and how many times real time it ran, times ``HEADROOM``, is how many units fit.
+when there is one) encodes synthetic 720p frames with the recording's settings in five short
+windows, and how many times real time the median window ran, times ``HEADROOM``, is how many
+units fit.
 The headroom leaves room for what the measurement does not include: decoding the camera,
 scaling, audio, and Home Assistant itself (docs/architecture.md, "Transcoding").
 
@@ -39,8 +40,11 @@ REFERENCE_SIZE: Final = (1280, 720)
 REFERENCE_FPS: Final = 30
 REFERENCE_PIXEL_RATE: Final = REFERENCE_SIZE[0] * REFERENCE_SIZE[1] * REFERENCE_FPS
 HEADROOM: Final = 0.6
-MEASURE_SECONDS: Final = 0.5
-MEASURE_MIN_FRAMES: Final = 10
+# Five windows of at least this long and this many frames, after a warm-up that fills the
+# encoder's frame threads; the median window counts (one busy moment on a shared box does not).
+MEASURE_WINDOW_SECONDS: Final = 0.25
+MEASURE_MIN_FRAMES: Final = 8
+MEASURE_WINDOWS: Final = 5
 MEASURE_X264_PRESET: Final = "superfast"  # the recording preset (recording/av_media.py)
 _MEASURE_PATTERNS: Final = 8
 _POLL_SECONDS: Final = 0.1
@@ -111,15 +115,24 @@ def measure_capacity(chooser: EncoderChooser) -> Capacity:
             plane.update(bytes([128]) * plane.buffer_size)
         frames.append(frame.reformat(format=fmt) if fmt != "yuv420p" else frame)
     count = 0
-    started = time.perf_counter()
-    while count < MEASURE_MIN_FRAMES or time.perf_counter() - started < MEASURE_SECONDS:
-        frame = frames[count % len(frames)]
-        frame.pts = count
-        encoder.encode(frame)
-        count += 1
+
+    def encode_for(seconds: float, least: int) -> float:
+        """Encode for at least ``seconds`` and ``least`` frames; return x real time."""
+        nonlocal count
+        started, first = time.perf_counter(), count
+        while count - first < least or time.perf_counter() - started < seconds:
+            frame = frames[count % len(frames)]
+            frame.pts = count
+            encoder.encode(frame)
+            count += 1
+        return (count - first) / REFERENCE_FPS / (time.perf_counter() - started)
+
+    encode_for(0.0, len(frames))  # warm-up
+    speeds = sorted(
+        encode_for(MEASURE_WINDOW_SECONDS, MEASURE_MIN_FRAMES) for _ in range(MEASURE_WINDOWS)
+    )
     encoder.encode(None)
-    elapsed = time.perf_counter() - started
-    speed = count / REFERENCE_FPS / elapsed
+    speed = speeds[len(speeds) // 2]
     capacity = Capacity(speed * HEADROOM, name, speed, "measured")
     _LOGGER.info(
         "Transcode capacity: %s codes 720p30 at %.2fx real time; %.2f such transcodes at once",
