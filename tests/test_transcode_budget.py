@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+from homeassistant.core import HomeAssistant
 import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+)
 
 from custom_components.hksv.media.budget import (
     HEADROOM,
@@ -13,7 +19,7 @@ from custom_components.hksv.media.budget import (
     measure_capacity,
     transcode_cost,
 )
-from custom_components.hksv.media.encoders import EncoderChooser
+from custom_components.hksv.media.encoders import EncoderChooser, shared_chooser
 
 
 def test_costs_are_in_720p30_units() -> None:
@@ -87,3 +93,30 @@ async def test_capacity_is_measured_once_off_the_loop() -> None:
     first = await budget.async_measure()
     assert await budget.async_measure() is first and len(calls) == 1
     assert budget.diagnostics()["capacity"]["source"] == "measured"
+
+
+async def test_diagnostics_show_the_encoder_choice_and_the_budget(
+    hass: HomeAssistant,
+    hass_client: Any,
+    transcode_budget: TranscodeBudget,
+    init_integration: MockConfigEntry,
+) -> None:
+    """Diagnostics hold the chooser's decision, the capacity and who transcodes now."""
+    decision = await shared_chooser().async_decide()
+    held = transcode_budget.try_reserve(2.25, "Garden recording 3")
+    assert held is not None
+    data = await get_diagnostics_for_config_entry(hass, hass_client, init_integration)
+    transcoding = data["recording"]["transcoding"]
+    assert transcoding["encoder"]["decision"] == {
+        "encoder": decision.encoder,
+        "hardware": decision.hardware,
+        "tried": dict(decision.tried),
+    }
+    assert transcoding["capacity"] == {
+        "units_720p30": 100.0,
+        "encoder": "",
+        "speed_720p30": 0.0,
+        "source": "configured",
+    }
+    assert transcoding["running"] == [{"label": "Garden recording 3", "cost": 2.25}]
+    held.release()
