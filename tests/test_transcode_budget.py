@@ -95,6 +95,19 @@ async def test_capacity_is_measured_once_off_the_loop() -> None:
     assert budget.diagnostics()["capacity"]["source"] == "measured"
 
 
+def test_a_capacity_that_cannot_be_measured_limits_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No usable encoder to measure with: a warning, and admission is not limited."""
+    budget = TranscodeBudget(EncoderChooser(("no_such_encoder",)))
+    capacity = budget.measure()
+    assert capacity.source.startswith("not measured: no usable H.264 encoder")
+    assert capacity.as_dict()["units_720p30"] is None
+    assert "Transcode capacity could not be measured" in caplog.text
+    assert budget.try_reserve(5.0, "a") is not None
+    assert budget.try_reserve(5.0, "b") is not None
+
+
 async def test_diagnostics_show_the_encoder_choice_and_the_budget(
     hass: HomeAssistant,
     hass_client: Any,

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import av
 import numpy as np
 
-from .encoders import EncoderChooser, hardware_options, is_hardware, pixel_format, shared_chooser
+from .encoders import (
+    EncoderChooser,
+    NoEncoderError,
+    hardware_options,
+    is_hardware,
+    pixel_format,
+    shared_chooser,
+)
 
 if TYPE_CHECKING:
     from av.video.codeccontext import VideoCodecContext
@@ -57,12 +64,12 @@ class Capacity:
     units: float
     encoder: str
     speed: float  # measured: one 720p30 encode ran this many times real time
-    source: str  # "measured" or "configured"
+    source: str  # "measured", "configured", or why it could not be measured
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the capacity for diagnostics."""
+        """Return the capacity for diagnostics (None units: no limit)."""
         return {
-            "units_720p30": round(self.units, 2),
+            "units_720p30": round(self.units, 2) if math.isfinite(self.units) else None,
             "encoder": self.encoder,
             "speed_720p30": round(self.speed, 2),
             "source": self.source,
@@ -204,7 +211,13 @@ class TranscodeBudget:
         """Return the capacity, measuring it the first time (blocking)."""
         with self._measure_lock:
             if self._capacity is None:
-                self._capacity = self._measure(self._chooser)
+                try:
+                    self._capacity = self._measure(self._chooser)
+                except (av.FFmpegError, ValueError, OSError, NoEncoderError) as err:
+                    # Without a number nothing is limited; each transcode then reports itself
+                    # (and the encoder's own failure shows on the recording).
+                    _LOGGER.warning("Transcode capacity could not be measured: %s", err)
+                    self._capacity = Capacity(math.inf, "", 0.0, f"not measured: {err}")
             return self._capacity
 
     async def async_measure(self) -> Capacity:
