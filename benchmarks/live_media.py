@@ -65,6 +65,7 @@ from custom_components.hksv.live.transcode import (  # noqa: E402
     LiveVideoTarget,
     LiveVideoTranscoder,
 )
+from custom_components.hksv.media.encoders import EncoderChooser  # noqa: E402
 from tests.media import ClipSpec, write_clip  # noqa: E402
 
 KEY, SALT = bytes(range(16)), bytes(range(16, 30))
@@ -233,7 +234,7 @@ def bench_transcoder(clip: Clip, repeat: int) -> list[tuple[str, float, float, f
             extradata=clip.avcc,
             target=target,
             on_sample=on_sample,
-            encoders=("libx264",),
+            encoders=EncoderChooser(("libx264",)),
         )
         try:
             for data, pts, key in clip.video:

@@ -6,8 +6,14 @@ Run from the repository root:
 
 Options: ``--seconds N`` (clip length, default 30), ``--presets a,b`` (x264 presets, default
 superfast,veryfast,ultrafast), ``--repeat N`` (runs per row, best kept), ``--paced`` (also feed
-the input at real-time pace and report how long each fragment takes to come out).
+the input at real-time pace and report how long each fragment takes to come out),
+``--capacity-only`` (only the encoder choice and the capacity section).
 Generated media is cached in benchmarks/out/transcode/. Nothing here passes or fails.
+
+First it prints the shared encoder chooser's decision on this machine (media/encoders.py) and
+the transcode capacity hksv measures (media/budget.py), each measurement run ``--repeat``
+times (at least 3), next to an ffmpeg process coding the same synthetic 720p30 frames with
+the same libx264 settings, so the measurement can be checked against a known encoder.
 """
 
 from __future__ import annotations
@@ -27,6 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from custom_components.hksv.hap.recording_config import H264Level, H264Profile  # noqa: E402
+from custom_components.hksv.media.budget import (  # noqa: E402
+    HEADROOM,
+    MEASURE_X264_PRESET,
+    REFERENCE_FPS,
+    REFERENCE_SIZE,
+    measure_capacity,
+    probe_luma_planes,
+    transcode_cost,
+)
+from custom_components.hksv.media.encoders import EncoderChooser  # noqa: E402
 from custom_components.hksv.recording import av_media  # noqa: E402
 from custom_components.hksv.recording.transcode import (  # noqa: E402
     AudioTarget,
@@ -178,6 +194,71 @@ def run_ffmpeg(name: str, command: list[str], media: float) -> Row:
     return Row(name, wall, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu, media)
 
 
+def ffmpeg_capacity_command(raw: Path) -> list[str]:
+    """Return the ffmpeg command coding the capacity probe's frames like the probe does."""
+    width, height = REFERENCE_SIZE
+    threads = min(6, (os.process_cpu_count() or 1) * 3 // 2)
+    return [
+        *("ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo"),
+        *("-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(REFERENCE_FPS)),
+        *("-i", str(raw), "-c:v", "libx264", "-preset", MEASURE_X264_PRESET),
+        *("-b:v", "2000k", "-g", str(REFERENCE_FPS * 4), "-bf", "0", "-threads", str(threads)),
+        *("-x264-params", "scenecut=0:bframes=0", "-f", "null", "-"),
+    ]
+
+
+def capacity_section(repeat: int) -> None:
+    """Print the chooser's decision, the measured capacity and the ffmpeg baseline."""
+    chooser = EncoderChooser()
+    decision = chooser.decide()
+    print(
+        f"Encoder chooser on this machine: {decision.encoder} "
+        f"({'hardware' if decision.hardware else 'software'})"
+    )
+    for name, what in decision.tried:
+        print(f"  {name:18} {what}")
+    runs = [measure_capacity(chooser) for _ in range(max(3, repeat))]
+    speeds = sorted(run.speed for run in runs)
+    units = sorted(run.units for run in runs)
+    print(
+        f"\nhksv capacity probe ({runs[0].encoder} {MEASURE_X264_PRESET}, synthetic "
+        f"{REFERENCE_SIZE[0]}x{REFERENCE_SIZE[1]}@{REFERENCE_FPS}, ~1.4 s each, "
+        f"{len(runs)} runs): speed {speeds[0]:.2f}-{speeds[-1]:.2f}x real time "
+        f"(median {speeds[len(speeds) // 2]:.2f}) -> capacity {units[0]:.2f}-{units[-1]:.2f} "
+        f"units of 720p30 (x {HEADROOM} headroom)"
+    )
+    for label, (w, h, fps) in {
+        "1080p30 recording": (1920, 1080, 30),
+        "720p30 recording": (1280, 720, 30),
+        "watch live view 320x240@15": (320, 240, 15),
+    }.items():
+        cost = transcode_cost(w, h, fps)
+        print(f"  {label}: costs {cost:.2f}; {units[len(units) // 2] / cost:.1f} fit at once")
+    # The same frames, the same settings, through the ffmpeg CLI: 300 frames (10 s).
+    raw = OUT / "capacity-720p.yuv"
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not raw.exists():
+        width, height = REFERENCE_SIZE
+        chroma = bytes([128]) * (width * height // 2)
+        planes = probe_luma_planes(width, height)
+        with raw.open("wb") as out:
+            for index in range(REFERENCE_FPS * 10):
+                out.write(planes[index % len(planes)].tobytes() + chroma)
+    command = ffmpeg_capacity_command(raw)
+    walls = []
+    for _ in range(max(3, repeat)):
+        start = time.perf_counter()
+        subprocess.run(command, check=True)
+        walls.append(time.perf_counter() - start)
+    ff = sorted(10.0 / wall for wall in walls)
+    print(
+        f"ffmpeg, same frames and settings ({len(walls)} runs of 10 s): "
+        f"{ff[0]:.2f}-{ff[-1]:.2f}x real time (median {ff[len(ff) // 2]:.2f}); "
+        f"process start-up included"
+    )
+    print("ffmpeg row: " + shlex.join(command))
+
+
 def best(rows: list[Row]) -> Row:
     """Return the fastest of repeated runs."""
     return min(rows, key=lambda row: row.wall)
@@ -190,7 +271,12 @@ async def main() -> None:
     parser.add_argument("--presets", default="superfast,veryfast,ultrafast")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--paced", action="store_true")
+    parser.add_argument("--capacity-only", action="store_true")
     args = parser.parse_args()
+    capacity_section(args.repeat)
+    if args.capacity_only:
+        return
+    print()
     fmp4, init, fragments = source(args.seconds)
     rows: list[Row] = []
     default_preset = av_media.X264_PRESET

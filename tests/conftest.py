@@ -27,6 +27,8 @@ from custom_components.hksv.const import (
     DEFAULT_OPTIONS,
     DOMAIN,
 )
+from custom_components.hksv.media import budget as budget_module
+from custom_components.hksv.media.budget import TranscodeBudget
 from tests.hub.controller import HubController, capture_session_keys
 
 CAMERA_ID = "camera.front_door"
@@ -38,6 +40,18 @@ JPEG = b"\xff\xd8\xff\xe0fake-jpeg\xff\xd9"
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Load custom_components/hksv."""
+
+
+@pytest.fixture(autouse=True)
+def transcode_budget(monkeypatch: pytest.MonkeyPatch) -> TranscodeBudget:
+    """Give each test its own process budget, roomy unless a test makes its own.
+
+    A measured capacity would depend on how busy the machine is while the suite runs;
+    tests about admission configure theirs (tests/test_transcode_budget.py).
+    """
+    budget = TranscodeBudget(capacity=100.0)
+    monkeypatch.setattr(budget_module, "_SHARED", budget)
+    return budget
 
 
 @pytest.fixture

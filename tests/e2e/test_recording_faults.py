@@ -24,6 +24,12 @@ from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
+from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
+from custom_components.hksv.recording import (
+    av_media,
+    recorder as recorder_module,
+    transcode as transcode_module,
+)
 from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, FakeCamera, free_port
@@ -434,3 +440,103 @@ async def test_entities_follow_the_camera(
     await _wait_for(lambda: "unavailable" not in states())
     assert len(_hksv_records(caplog, logging.WARNING)) == 1
     assert len(_hksv_records(caplog, logging.INFO)) == 1
+
+
+# -- issue 13 item 5: the error names who fell behind, the local encoder or the hub ----------
+
+
+ALWAYS_TRANSCODE = {**DEFAULT_OPTIONS, OPT_VIDEO_MODE: VIDEO_MODE_TRANSCODE}
+
+
+@pytest.fixture
+def small_queues() -> Any:
+    """Bound live media to a few parts, so that falling behind shows within seconds."""
+    with (
+        patch.object(recorder_module, "MAX_QUEUED_PARTS", 2),
+        patch.object(transcode_module, "DEFAULT_MAX_QUEUED_INPUT", 1),
+        patch.object(transcode_module, "DEFAULT_MAX_QUEUED_OUTPUT", 1),
+    ):
+        yield
+
+
+async def _failed_clip(hass: HomeAssistant, bridge: Any, client: HDSClient) -> Any:
+    """Wait until the recording on ``client`` has ended; return its summary."""
+    await _wait_for(lambda: bridge.recorder.recordings and not bridge.recorder.streaming, 180)
+    hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
+    summary = bridge.recorder.last_recording
+    assert summary is not None
+    return summary
+
+
+@pytest.mark.parametrize("entry_options", [ALWAYS_TRANSCODE])
+async def test_an_encoder_that_falls_behind_is_named(
+    hass: HomeAssistant,
+    small_queues: None,
+    init_integration: MockConfigEntry,
+    home_hub: HomeHub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real encoder far below real time fails the clip as the encoder's fault, not the hub's.
+
+    libx264's slowest preset at the selected size is the slow encoder; the hub reads at once.
+    """
+    monkeypatch.setattr(av_media, "X264_PRESET", "placebo")
+    bridge = init_integration.runtime_data
+    await _wait_for(lambda: bridge.recorder.prebuffer.buffered_seconds >= PREBUFFER_S + 2)
+    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+    client = await _open(home_hub)
+    summary = await _failed_clip(hass, bridge, client)
+    assert summary.outcome.value == "failed"
+    assert summary.error.startswith("the local encoder is not keeping up with live video ("), (
+        summary.error
+    )
+    assert "hub" not in summary.error
+    assert summary.encoder == "libx264"
+    assert bridge.recorder.budget.held == []
+    await client.close()
+
+
+@pytest.mark.parametrize("entry_options", [ALWAYS_TRANSCODE])
+async def test_a_hub_that_falls_behind_is_named(
+    hass: HomeAssistant,
+    small_queues: None,
+    init_integration: MockConfigEntry,
+    home_hub: HomeHub,
+) -> None:
+    """A hub that reads far slower than the video fails the clip as the hub's fault.
+
+    It takes one socket read (at most its 16 KiB receive buffer, doubled by the kernel) every
+    0.5 s: never idle long enough to count as not reading at all, yet far below the video's
+    ~2 Mbit/s, so HomeKit Data Stream's send queue stays full while the encoder keeps up.
+    """
+    bridge = init_integration.runtime_data
+    await _wait_for(lambda: bridge.recorder.prebuffer.buffered_seconds >= PREBUFFER_S + 2)
+    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+    client = await home_hub.open_data_stream(receive_buffer=16 * 1024)
+    client.timeout = 180
+    assert (await client.open_recording(1)).status == 0
+    receive = client.data_received
+
+    def one_read_at_a_time(data: bytes) -> None:
+        receive(data)
+        client.pause_reading()
+
+    client.data_received = one_read_at_a_time  # type: ignore[method-assign]
+
+    async def sip() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            client.resume_reading()
+
+    reader = asyncio.get_running_loop().create_task(sip())
+    try:
+        summary = await _failed_clip(hass, bridge, client)
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    client.resume_reading()
+    assert summary.outcome.value == "failed", summary
+    assert summary.error.startswith("the hub is not keeping up with live video ("), summary.error
+    assert "encoder" not in summary.error
+    assert bridge.recorder.budget.held == []
+    client.abort()

@@ -35,6 +35,7 @@ from custom_components.hksv.hap.rtp_stream import (
     SetupStatus,
     StreamingState,
 )
+from custom_components.hksv.media.budget import TranscodeBudget
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, free_port
 from tests.e2e.live_source import LiveFeedSource
@@ -723,4 +724,79 @@ async def test_failed_opus_encoder_stops_audio_with_reason(
     async with asyncio.timeout(30):
         while any(t.name.startswith("hksv_opus") for t in threading.enumerate()):
             await asyncio.sleep(0.1)
+    await viewer.close()
+
+
+# -- issue 13 item 5: live transcodes share the machine's transcode budget -------------------
+
+
+async def test_live_transcode_holds_its_share_until_the_last_viewer_ends(
+    hass: HomeAssistant,
+    transcode_budget: TranscodeBudget,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+) -> None:
+    """A watch's transcoder reserves its share of the budget and frees it with its viewer."""
+    viewer = await _viewer(controller)
+    assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
+    await viewer.wait_frames(3, 15)
+    assert transcode_budget.held == ["Front door live view 320x240@15"]
+    assert await viewer.select(SessionCommand.END) == {}
+    await hass.async_block_till_done()
+    assert transcode_budget.held == []
+    await viewer.close()
+
+
+async def test_watch_over_the_transcode_budget_gets_the_camera_stream(
+    hass: HomeAssistant,
+    transcode_budget: TranscodeBudget,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+) -> None:
+    """No room for another transcode: a viewer that can play the camera's H.264 gets it copied."""
+    bridge = init_integration.runtime_data
+    held = transcode_budget.try_reserve(100.0, "another camera's recording")
+    assert held is not None
+    viewer = await _viewer(controller)
+    assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
+    await viewer.wait_frames(3, FPS)
+    assert viewer.response is not None
+    _check_stream(viewer, viewer.response.video_ssrc or 0)  # the camera's own 640x360
+    diagnostics = bridge.live.diagnostics()
+    active = diagnostics["active"][0]
+    assert active["mode"] == "copy"
+    assert active["reason"].startswith("watch-sized request (320x240); copied instead: ")
+    assert "another camera's recording" in active["reason"]
+    assert diagnostics["transcoders"] == []
+    assert transcode_budget.held == ["another camera's recording"]
+    held.release()
+    await viewer.close()
+
+
+@pytest.mark.parametrize("camera_spec", [HEVC_SPEC], ids=["hevc"])
+async def test_hevc_over_the_transcode_budget_is_refused(
+    hass: HomeAssistant,
+    transcode_budget: TranscodeBudget,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    camera_spec: ClipSpec,
+) -> None:
+    """No room and nothing a viewer could play as is: refused, with the reason in diagnostics."""
+    bridge = init_integration.runtime_data
+    held = transcode_budget.try_reserve(100.0, "another camera's recording")
+    assert held is not None
+    viewer = await _viewer(controller)
+    assert await viewer.select() == {}
+    async with asyncio.timeout(60):
+        while not bridge.live.diagnostics()["active"] or (
+            "source" not in bridge.live.diagnostics()["active"][0]
+        ):
+            await asyncio.sleep(0.2)
+    active = bridge.live.diagnostics()["active"][0]
+    assert "; refused: this machine's transcoding capacity is in use" in active["reason"]
+    await asyncio.sleep(2)  # parts keep coming; none of them becomes video for this viewer
+    assert viewer.packets == []
+    assert bridge.live.diagnostics()["transcoders"] == []
+    assert transcode_budget.held == ["another camera's recording"]
+    held.release()
     await viewer.close()

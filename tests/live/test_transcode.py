@@ -19,8 +19,8 @@ from custom_components.hksv.live.transcode import (
     annexb_to_avcc,
     bitrate_for,
     fit_inside,
-    pick_encoder,
 )
+from custom_components.hksv.media.encoders import EncoderChooser, trial_encode
 from tests.live.test_h264_rtp import (
     SourceStream,
     decode_annexb,
@@ -267,18 +267,12 @@ def test_failures_surface() -> None:
         codec="avc1",
         extradata=b"",
         target=LiveVideoTarget(320, 240, 30, 300),
-        encoders=("no_such_encoder",),
+        encoders=EncoderChooser(("no_such_encoder",)),
     )
     assert transcoder.wait_started(TIMEOUT)
     transcoder.close()
     assert isinstance(transcoder.error, LiveTranscodeError)
     assert not transcoder.put(b"\x00\x00\x00\x01\x65", 0, True)
-
-
-def test_encoder_probe() -> None:
-    """Probing skips encoders that do not open here and settles on one that does."""
-    assert pick_encoder(("no_such_encoder", "libx264")) == "libx264"
-    assert pick_encoder() in {"h264_qsv", "h264_nvenc", "h264_amf", "h264_v4l2m2m", "libx264"}
 
 
 @pytest.mark.parametrize(
@@ -341,21 +335,22 @@ def test_put_with_wait_never_drops(h264_plain: SourceStream) -> None:
     assert len(outputs) == len(h264_plain.samples)
 
 
-def test_failing_hardware_encoder_falls_back(
-    h264_plain: SourceStream, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A hardware encoder that passes the probe but fails for real gives way to libx264."""
-    from custom_components.hksv.live import transcode
+def test_failing_hardware_encoder_falls_back(h264_plain: SourceStream) -> None:
+    """A hardware encoder that passes the chooser's test but fails for real gives way to libx264.
 
-    real_probe = transcode._encoder_opens
-    monkeypatch.setattr(
-        transcode, "_encoder_opens", lambda name: name == "h264_nvenc" or real_probe(name)
-    )
+    The chooser's test encode of h264_nvenc is simulated to pass; opening the real h264_nvenc
+    then fails on this machine (no NVIDIA GPU) and libx264 takes over.
+    """
+
+    def nvenc_passes(name: str, width: int, height: int) -> None:
+        trial_encode("libx264" if name == "h264_nvenc" else name, width, height)
+
+    chooser = EncoderChooser(("h264_nvenc", "libx264"), trial=nvenc_passes)
     transcoder = LiveVideoTranscoder(
         codec="avc1",
         extradata=h264_plain.avcc,
         target=LiveVideoTarget(320, 180, 30, 300),
-        encoders=("h264_nvenc", "libx264"),
+        encoders=chooser,
     )
     try:
         for sample in h264_plain.samples[:10]:
@@ -364,6 +359,8 @@ def test_failing_hardware_encoder_falls_back(
     finally:
         transcoder.close()
     assert transcoder.error is None and transcoder.stats().encoder == "libx264"
+    assert chooser.encoder_for(320, 180) == "libx264"  # remembered for this size
+    assert "h264_nvenc failed at 320x180" in chooser.diagnostics()["fallbacks"][0]
     assert [read_frame_counter(f) for f in decode_samples(outputs)] == list(range(10))
 
 

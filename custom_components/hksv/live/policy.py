@@ -114,6 +114,17 @@ def choose_live_mode(
     return LiveMode.COPY, "camera fits (H.264, level <= 4.0, <= 1080p)"
 
 
+def copy_fits(source: SourceVideoInfo) -> bool:
+    """Return whether any local viewer can play the camera's own stream (H.264 within 4.0)."""
+    if not source.codec.startswith("avc"):
+        return False
+    if source.width > MAX_COPY_WIDTH or source.height > MAX_COPY_HEIGHT:
+        return False
+    if source.level_idc is not None and source.level_idc > LEVEL_4_0_IDC:
+        return fits_level_4_0(source.width, source.height, source.fps or 30.0)
+    return True
+
+
 def transcode_target(
     source: SourceVideoInfo, request: ViewerRequest, max_bitrate_kbps: int
 ) -> tuple[int, int, int, int]:

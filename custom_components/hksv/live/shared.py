@@ -23,6 +23,7 @@ from .session import RTP_CLOCK, AccessUnit, ParameterSets
 from .transcode import EncodedSample, LiveTranscodeError, LiveVideoTarget, LiveVideoTranscoder
 
 if TYPE_CHECKING:
+    from ..media.budget import Reservation
     from ..recording.fmp4 import InitSegment, Sample
     from ..recording.gop import Gop
     from .session import LiveSession
@@ -66,15 +67,18 @@ class TranscodedFeed:
         log_name: str,
         spawn: Callable[[Coroutine[Any, Any, None], str], None],
         on_failed: Callable[[TranscodedFeed], None],
+        reservation: Reservation | None = None,
     ) -> None:
         """Prepare; the transcoder starts with the first part (it needs the init).
 
         ``on_failed`` is called once when the transcoder cannot run (its sessions get no
-        video); ``spawn`` runs the close of a transcoder replaced by a new epoch or init.
+        video); ``spawn`` runs the close of a transcoder replaced by a new epoch or init;
+        ``reservation`` is this feed's share of the transcode budget, released on close.
         """
         self.target = target
         self._spawn = spawn
         self._on_failed = on_failed
+        self._reservation = reservation
         self.catchup_seconds = catchup_seconds
         self._log_name = log_name
         self.sessions: list[LiveSession] = []
@@ -200,8 +204,14 @@ class TranscodedFeed:
             "failed": self.failed,
         }
 
+    def release(self) -> None:
+        """Give this feed's share of the transcode budget back (idempotent)."""
+        if self._reservation is not None:
+            self._reservation.release()
+
     async def async_close(self) -> None:
-        """Stop the transcoder."""
+        """Stop the transcoder and give its share of the budget back."""
+        self.release()
         transcoder, self._transcoder = self._transcoder, None
         if transcoder is not None:
             await transcoder.async_close()

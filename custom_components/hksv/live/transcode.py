@@ -18,7 +18,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
-import functools
 import logging
 import math
 import queue
@@ -32,6 +31,14 @@ from av.video.reformatter import Interpolation, VideoReformatter
 import numpy as np
 
 from ..hap.recording_config import H264Level, H264Profile
+from ..media.encoders import (
+    SOFTWARE_ENCODER,
+    EncoderChooser,
+    NoEncoderError,
+    hardware_options,
+    pixel_format,
+    shared_chooser,
+)
 from ..recording.encoding import LEVEL_LIMITS
 from .h264_rtp import avcc_parameter_sets, split_avcc
 
@@ -44,9 +51,6 @@ _LOGGER = logging.getLogger(__name__)
 
 CLOCK_RATE: Final = 90_000  # RTP video clock; input and output timestamps use it
 TIME_BASE: Final = Fraction(1, CLOCK_RATE)
-# Hardware first (docs live-view.md §5.13); each is probed by opening it once per process.
-HARDWARE_ENCODERS: Final = ("h264_qsv", "h264_nvenc", "h264_amf", "h264_v4l2m2m")
-SOFTWARE_ENCODER: Final = "libx264"
 # Peers found iOS stalls below about this (potmat#228: 300, pi4cam#47: 1000); a watch-sized
 # picture needs less, so the floor scales with the picture down to MIN_BITRATE_KBPS.
 BITRATE_FLOOR_KBPS: Final = 500
@@ -72,7 +76,6 @@ _START_CODE: Final = b"\x00\x00\x01"
 _NAL_SPS: Final = 7
 _NAL_PPS: Final = 8
 # Hardware encoders turn a forced I picture into an IDR only when told to.
-_FORCED_IDR: Final = {"h264_nvenc": "forced-idr", "h264_qsv": "forced_idr"}
 
 
 class LiveTranscodeError(Exception):
@@ -136,28 +139,6 @@ def fit_inside(src_width: int, src_height: int, box_width: int, box_height: int)
     return max(2, int(src_width * scale) & ~1), max(2, int(src_height * scale) & ~1)
 
 
-@functools.cache
-def _encoder_opens(name: str) -> bool:
-    """Return whether encoder ``name`` exists in this FFmpeg and opens here (cached)."""
-    try:
-        encoder = cast("VideoCodecContext", av.CodecContext.create(name, "w"))
-        encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
-        encoder.time_base = TIME_BASE
-        encoder.open()
-    except (av.error.FFmpegError, ValueError, OSError) as err:
-        _LOGGER.debug("Encoder %s unusable: %s", name, err)
-        return False
-    return True
-
-
-def pick_encoder(candidates: tuple[str, ...] = (*HARDWARE_ENCODERS, SOFTWARE_ENCODER)) -> str:
-    """Return the first encoder of ``candidates`` that opens (blocking: probes hardware)."""
-    for name in candidates:
-        if _encoder_opens(name):
-            return name
-    raise LiveTranscodeError(f"no usable H.264 encoder among {', '.join(candidates)}")
-
-
 def annexb_to_avcc(data: bytes) -> bytes:
     """Return Annex B NAL units as 4-byte length-prefixed AVCC."""
     out = bytearray()
@@ -214,10 +195,13 @@ class LiveVideoTranscoder:
         extradata: bytes,
         target: LiveVideoTarget,
         on_sample: Callable[[EncodedSample], None] | None = None,
-        encoders: tuple[str, ...] = (*HARDWARE_ENCODERS, SOFTWARE_ENCODER),
+        encoders: EncoderChooser | None = None,
         name: str = "live",
     ) -> None:
-        """Start the worker; it opens the decoder and the first encoder that works."""
+        """Start the worker; it opens the decoder and the encoder ``encoders`` chooses.
+
+        ``encoders`` defaults to the process's chooser, shared with recording.
+        """
         decoder_name = _DECODERS.get(codec.lower())
         if decoder_name is None:
             raise LiveTranscodeError(f"cannot decode {codec!r}")
@@ -226,7 +210,7 @@ class LiveVideoTranscoder:
         self._target = target
         self._bitrate = bitrate_for(target)
         self._on_sample = on_sample
-        self._encoders = encoders
+        self._encoders = encoders or shared_chooser()
         self._name = name
         self._input: queue.Queue[tuple[bytes, int, int | None, bool]] = queue.Queue(INPUT_QUEUE)
         self._output: queue.Queue[EncodedSample] = queue.Queue(OUTPUT_QUEUE)
@@ -351,7 +335,11 @@ class _Worker:
         self._owner = owner
         self._decoder = cast("VideoCodecContext", av.CodecContext.create(owner._decoder_name, "r"))
         self._decoder.extradata = owner._extradata
-        self._encoder_name = pick_encoder(owner._encoders)
+        target = owner._target
+        try:
+            self._encoder_name = owner._encoders.encoder_for(target.width, target.height)
+        except NoEncoderError as err:
+            raise LiveTranscodeError(str(err)) from err
         self._bitrate = owner._bitrate
         self._encoder: VideoCodecContext | None = None
         self._reformatter = VideoReformatter()
@@ -416,6 +404,8 @@ class _Worker:
             self._encoder = self._open_encoder()
             self._parameter_sets = parameter_sets_of(bytes(self._encoder.extradata or b""))
         out = self._scaled(frame)
+        if self._encoder.pix_fmt != "yuv420p":  # Quick Sync takes nv12
+            out = out.reformat(format=self._encoder.pix_fmt)
         out.pts, out.time_base = pts, TIME_BASE
         out.pict_type = PictureType.I if force else PictureType.NONE
         self._emit(self._encoder.encode(out))
@@ -432,16 +422,11 @@ class _Worker:
             return self._open_named_encoder()
         except (av.error.FFmpegError, ValueError, OSError) as err:
             owner = self._owner
-            if self._encoder_name == SOFTWARE_ENCODER or SOFTWARE_ENCODER not in owner._encoders:
+            if self._encoder_name == SOFTWARE_ENCODER:
                 raise
-            # A probe at 320x240 can pass where the real size, profile or level fails.
-            _LOGGER.warning(
-                "%s: %s failed (%s), using %s",
-                owner._name,
-                self._encoder_name,
-                err,
-                SOFTWARE_ENCODER,
-            )
+            # The chooser's test encode can pass where the bitrate, profile or level fails.
+            target = owner._target
+            owner._encoders.failed(self._encoder_name, target.width, target.height, err)
             self._encoder_name = SOFTWARE_ENCODER
             with owner._lock:
                 owner._stats = replace(owner._stats, encoder=SOFTWARE_ENCODER)
@@ -451,7 +436,8 @@ class _Worker:
         """Return the chosen H.264 encoder, open for the target at the current bitrate."""
         target = self._owner._target
         encoder = cast("VideoCodecContext", av.CodecContext.create(self._encoder_name, "w"))
-        encoder.width, encoder.height, encoder.pix_fmt = target.width, target.height, "yuv420p"
+        pix_fmt = pixel_format(self._encoder_name)
+        encoder.width, encoder.height, encoder.pix_fmt = target.width, target.height, pix_fmt
         encoder.time_base = TIME_BASE
         encoder.framerate = Fraction(target.fps)
         encoder.gop_size = target.fps  # one-second GOP: a lost packet heals within a second
@@ -464,11 +450,7 @@ class _Worker:
     def _encoder_options(self, target: LiveVideoTarget) -> dict[str, str]:
         """Return the private options of the chosen encoder."""
         if self._encoder_name != SOFTWARE_ENCODER:
-            options = {"profile": _X264_PROFILES[target.profile], "bf": "0"}
-            forced_idr = _FORCED_IDR.get(self._encoder_name)
-            if forced_idr is not None:
-                options[forced_idr] = "1"
-            return options
+            return hardware_options(self._encoder_name, _X264_PROFILES[target.profile])
         rate = self._bitrate
         return {
             "preset": "ultrafast",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ..hap.recording_config import H264Level, H264Profile
@@ -18,6 +19,7 @@ from ..hap.rtp_stream import (
     RtpSampleRate,
     SelectedRTPStreamConfiguration,
 )
+from ..media.budget import shared_budget, transcode_cost
 from .audio import PACKET_TIMES_MS
 from .policy import (
     LiveMode,
@@ -25,6 +27,7 @@ from .policy import (
     SourceVideoInfo,
     ViewerRequest,
     choose_live_mode,
+    copy_fits,
     transcode_target,
 )
 from .session import DEFAULT_CATCHUP_SECONDS, LiveSession
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from ..recording.gop import Gop
     from .source import LiveFeed, MediaPart
     from .transport import MediaEndpoint
+
+_LOGGER = logging.getLogger(__name__)
 
 OPUS_BITRATE_KBPS = 24  # what iOS selects (docs/live-view.md §1.3)
 
@@ -74,18 +79,32 @@ class SharedMedia:
         self._on_audio_failed = on_audio_failed
         self._transcoded: dict[LiveVideoTarget, TranscodedFeed] = {}
         self._opus: dict[tuple[int, int], OpusFeed] = {}
+        self.budget = shared_budget()  # shared with recording (media/budget.py)
 
-    def transcoded_feed(self, target: LiveVideoTarget) -> tuple[TranscodedFeed, bool]:
-        """Return the transcoder serving ``target`` (one per distinct target) and if it is new."""
+    def transcoded_feed(self, target: LiveVideoTarget) -> tuple[TranscodedFeed, bool] | None:
+        """Return the transcoder serving ``target`` (one per distinct target) and if it is new.
+
+        None when a new one does not fit the transcode budget.
+        """
         shared = self._transcoded.get(target)
         if shared is not None:
             return shared, False
+        if self.budget.capacity is None:
+            self._spawn(self._measure(), f"{self._log_name} transcode capacity")
+        size = f"{target.width}x{target.height}@{target.fps}"
+        reservation = self.budget.try_reserve(
+            transcode_cost(target.width, target.height, target.fps),
+            f"{self._log_name} live view {size}",
+        )
+        if reservation is None:
+            return None
         shared = TranscodedFeed(
             target,
             catchup_seconds=DEFAULT_CATCHUP_SECONDS,
             log_name=self._log_name,
             spawn=self._spawn,
             on_failed=self._transcoder_failed,
+            reservation=reservation,
         )
         self._transcoded[target] = shared
         self._feed.add_listener(shared)
@@ -134,6 +153,7 @@ class SharedMedia:
             if not shared.sessions and self._transcoded.get(shared.target) is shared:
                 del self._transcoded[shared.target]
                 self._feed.remove(shared)
+                shared.release()
                 self._spawn(shared.async_close(), f"{self._log_name} live transcoder stop")
         sender = viewer.audio
         if sender is not None:
@@ -150,6 +170,10 @@ class SharedMedia:
     def running(self) -> tuple[int, int]:
         """Return how many transcoders and Opus encoders are attached."""
         return len(self._transcoded), len(self._opus)
+
+    async def _measure(self) -> None:
+        """Measure the transcode capacity (once per process) for the next admissions."""
+        await self.budget.async_measure()
 
     def diagnostics(self) -> dict[str, Any]:
         """Return the running transcoders and encoders."""
@@ -191,19 +215,31 @@ class Viewer:
         mode, reason = choose_live_mode(
             source, self.request, options.mode, options.max_bitrate_kbps
         )
-        self.mode = mode
+        admitted = None
         if mode is LiveMode.TRANSCODE:
             width, height, fps, kbps = transcode_target(
                 source, self.request, options.max_bitrate_kbps
             )
             target = LiveVideoTarget(width, height, fps, kbps, *self.profile)
-            shared, created = self.media.transcoded_feed(target)
+            self.record["transcode_target"] = f"{width}x{height}@{fps} {kbps} kbit/s"
+            admitted = self.media.transcoded_feed(target)
+            if admitted is None:
+                # Over the transcode budget: copy where the viewer can play the camera's own
+                # stream, else refuse (no video, the reason in diagnostics).
+                why = self.media.budget.explain(transcode_cost(width, height, fps))
+                if copy_fits(source):
+                    mode, reason = LiveMode.COPY, f"{reason}; copied instead: {why}"
+                else:
+                    reason = f"{reason}; refused: {why}"
+                _LOGGER.warning("%s: live view %s", self.record.get("viewer"), reason)
+        self.mode = mode
+        if admitted is not None:
+            shared, created = admitted
             self.transcoded = shared
             shared.add(self.session, pending)
             if part is not None and created:
                 shared.on_part(part)  # the feed is handing this part out right now
-            self.record["transcode_target"] = f"{width}x{height}@{fps} {kbps} kbit/s"
-        else:
+        elif mode is LiveMode.COPY:
             self.session.patch_level = source.level_idc is not None and source.level_idc > 40
             if part is not None:
                 self.session.on_part(part)

@@ -9,7 +9,7 @@ from fractions import Fraction
 import io
 import math
 import os
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import av
 from av.audio.fifo import AudioFifo
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from av.video.codeccontext import VideoCodecContext
     from av.video.stream import VideoStream
 
+from ..media.encoders import SOFTWARE_ENCODER, hardware_options, pixel_format
 from .encoding import (
     LEVEL_LIMITS,
     AudioTarget,
@@ -259,6 +260,7 @@ class VideoEncoder:
         "_last_slot",
         "_next_boundary",
         "_picture",
+        "_pix_fmt",
         "_reformatter",
         "_width",
         "end_ticks",
@@ -270,16 +272,38 @@ class VideoEncoder:
         target: TranscodeTarget,
         plan: VideoPlan,
         counters: Counters,
+        encoder: str = SOFTWARE_ENCODER,
     ) -> None:
-        """Add the libx264 stream to ``container``."""
-        stream = container.add_stream("libx264", rate=plan.fps)
+        """Add the H.264 stream of ``encoder`` (libx264 or a hardware one) to ``container``."""
+        stream = cast("VideoStream", container.add_stream(encoder, rate=plan.fps))
         stream.time_base = OUTPUT_TIME_BASE
         ctx = stream.codec_context
-        ctx.width, ctx.height, ctx.pix_fmt = plan.width, plan.height, "yuv420p"
+        self._pix_fmt = pixel_format(encoder)
+        ctx.width, ctx.height, ctx.pix_fmt = plan.width, plan.height, self._pix_fmt
         ctx.time_base = OUTPUT_TIME_BASE
         ctx.framerate = Fraction(plan.fps)
         ctx.gop_size = plan.keyint
         ctx.bit_rate = plan.bitrate_kbps * 1000
+        if encoder != SOFTWARE_ENCODER:
+            ctx.max_b_frames = 0
+            ctx.options = hardware_options(encoder, _X264_PROFILES[target.profile])
+        else:
+            self._x264(ctx, target, plan)
+        # Encode through the stream: only it stamps packets with their output track.
+        self._encoder: VideoStream = stream
+        self._reformatter = VideoReformatter()
+        self._width, self._height, self._fps = plan.width, plan.height, plan.fps
+        self._picture = plan.picture
+        self._frame_ticks = round(Fraction(OUTPUT_TIMESCALE, plan.fps))
+        self._fragment_ticks = target.fragment_length_ms * OUTPUT_TIMESCALE // 1000
+        self._next_boundary = 0
+        self._last_slot = -1
+        self._counters = counters
+        self.end_ticks = 0
+
+    @staticmethod
+    def _x264(ctx: VideoCodecContext, target: TranscodeTarget, plan: VideoPlan) -> None:
+        """Set libx264's threads and options."""
         # Frame threads: x264's sliced threads (PyAV's default thread type) ran ~40% slower.
         ctx.thread_type = "FRAME"
         ctx.thread_count = min(_MAX_ENCODER_THREADS, cpu_count() * 3 // 2)
@@ -296,17 +320,6 @@ class VideoEncoder:
             # reorder depth and add composition offsets, for little gain at these presets.
             "x264-params": f"keyint={plan.keyint}:scenecut=0:bframes=0:open-gop=0",
         }
-        # Encode through the stream: only it stamps packets with their output track.
-        self._encoder: VideoStream = stream
-        self._reformatter = VideoReformatter()
-        self._width, self._height, self._fps = plan.width, plan.height, plan.fps
-        self._picture = plan.picture
-        self._frame_ticks = round(Fraction(OUTPUT_TIMESCALE, plan.fps))
-        self._fragment_ticks = target.fragment_length_ms * OUTPUT_TIMESCALE // 1000
-        self._next_boundary = 0
-        self._last_slot = -1
-        self._counters = counters
-        self.end_ticks = 0
 
     def encode(self, frame: VideoFrame) -> list[AvPacket]:
         """Encode a frame stamped on the output timeline, unless its frame slot is taken."""
@@ -340,6 +353,8 @@ class VideoEncoder:
         )
         if (width, height) != (self._width, self._height):
             out = _with_bars(out, x, y, self._width, self._height)
+        if self._pix_fmt != "yuv420p":  # Quick Sync takes nv12
+            out = out.reformat(format=self._pix_fmt)
         out.pts = pts
         out.time_base = OUTPUT_TIME_BASE
         # Decoded frames keep the source's picture type, which x264 would honour as a

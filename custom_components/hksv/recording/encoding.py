@@ -93,6 +93,7 @@ class TranscodeStats:
     fps: int = 0
     level: H264Level | None = None
     last_error: str | None = None
+    encoder: str = ""  # the H.264 encoder used ("" while copying video)
 
     @property
     def speed(self) -> float:
@@ -123,6 +124,7 @@ class Counters:
     fps: int = 0
     level: H264Level | None = None
     last_error: str | None = None
+    encoder: str = ""
 
     def snapshot(self) -> TranscodeStats:
         """Return the counters as a frozen snapshot."""

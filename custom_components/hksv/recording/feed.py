@@ -8,10 +8,12 @@ hub waiting (the reader gives up once no media arrived for the clock's limit).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 import time
 
 from ..hds import DataSendCloseReason, HDSProtocolError
+
+_HUB_BEHIND = "the hub is not keeping up with live video (HomeKit Data Stream's send queue is full)"
 
 
 class CameraStreamLost(Exception):
@@ -49,6 +51,12 @@ class LiveFeed[T]:
         self._limit = limit
         self.overflowed = False
         self.enabled = True
+        # Says who fell behind, asked the moment the feed overflows (where things wait then
+        # is the evidence); without it, the only reader is the hub.
+        self.describe_overflow: Callable[[], str] | None = None
+        self.overflow_reason = _HUB_BEHIND
+        # Called once at the overflow, for a reader that is not waiting on this feed.
+        self.on_overflow: Callable[[], None] | None = None
 
     def put(self, item: T) -> None:
         """Queue an item (called on the loop by the prebuffer)."""
@@ -59,6 +67,10 @@ class LiveFeed[T]:
             # leave one item to wake the reader, which then ends the clip.
             self.overflowed = True
             self.enabled = False
+            if self.describe_overflow is not None:
+                self.overflow_reason = self.describe_overflow()
+            if self.on_overflow is not None:
+                self.on_overflow()
             while not self._queue.empty():
                 self._queue.get_nowait()
         self._queue.put_nowait(item)
@@ -101,8 +113,5 @@ class LiveFeed[T]:
                 except TimeoutError:
                     continue  # media may have arrived meanwhile (a part, not a GOP)
             if self.overflowed:
-                raise HDSProtocolError(
-                    DataSendCloseReason.UNEXPECTED_FAILURE,
-                    "the hub is not keeping up with live video",
-                )
+                raise HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, self.overflow_reason)
             return item

@@ -55,6 +55,14 @@ class ReasonCode(StrEnum):
     AUDIO_MISSING = "audio_missing"
     AUDIO_FORMAT = "audio_format"
     ALWAYS_TRANSCODE = "always_transcode"
+    # The transcode budget (media/budget.py) was full: copied although a transcode was wanted.
+    TRANSCODE_CAPACITY = "transcode_capacity"
+
+
+# What a hub still plays when copied: the user's bitrate cap and "always transcode" are
+# preferences, the other reasons make a copy the hub cannot use.
+_COPYABLE: Final = frozenset({ReasonCode.BITRATE, ReasonCode.ALWAYS_TRANSCODE})
+_AUDIO_REASONS: Final = frozenset({ReasonCode.AUDIO_MISSING, ReasonCode.AUDIO_FORMAT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +298,18 @@ def choose_mode(
     return ModeDecision(
         not problems, audio if not problems else _encode_audio(audio), tuple(reasons)
     )
+
+
+def copy_instead(decision: ModeDecision, why: str) -> ModeDecision | None:
+    """Return ``decision`` with copied video when a hub can still use the copy, else None.
+
+    Audio keeps its plan: re-encoding audio alone is cheap and takes no transcode budget.
+    """
+    video_reasons = {r.code for r in decision.reasons} - _AUDIO_REASONS
+    if decision.copy_video or not video_reasons <= _COPYABLE:
+        return None
+    full = _reason(ReasonCode.TRANSCODE_CAPACITY, f"copied instead of transcoded: {why}", why=why)
+    return ModeDecision(True, decision.audio, (*decision.reasons, full), decision.copy_problems)
 
 
 def _encode_audio(plan: AudioPlan) -> AudioPlan:

@@ -44,10 +44,12 @@ from ..issues import (
     async_recording_configured,
     async_recording_not_configured,
 )
+from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcode_cost
+from ..media.encoders import EncoderChooser
 from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .gop import Gop, SourceProfile, profile_source
-from .mode import AudioPlan, ModeDecision, choose_mode
+from .mode import AudioPlan, ModeDecision, choose_mode, copy_instead
 from .prebuffer import LiveView, Prebuffer
 from .shaper import FragmentShaper, select_prebuffer
 from .transcode import AudioTarget, Transcoder, TranscodeTarget
@@ -77,6 +79,10 @@ STREAM_START_ERRORS: Final = ("Error muxing first keyframe", "No dts in")
 DEFAULT_AUDIO_BITRATE_KBPS: Final = 64
 # Opens refused for want of a selection, in a row, before a repair asks the user to act.
 REFUSALS_FOR_REPAIR: Final = 2
+# How long a recording that needs a video transcode waits for room in the transcode budget
+# before it copies instead (or, where copying cannot work, is refused): the clip starts from
+# the prebuffer either way, and hubs want data within about 5 s.
+ADMISSION_WAIT_SECONDS: Final = 1.5
 
 
 class RecordingOutcome(StrEnum):
@@ -123,6 +129,7 @@ class RecordingSummary:
     media_seconds: float = 0.0
     prebuffer_seconds: float = 0.0
     first_data_ms: float | None = None
+    encoder: str = ""  # the H.264 encoder of a transcoded clip
     ended_at: datetime | None = None
     outcome: RecordingOutcome | None = None
     hub_close_reason: str | None = None
@@ -206,6 +213,9 @@ class RecordingController:
         self._refused_in_a_row = 0
         self.last_recording: RecordingSummary | None = None
         self.recordings = 0
+        # Shared with every camera and with live view (media/budget.py).
+        self.budget: TranscodeBudget = shared_budget()
+        self.encoders: EncoderChooser | None = None  # None: the process's shared chooser
 
     @property
     def streaming(self) -> bool:
@@ -401,6 +411,8 @@ class RecordingController:
         parts: LiveFeed[tuple[bytes, bytes, int]] = LiveFeed(MAX_QUEUED_PARTS)
         media = MediaClock(MEDIA_STALL_SECONDS)
         live: LiveView | None = None
+        reservation: Reservation | None = None
+        sending = _SendState()
 
         def on_part(*part: Any) -> None:
             media.touch()
@@ -431,6 +443,8 @@ class RecordingController:
                 audio_on=audio,
             )
             self._note_copy_problems(decision)
+            if not decision.copy_video:
+                decision, reservation = await self._admit(decision, selection, summary)
             summary.mode = decision.label
             summary.mode_reasons = [str(reason) for reason in decision.reasons]
             summary.mode_reason_codes = [reason.as_dict() for reason in decision.reasons]
@@ -447,6 +461,8 @@ class RecordingController:
                     init=start.init,
                     selection=selection,
                     decision=decision,
+                    summary=summary,
+                    sending=sending,
                 )
             else:
                 parts.enabled = False
@@ -476,7 +492,10 @@ class RecordingController:
                         )
                         if media.lost:
                             summary.error = self._stream_lost(summary, media)
+                    # Suspended here while HomeKit Data Stream waits for the hub to read.
+                    sending.active = True
                     yield packet
+                    sending.active = False
         except HDSSendStalledError as err:
             summary.error = str(err)
             summary.outcome = RecordingOutcome.HUB_NOT_READING
@@ -493,8 +512,34 @@ class RecordingController:
             )
             raise
         finally:
+            if reservation is not None:
+                reservation.release()
             if live is not None:
                 live.unsubscribe()
+
+    async def _admit(
+        self,
+        decision: ModeDecision,
+        selection: SelectedCameraRecordingConfiguration,
+        summary: RecordingSummary,
+    ) -> tuple[ModeDecision, Reservation | None]:
+        """Reserve room for a video transcode; copy instead, or refuse, when none comes."""
+        attrs = selection.video.attributes[0]
+        cost = transcode_cost(attrs.width, attrs.height, attrs.frame_rate)
+        label = f"{self._name} recording {summary.stream_id}"
+        reservation = await self.budget.reserve(cost, label, wait=ADMISSION_WAIT_SECONDS)
+        if reservation is not None:
+            return decision, reservation
+        why = self.budget.explain(cost)
+        copied = copy_instead(decision, why)
+        if copied is None:
+            message = f"not transcoded: {why}"
+            _LOGGER.warning("%s: recording %s %s", self._name, summary.stream_id, message)
+            raise HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, message)
+        _LOGGER.warning(
+            "%s: recording %s copied instead of transcoded: %s", self._name, summary.stream_id, why
+        )
+        return copied, None
 
     def _stream_lost(self, summary: RecordingSummary, media: MediaClock) -> str:
         """Log and return why a clip ended early: the camera stopped sending."""
@@ -632,10 +677,24 @@ class RecordingController:
         init: InitSegment,
         selection: SelectedCameraRecordingConfiguration,
         decision: ModeDecision,
+        summary: RecordingSummary,
+        sending: _SendState,
     ) -> AsyncGenerator[tuple[RecordingPacket, float]]:
         """Re-encode from the prebuffer on: the clip still starts before the event."""
         target = transcode_target(selection, decision, int(self._options[OPT_MAX_BITRATE]))
-        transcoder = Transcoder(target, log_name=self._name)
+        transcoder = Transcoder(target, log_name=self._name, encoders=self.encoders)
+        overflow: list[HDSProtocolError] = []
+
+        def on_overflow() -> None:
+            # Live media piled up: the clip has failed. Stop encoding now, rather than once
+            # the feeder (blocked on a full encoder) reads again or the backlog is worked off.
+            overflow.append(
+                HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, parts.overflow_reason)
+            )
+            transcoder.stop()
+
+        parts.describe_overflow = lambda: _who_fell_behind(transcoder, sending)
+        parts.on_overflow = on_overflow
         await transcoder.start(init.data)
 
         async def feed() -> None:
@@ -658,6 +717,8 @@ class RecordingController:
                     await transcoder.feed(data)
             except CameraStreamLost:
                 pass  # the encoder flushes what it has: the clip's last fragment
+            except HDSProtocolError:
+                pass  # the overflow, already handled by on_overflow
             finally:
                 transcoder.end_of_input()
 
@@ -671,12 +732,15 @@ class RecordingController:
                     DataSendCloseReason.UNEXPECTED_FAILURE,
                     f"transcoder failed: {transcoder.stats.last_error}",
                 )
+            summary.encoder = transcoder.stats.encoder
             yield RecordingPacket(output_init, False), 0.0
             parsed_init = parse_init(output_init)
             total_ms = 0.0
             # Once the camera is lost, each fragment waits for the next: the last one is marked.
             held: tuple[bytes, float] | None = None
             while (data := await transcoder.read()) is not None:
+                if overflow:
+                    break
                 duration_ms = _video_duration_ms(data, parsed_init)
                 total_ms += duration_ms
                 last = total_ms >= MAX_RECORDING_SECONDS * 1000
@@ -695,6 +759,8 @@ class RecordingController:
                     )
                 yield RecordingPacket(held[0], True), held[1]
                 return
+            if overflow:
+                raise overflow[0]
             if feeder.done() and not feeder.cancelled() and feeder.exception():
                 raise HDSProtocolError(
                     DataSendCloseReason.UNEXPECTED_FAILURE,
@@ -761,12 +827,43 @@ class RecordingController:
             "active_streams": list(self._active),
             "not_configured_in_a_row": self._refused_in_a_row,
             "prebuffer": self.prebuffer.diagnostics(),
+            # Per process: the encoder choice and the transcodes running for every camera.
+            "transcoding": self.budget.diagnostics(),
         }
 
 
 def _stall_limit(keyframe_interval_ms: float) -> float:
     """Return how long a recording waits for the camera's media before ending the clip."""
     return max(MEDIA_STALL_SECONDS, 1.5 * keyframe_interval_ms / 1000)
+
+
+@dataclass(slots=True)
+class _SendState:
+    """Whether a recording is waiting for HomeKit Data Stream to take its last packet."""
+
+    active: bool = False
+
+
+def _who_fell_behind(transcoder: Transcoder, sending: _SendState) -> str:
+    """Say whether the hub or the local encoder let live video pile up, from where it waits.
+
+    The hub: the encoder waits for room to put its output (the recording is not taking it
+    because HomeKit Data Stream's send waits for the hub), or encoded fragments wait while the
+    recording is suspended in that send. The encoder: neither, yet camera parts wait for it.
+    """
+    stats = transcoder.stats
+    waiting = transcoder.output_backlog
+    if transcoder.waiting_for_output or (sending.active and waiting > 0):
+        return (
+            f"the hub is not keeping up with live video ({waiting} encoded fragments wait "
+            "to be sent; HomeKit Data Stream's send queue is full)"
+        )
+    encoder = stats.encoder or "the encoder"
+    return (
+        f"the local encoder is not keeping up with live video ({encoder} codes "
+        f"{stats.width}x{stats.height}@{stats.fps} at {stats.speed:.2f}x real time; "
+        f"{transcoder.input_backlog} camera parts wait for it)"
+    )
 
 
 def _video_config(gop: Gop) -> tuple[Any, ...]:

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Final
 
 import av
 
+from ..media.encoders import SOFTWARE_ENCODER, EncoderChooser, is_hardware, shared_chooser
+
 if TYPE_CHECKING:
     from av.container import OutputContainer
     from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
 from .av_media import (
     OUTPUT_TIMESCALE,
-    X264_PRESET,
     AudioEncoder,
     AvPacket,
     BoxSplitter,
@@ -46,6 +47,7 @@ from .encoding import (
     TranscodeError,
     TranscodeStats,
     TranscodeTarget,
+    VideoPlan,
     fit_level,
     picture_size,
     plan_video,
@@ -110,6 +112,7 @@ class _Pipeline:
         "_copy_stream",
         "_counters",
         "_emit",
+        "_encoders",
         "_fragment_limit",
         "_last_copy_key",
         "_log_name",
@@ -131,9 +134,12 @@ class _Pipeline:
         counters: Counters,
         emit: Callable[[bytes], None],
         stopping: threading.Event,
+        *,
+        encoders: EncoderChooser,
     ) -> None:
         """Prepare; nothing is opened until ``open``."""
         self._target = target
+        self._encoders = encoders
         self._log_name = log_name
         self._counters = counters
         self._emit = emit
@@ -157,32 +163,36 @@ class _Pipeline:
         """Read the source init, open the encoders and muxer, and emit the output init."""
         source = self._source = SourceDemuxer(init)
         target = self._target
-        self._muxer = muxer = av.open(
-            self._splitter, "w", format="mp4", container_options={"movflags": _MOVFLAGS}
-        )
         ctx = source.video.codec_context
-        if target.copy_video:
-            # opaque: remux only, never open an encoder (PyAV 16, HA 2026.3, opens one for
-            # video by default and fails).
-            self._copy_stream = muxer.add_stream_from_template(source.video, opaque=True)
+        plan = None if target.copy_video else plan_video(target, ctx.width, ctx.height)
+        encoder = ""
+        if plan is not None:
+            encoder = self._encoders.encoder_for(plan.width, plan.height)
+            try:
+                self._open_muxer(source, plan, encoder)
+            except (av.FFmpegError, ValueError, OSError) as err:
+                if not is_hardware(encoder):
+                    raise
+                # A hardware encoder that cannot open at these settings gives way to libx264
+                # (and the chooser remembers it for this size).
+                self._encoders.failed(encoder, plan.width, plan.height, err)
+                self.close_muxer()
+                encoder = SOFTWARE_ENCODER
+                self._open_muxer(source, plan, encoder)
+        else:
+            self._open_muxer(source, None, "")
+        if plan is None:
             width, height, fps, level = ctx.width, ctx.height, target.fps, None
         else:
-            plan = plan_video(target, ctx.width, ctx.height)
-            self._video = VideoEncoder(muxer, target, plan, self._counters)
             width, height, fps, level = plan.width, plan.height, plan.fps, plan.level
-        if target.audio is not None:
-            self._audio = AudioEncoder(muxer, target.audio)
-            self._silent = source.audio is None
         counters = self._counters
         counters.width, counters.height, counters.fps, counters.level = width, height, fps, level
-        # With libx264's global header the avcC exists once the encoder is open, so the muxer
-        # writes ftyp+moov now: the init goes out before any input fragment arrives.
-        muxer.start_encoding()
+        counters.encoder = encoder
         _LOGGER.debug(
             "%s: transcoding %s to H.264 %s %dx%d@%d level %s, audio %s",
             self._log_name,
             source.describe(),
-            "copy" if target.copy_video else X264_PRESET,
+            "copy" if target.copy_video else encoder,
             width,
             height,
             fps,
@@ -190,6 +200,37 @@ class _Pipeline:
             target.audio,
         )
         self._deliver()
+
+    def _open_muxer(self, source: SourceDemuxer, plan: VideoPlan | None, encoder: str) -> None:
+        """Add the output tracks (video by ``encoder``, or copied) and open the encoders."""
+        target = self._target
+        self._splitter = BoxSplitter()
+        self._muxer = muxer = av.open(
+            self._splitter, "w", format="mp4", container_options={"movflags": _MOVFLAGS}
+        )
+        if plan is None:
+            # opaque: remux only, never open an encoder (PyAV 16, HA 2026.3, opens one for
+            # video by default and fails).
+            self._copy_stream = muxer.add_stream_from_template(source.video, opaque=True)
+        else:
+            self._video = VideoEncoder(muxer, target, plan, self._counters, encoder)
+        if target.audio is not None:
+            self._audio = AudioEncoder(muxer, target.audio)
+            self._silent = source.audio is None
+        # With a global header the avcC exists once the encoder is open, so the muxer writes
+        # ftyp+moov now: the init goes out before any input fragment arrives.
+        muxer.start_encoding()
+
+    def close_muxer(self) -> None:
+        """Drop a muxer that failed to start, with its encoders."""
+        if self._muxer is not None:
+            try:
+                self._muxer.close()
+            except (av.FFmpegError, ValueError, OSError) as err:
+                _LOGGER.debug("%s: closing a muxer that did not start: %s", self._log_name, err)
+        self._muxer = None
+        self._video = self._audio = None
+        self._copy_stream = None
 
     def process(self, fragment: bytes) -> None:
         """Transcode one source moof+mdat and emit the output fragments it completes."""
@@ -409,6 +450,7 @@ class Transcoder:
         "_closed",
         "_counters",
         "_done",
+        "_encoders",
         "_eof",
         "_input",
         "_input_ended",
@@ -421,6 +463,7 @@ class Transcoder:
         "_target",
         "_thread",
         "_waited",
+        "_waiting_for_output",
         "_worker_exited",
     )
 
@@ -429,10 +472,18 @@ class Transcoder:
         target: TranscodeTarget,
         *,
         log_name: str,
-        max_queued_input: int = DEFAULT_MAX_QUEUED_INPUT,
-        max_queued_output: int = DEFAULT_MAX_QUEUED_OUTPUT,
+        max_queued_input: int | None = None,
+        max_queued_output: int | None = None,
+        encoders: EncoderChooser | None = None,
     ) -> None:
-        """Prepare a session; nothing runs until ``start``."""
+        """Prepare a session; nothing runs until ``start``.
+
+        ``encoders`` chooses the H.264 encoder (default: the process's shared chooser).
+        """
+        if max_queued_input is None:
+            max_queued_input = DEFAULT_MAX_QUEUED_INPUT
+        if max_queued_output is None:
+            max_queued_output = DEFAULT_MAX_QUEUED_OUTPUT
         if max_queued_input < 1 or max_queued_output < 1:
             raise ValueError("queue bounds must be at least 1")
         self._target = target
@@ -451,11 +502,28 @@ class Transcoder:
         self._eof = False
         self._worker_exited = False
         self._waited = 0.0
+        self._waiting_for_output = False
+        self._encoders = encoders or shared_chooser()
 
     @property
     def stats(self) -> TranscodeStats:
         """Return a snapshot of the session's counters."""
         return self._counters.snapshot()
+
+    @property
+    def input_backlog(self) -> int:
+        """Return how many input items wait for the worker."""
+        return self._input.qsize()
+
+    @property
+    def output_backlog(self) -> int:
+        """Return how many output items wait for ``read``."""
+        return self._output.qsize()
+
+    @property
+    def waiting_for_output(self) -> bool:
+        """Return whether the worker is blocked until ``read`` takes output."""
+        return self._waiting_for_output
 
     async def start(self, source_init: bytes) -> None:
         """Start the worker thread on the source init segment (ftyp+moov)."""
@@ -498,15 +566,20 @@ class Transcoder:
         self._output_slots.release()
         return item
 
+    def stop(self) -> None:
+        """Tell the worker to stop at its next frame; ``read`` then ends (no wait here)."""
+        self._closed = True
+        if self._thread is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._input.put(_Control.STOP)
+        self._output_slots.release()  # wake a worker waiting for output room
+
     async def close(self) -> None:
         """Stop the worker if needed and join its thread; safe to call more than once."""
-        self._closed = True
+        self.stop()
         if self._thread is None or self._done is None:
             return
-        if not self._stopping.is_set():
-            self._stopping.set()
-            self._input.put(_Control.STOP)
-            self._output_slots.release()  # wake a worker waiting for output room
         await asyncio.shield(self._done)
         self._thread.join()
 
@@ -537,7 +610,12 @@ class Transcoder:
     def _run(self, init: bytes) -> None:
         """Run the whole session on the worker thread."""
         pipeline = _Pipeline(
-            self._target, self._log_name, self._counters, self._emit, self._stopping
+            self._target,
+            self._log_name,
+            self._counters,
+            self._emit,
+            self._stopping,
+            encoders=self._encoders,
         )
         error: str | None = None
         started = time.perf_counter()
@@ -585,9 +663,14 @@ class Transcoder:
     def _emit(self, data: bytes) -> None:
         """Queue one output item for ``read``, waiting while the output queue is full."""
         started = time.perf_counter()
-        while not self._output_slots.acquire(timeout=_STOP_POLL_SECONDS):
-            if self._stopping.is_set():
-                raise _Stopped
+        if not self._output_slots.acquire(blocking=False):
+            self._waiting_for_output = True  # the reader (the hub's send) is behind
+            try:
+                while not self._output_slots.acquire(timeout=_STOP_POLL_SECONDS):
+                    if self._stopping.is_set():
+                        raise _Stopped
+            finally:
+                self._waiting_for_output = False
         self._waited += time.perf_counter() - started
         if self._stopping.is_set():
             raise _Stopped
