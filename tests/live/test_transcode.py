@@ -425,7 +425,7 @@ def test_every_idr_carries_parameter_sets(
         codec="avc1",
         extradata=h264_plain.avcc,
         target=LiveVideoTarget(320, 180, 30, 300),
-        encoders=("libx264",),
+        encoders=EncoderChooser(("libx264",)),
     )
     try:
         for data, pts, keyframe in h264_plain.samples[:70]:

@@ -13,8 +13,14 @@ from unittest.mock import patch
 
 from homeassistant.core import Event, HomeAssistant
 import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
+from custom_components.hksv.const import (
+    DEFAULT_OPTIONS,
+    DOMAIN,
+    OPT_VIDEO_MODE,
+    VIDEO_MODE_TRANSCODE,
+)
 from custom_components.hksv.hds import DataSendCloseReason, HDSProtocolError
 from custom_components.hksv.media.budget import TranscodeBudget
 from custom_components.hksv.recording import recorder as recorder_module
@@ -68,7 +74,7 @@ def _controller(
         hass,
         camera_entity_id="camera.test",
         name="Test",
-        entry_id="entry",
+        entry=MockConfigEntry(domain=DOMAIN, entry_id="entry"),
         options={**DEFAULT_OPTIONS, **options},
         on_update=lambda: None,
         on_source_profile=lambda _source: None,
