@@ -208,12 +208,14 @@ def render(result: SoakResult) -> str:
     lines.append(f"drops: {len(result.drops)}; night/day switches: {len(result.night_switches)}")
     lines.append(f"selections written per hub over the run: {result.selections} (1 = never again)")
     clips_ok = sum(c.ok for c in result.clips)
-    failed = [c for c in result.clips if not c.ok]
+    # Clips and viewers cut short by the end of the run have no verdict: not counted.
+    failed = [c for c in result.clips if c.problems]
+    views_failed = [v for v in result.views if v.problem]
     views_ok = sum(v.ok for v in result.views)
     lines.append(
         f"clips: {clips_ok} ok, {len(failed)} failed "
         f"({sum(bool(c.hksv_at_fault) for c in failed)} hksv's fault); "
-        f"viewers: {views_ok} ok, {len(result.views) - views_ok} failed"
+        f"viewers: {views_ok} ok, {len(views_failed)} failed"
     )
     prerolls = [c.preroll_seconds for c in result.clips if c.ok]
     if prerolls:
@@ -252,8 +254,7 @@ def render(result: SoakResult) -> str:
         f"FAILED viewer camera {view.camera} at "
         f"{time.strftime('%H:%M:%S', time.gmtime(view.at_wall))} UTC "
         f"[{', '.join(view.context) or 'no fault injected'}]: {view.problem}"
-        for view in result.views
-        if not view.ok
+        for view in views_failed
     ]
     return "\n".join(lines)
 
@@ -309,7 +310,7 @@ def summary(result: SoakResult) -> dict[str, Any]:
                 "hksv": c.hksv,
             }
             for c in result.clips
-            if not c.ok
+            if c.problems
         ],
     }
 

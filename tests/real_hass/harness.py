@@ -19,9 +19,11 @@ import asyncio
 import base64
 from collections.abc import Callable
 import contextlib
+import ctypes
 import dataclasses
 from dataclasses import dataclass, field
 import functools
+import importlib.util
 import io
 import json
 import os
@@ -48,6 +50,7 @@ HELPER = Path(__file__).with_name("hksv_soak")
 MOTION = ("85", "22")
 # A hub's patience for one HDS request or a silent recording.
 HUB_TIMEOUT = 30.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def free_port() -> int:
@@ -196,6 +199,31 @@ class Restart:
     hubs_back_seconds: float = 0.0
 
 
+def _end_with_parent() -> None:
+    """In the child: get SIGTERM when the harness dies, so no ``hass`` is left running."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _recovery_mode(log: Path, offset: int) -> bool:
+    """Return True when this start's log says Home Assistant fell back to recovery mode."""
+    with log.open("rb") as text:
+        text.seek(offset)
+        return b"Activating recovery mode" in text.read()
+
+
+def can_run_hass() -> str | None:
+    """Return why a real ``hass`` cannot run with this Python, or None when it can.
+
+    Without the frontend package Home Assistant starts in recovery mode, which loads no
+    custom integration.
+    """
+    if not Path(sys.executable).with_name("hass").exists():
+        return "no hass script next to this Python"
+    if importlib.util.find_spec("hass_frontend") is None:
+        return "home-assistant-frontend is not installed (hass would start in recovery mode)"
+    return None
+
+
 class HassProcess:
     """A real ``hass`` on a configuration folder; its output appended to ``log``."""
 
@@ -216,6 +244,7 @@ class HassProcess:
         began = time.monotonic()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         env["SETUP_PORT"] = str(self.config.http_port)
+        log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             out.write(f"\n===== hass start {self.starts + 1} at {time.ctime()} =====\n".encode())
             out.flush()
@@ -223,6 +252,7 @@ class HassProcess:
                 str(Path(sys.executable).with_name("hass")), "-c", str(self.config.directory),
                 "--skip-pip", cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_end_with_parent,
             )  # fmt: skip
         self.starts += 1
         async with asyncio.timeout(timeout):
@@ -231,6 +261,8 @@ class HassProcess:
                     raise RuntimeError(
                         f"hass exited with {self.process.returncode}; see {self.log}"
                     )
+                if _recovery_mode(self.log, log_start):
+                    raise RuntimeError(f"hass started in recovery mode; see {self.log}")
                 with contextlib.suppress(OSError, ValueError):
                     status = await self.request({"cmd": "status"})
                     entries = status["entries"]
