@@ -45,6 +45,13 @@ class LiveFeed[T]:
         self._limit = limit
         self.overflowed = False
         self.enabled = True
+        self.failure: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """End the reader with ``reason``: the media's producer failed (media is lost)."""
+        self.failure = reason
+        self.enabled = False
+        self._queue.shutdown(immediate=True)
 
     def put(self, item: T) -> None:
         """Queue an item (called on the loop by the prebuffer)."""
@@ -61,13 +68,20 @@ class LiveFeed[T]:
 
     async def get(self) -> T:
         """Return the next item."""
-        return await self._queue.get()
+        try:
+            return await self._queue.get()
+        except asyncio.QueueShutDown:
+            raise self._failed() from None
+
+    def _failed(self) -> HDSProtocolError:
+        """Return the error that ends a clip whose media stopped coming (see ``fail``)."""
+        return HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, self.failure or "")
 
     async def items(self, media: MediaClock | None = None) -> AsyncIterator[T]:
         """Yield items as they come; raise CameraStreamLost once ``media`` stalls."""
         while True:
             if media is None or not self._queue.empty():
-                item = await self._queue.get()
+                item = await self.get()
             else:
                 remaining = media.remaining()
                 if remaining <= 0:
@@ -75,7 +89,7 @@ class LiveFeed[T]:
                     raise CameraStreamLost
                 try:
                     async with asyncio.timeout(remaining):
-                        item = await self._queue.get()
+                        item = await self.get()
                 except TimeoutError:
                     continue  # media may have arrived meanwhile (a part, not a GOP)
             if self.overflowed:

@@ -328,11 +328,17 @@ class RecordingController:
             media.touch()
             parts.put(part)
 
+        def on_media_error(err: Exception) -> None:
+            # Our own consumer raised in the prebuffer and was dropped: this clip lost media.
+            reason = f"hksv failed to take the camera's media: {err!r}"
+            gops.fail(reason)
+            parts.fail(reason)
+
         try:
             waited = not self.prebuffer.has_keyframe
             if waited:
                 await self._first_keyframe()
-            live = self.prebuffer.open_live(gops.put, on_part)
+            live = self.prebuffer.open_live(gops.put, on_part, on_error=on_media_error)
             media.touch()  # the stall limit counts from here, not from before the first keyframe
             history, pending = list(live.history), live.pending
             # The clip starts at the buffered GOP holding the selected prebuffer length; with
