@@ -58,6 +58,9 @@ _NO_PARAMETERS_ERROR: Final = "Error muxing first keyframe"
 # after that error, on the worker's next retry. Home Assistant's stream options cannot set
 # these; the worker passes Stream.pyav_options to av.open as they are.
 LONG_PROBE_OPTIONS: Final = {"analyzeduration": "20000000", "probesize": "33554432"}
+# Live view can send a part only once HA's worker has finished it: the LL-HLS part target of
+# the streams hksv serves (HA accepts 0.2-1.5 s and defaults to 1 s) bounds its latency.
+SHORT_PART_SECONDS: Final = 0.3
 
 type GopListener = Callable[[Gop], None]
 type PartListener = Callable[[bytes, bytes, int], None]  # (init, moof+mdat, epoch)
@@ -184,10 +187,24 @@ class Prebuffer:
     """Keep the last ``keep_seconds`` of the camera as complete GOPs, bounded by duration."""
 
     def __init__(
-        self, hass: HomeAssistant, camera_entity_id: str, *, keep_seconds: float, log_name: str
+        self,
+        hass: HomeAssistant,
+        camera_entity_id: str,
+        *,
+        keep_seconds: float,
+        log_name: str,
+        part_target_seconds: float | None = None,
     ) -> None:
-        """Prepare; nothing runs until async_start."""
+        """Prepare; nothing runs until async_start.
+
+        ``part_target_seconds``: the LL-HLS part target to give the camera's Stream while
+        attached (None: leave HA's).
+        """
         self._hass = hass
+        self.part_target_seconds = part_target_seconds
+        # The Stream whose settings we shortened, and its own (part target, advance part
+        # limit, part timeout) to give back.
+        self._part_settings: tuple[Stream, float, int, float] | None = None
         self._camera_entity_id = camera_entity_id
         self.keep_seconds = keep_seconds
         self._log_name = log_name
@@ -328,6 +345,7 @@ class Prebuffer:
             return
         output.on_part = self._on_part
         self._stream, self._output = stream, output
+        self._shorten_parts(stream)
         self._watch_worker(stream)
         try:
             await stream.start()
@@ -363,6 +381,7 @@ class Prebuffer:
                 hooked._update_callback = previous
         if stream is not None:
             self._revert_long_probe(stream)
+            self._restore_parts()
         if stream is not None and output is not None:
             output.on_part = None
             # HA's Stream.stop (its shutdown, a camera going away) drops outputs without
@@ -398,6 +417,48 @@ class Prebuffer:
         await self._async_detach()
         self.reattachments += 1
         await self._async_attach()
+
+    # -- the part target ------------------------------------------------------------------
+
+    def _shorten_parts(self, stream: Stream) -> None:
+        """Give this camera's Stream the short part target, leaving every other one alone.
+
+        HA copies its stream settings into each Stream; that copy is shared by reference with
+        the Stream's worker (read as each segment starts and as each part is cut) and its HLS
+        output (playlist, blocking-request limits), so a change applies to this camera only,
+        from its next segment. HA's global ``stream:`` settings are not touched.
+        """
+        target = self.part_target_seconds
+        settings = stream._stream_settings
+        if (
+            target is None
+            or self._part_settings is not None
+            or not settings.ll_hls  # the user turned LL-HLS off: parts are whole segments
+            or settings.part_target_duration <= target
+        ):
+            return
+        self._part_settings = (
+            stream,
+            settings.part_target_duration,
+            settings.hls_advance_part_limit,
+            settings.hls_part_timeout,
+        )
+        # As HA derives them from its part duration; the camera's extra part wait is kept.
+        extra_wait = settings.hls_part_timeout - 2 * settings.part_target_duration
+        settings.part_target_duration = target
+        settings.hls_advance_part_limit = max(int(3 / target), 3)
+        settings.hls_part_timeout = 2 * target + extra_wait
+
+    def _restore_parts(self) -> None:
+        """Give the Stream its own part settings back (detach, unload)."""
+        if self._part_settings is None:
+            return
+        stream, part_target, advance_limit, part_timeout = self._part_settings
+        self._part_settings = None
+        settings = stream._stream_settings
+        settings.part_target_duration = part_target
+        settings.hls_advance_part_limit = advance_limit
+        settings.hls_part_timeout = part_timeout
 
     # -- the worker's health ----------------------------------------------------------------
 
@@ -663,5 +724,10 @@ class Prebuffer:
             "worker_errors": self.worker_errors,
             "long_probe": self.long_probe,
             "long_probes": self.long_probes,
+            "part_target_seconds": (
+                self._part_settings[0]._stream_settings.part_target_duration
+                if self._part_settings is not None
+                else None
+            ),
             "stream": self._stream.get_diagnostics() if self._stream is not None else None,
         }

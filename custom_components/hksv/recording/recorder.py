@@ -26,6 +26,7 @@ from homeassistant.util import dt as dt_util
 from ..const import (
     DOMAIN,
     OPT_AUDIO,
+    OPT_LIVE_SHORT_PARTS,
     OPT_MAX_BITRATE,
     OPT_PREBUFFER,
     OPT_VIDEO_MODE,
@@ -43,7 +44,7 @@ from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .gop import Gop, SourceProfile, profile_source
 from .mode import AudioPlan, ModeDecision, choose_mode
-from .prebuffer import LiveView, Prebuffer
+from .prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer
 from .shaper import FragmentShaper, select_prebuffer
 from .transcode import AudioTarget, Transcoder, TranscodeTarget
 
@@ -178,7 +179,15 @@ class RecordingController:
         self._on_update = on_update
         self._on_source_profile = on_source_profile
         keep = int(options[OPT_PREBUFFER]) + PREBUFFER_MARGIN_SECONDS
-        self.prebuffer = Prebuffer(hass, camera_entity_id, keep_seconds=keep, log_name=name)
+        self.prebuffer = Prebuffer(
+            hass,
+            camera_entity_id,
+            keep_seconds=keep,
+            log_name=name,
+            part_target_seconds=(
+                SHORT_PART_SECONDS if options.get(OPT_LIVE_SHORT_PARTS, True) else None
+            ),
+        )
         self._enabled = False
         self._active: dict[int, RecordingSummary] = {}
         self._gops_seen = 0
