@@ -29,6 +29,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.recording.fmp4 import build_fragment, parse_fragments, parse_init
+from custom_components.hksv.recording.gop import GopAssembler
 from custom_components.hksv.recording.prebuffer import (
     HIDDEN_WORKER_ERROR,
     LONG_PROBE_OPTIONS,
@@ -310,6 +311,32 @@ async def test_failing_consumers_leave_hls_and_recording_working(
         feed.remove(counting)
         if (hls := stream.outputs().get(HLS_PROVIDER)) is not None:
             await stream.remove_provider(hls)  # clears its idle timer
+
+
+async def test_a_prebuffer_fault_leaves_parts_flowing(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    home_hub: HomeHub,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The prebuffer's own GOP assembly raises on every part: logged once, part consumers
+    (live view) still get every part, and GOPs come back once the fault is gone.
+    """
+    bridge = init_integration.runtime_data
+    prebuffer = bridge.recorder.prebuffer
+    await _wait_for(lambda: prebuffer.buffered_seconds >= 2)
+    parts: list[int] = []
+    view = prebuffer.open_live(on_part=lambda _i, _d, epoch: parts.append(epoch))
+    try:
+        with patch.object(GopAssembler, "feed", side_effect=RuntimeError("assembler broke")):
+            await _wait_for(lambda: len(parts) >= 6)
+        assert len(_hksv_errors(caplog, "could not read a part")) == 1
+        gops: list[Any] = []
+        unsubscribe = prebuffer.subscribe(gops.append)
+        await _wait_for(lambda: len(gops) >= 1)
+        unsubscribe()
+    finally:
+        view.unsubscribe()
 
 
 async def test_a_recording_whose_own_consumer_fails_ends_with_a_reason(
