@@ -64,6 +64,7 @@ from .const import (
     OPT_AUDIO,
     OPT_LIVE_MAX_BITRATE,
     OPT_LIVE_MODE,
+    OPT_LIVE_SHORT_PARTS,
     OPT_LIVE_SLOTS,
     OPT_MAX_BITRATE,
     OPT_MAX_RESOLUTION,
@@ -153,6 +154,7 @@ OPTIONS_SCHEMA: Final[Any] = vol.Schema(
                 mode=NumberSelectorMode.BOX,
             )
         ),
+        vol.Optional(OPT_LIVE_SHORT_PARTS): BooleanSelector(),
     }
 )
 

@@ -26,6 +26,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.recording.fmp4 import build_fragment
+from custom_components.hksv.recording.prebuffer import LONG_PROBE_OPTIONS
 from tests.conftest import MOTION_ID, FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
@@ -197,7 +198,11 @@ HA_WORKER_RETRIES_MUXING_ERRORS = "Error muxing first keyframe" in inspect.getso
 )
 @pytest.mark.parametrize("camera_kind", ["ts"])
 async def test_long_gop_ts_says_why_and_records_once_the_worker_starts(
-    hass: HomeAssistant, init_integration: MockConfigEntry, hub: HomeHub, camera_kind: str
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hub: HomeHub,
+    camera_kind: str,
+    fake_camera: FakeCamera,
 ) -> None:
     """HA's worker cannot start a 10 s-GOP MPEG-TS feed joined mid-GOP: say so, then recover.
 
@@ -230,6 +235,13 @@ async def test_long_gop_ts_says_why_and_records_once_the_worker_starts(
 
     # The worker recovers: the repair goes and the next motion records.
     await _wait_for(lambda: prebuffer.has_keyframe, timeout=120)
+    # The long probe served its retry: the Stream has its own options back, so the next
+    # reconnect does not probe for 20 s.
+    camera_stream = fake_camera.stream
+    assert camera_stream is not None
+    assert not set(LONG_PROBE_OPTIONS) & set(camera_stream.pyav_options)
+    assert not prebuffer.long_probe
+    assert prebuffer.long_probes >= 1
     await _wait_for(lambda: registry.async_get_issue("hksv", issue_id) is None)
     client = await _record(hass, hub, LIVE_SECONDS)
     counters = await hass.async_add_executor_job(

@@ -50,7 +50,7 @@ class StandInPrebuffer:
         """Return True if a recording can start now."""
         return bool(self.gops)
 
-    def open_live(self, on_gop: Any = None, on_part: Any = None) -> LiveView:
+    def open_live(self, on_gop: Any = None, on_part: Any = None, on_error: Any = None) -> LiveView:
         """Snapshot and follow new GOPs."""
         if on_gop is not None:
             self._on_gop = on_gop

@@ -39,7 +39,7 @@ from ..hap.tlv8 import TLVError
 from .h264_rtp import payload_budget
 from .policy import LiveMode, SourceVideoInfo, ViewerRequest
 from .session import DEFAULT_IDLE_TIMEOUT, EndReason, LiveSession, VideoConfig
-from .shared import AudioSender
+from .shared import AudioSender, OpusFeed
 from .srtp import SrtpContext
 from .transport import (
     MediaEndpoint,
@@ -145,6 +145,7 @@ class LiveStreamManager:
         """Prepare the slots; every slot starts unavailable until ``set_allowed``."""
         self._slots = [_Slot(i) for i in range(slots)]
         self._feed = self.feed = feed
+        feed.on_listener_failed = self._feed_listener_failed
         self._publisher = publisher
         self._source_profile = source_profile
         self.options = options
@@ -482,6 +483,20 @@ class LiveStreamManager:
             slot.index,
             viewer.record["reason"],
         )
+
+    def _feed_listener_failed(self, listener: object, err: Exception) -> None:
+        """End every session fed by a consumer the feed dropped because it raised."""
+        for slot in self._slots:
+            viewer = slot.viewer
+            if viewer is None:
+                continue
+            if (
+                listener is viewer
+                or listener is viewer.transcoded
+                or (isinstance(listener, OpusFeed) and viewer.audio in listener.senders)
+            ):
+                viewer.record["error"] = f"{type(listener).__name__} failed: {err!r}"
+                self._end(slot, EndReason.ERROR)
 
     def _end_session(self, session: LiveSession, reason: EndReason) -> None:
         """End whichever slot runs ``session``."""

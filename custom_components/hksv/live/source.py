@@ -20,7 +20,7 @@ from ..recording.fmp4 import Fmp4Error, InitSegment, Sample, parse_fragments, pa
 
 if TYPE_CHECKING:
     from ..recording.gop import Gop
-    from ..recording.prebuffer import LiveView, PartListener
+    from ..recording.prebuffer import ConsumerErrorListener, LiveView, PartListener
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -59,8 +59,13 @@ class PrebufferLike(Protocol):
     async def async_stop(self) -> None:
         """Detach (only if nobody holds it)."""
 
-    def open_live(self, on_gop: None = None, on_part: PartListener | None = None) -> LiveView:
-        """Snapshot the GOP in progress and follow parts."""
+    def open_live(
+        self,
+        on_gop: None = None,
+        on_part: PartListener | None = None,
+        on_error: ConsumerErrorListener | None = None,
+    ) -> LiveView:
+        """Snapshot the GOP in progress and follow parts (``on_error``: it raised, dropped)."""
 
 
 class FeedListener(Protocol):
@@ -93,6 +98,10 @@ class LiveFeed:
         self._inits: dict[bytes, InitSegment] = {}
         self.parts = 0
         self.malformed_parts = 0
+        # A listener that raised is dropped; its owner is told so it can end its session.
+        self.on_listener_failed: Callable[[FeedListener, Exception], None] | None = None
+        self.failed_listeners = 0
+        self._parse_failed = False
 
     @property
     def viewers(self) -> int:
@@ -112,7 +121,9 @@ class LiveFeed:
         self._listeners.append(listener)
         if self._unsubscribe is None:
             self._prebuffer.hold(HOLDER)
-            self._unsubscribe = self._prebuffer.open_live(on_part=self._on_part).unsubscribe
+            self._unsubscribe = self._prebuffer.open_live(
+                on_part=self._on_part, on_error=self._on_feed_failed
+            ).unsubscribe
         if not self._prebuffer.running:
             await self._prebuffer.async_start()
         if listener not in self._listeners:
@@ -183,6 +194,12 @@ class LiveFeed:
             self.malformed_parts += 1
             _LOGGER.debug("%s: live view skips a malformed part: %s", self._log_name, err)
             return
+        except Exception:
+            self.malformed_parts += 1
+            if not self._parse_failed:
+                self._parse_failed = True
+                _LOGGER.exception("%s: live view could not read a part", self._log_name)
+            return
         audio = segment_init.audio
         part = MediaPart(
             epoch,
@@ -192,7 +209,26 @@ class LiveFeed:
             time.monotonic(),
         )
         for listener in list(self._listeners):
-            listener.on_part(part)
+            if listener not in self._listeners:
+                continue  # dropped while this part was handed out
+            try:
+                listener.on_part(part)
+            except Exception as err:
+                _LOGGER.exception("%s: a live view consumer failed and was stopped", self._log_name)
+                self._drop_failed(listener, err)
+
+    def _on_feed_failed(self, err: Exception) -> None:
+        """The prebuffer dropped this feed (it raised): every listener lost its media."""
+        self._unsubscribe = None  # the next viewer subscribes again
+        for listener in list(self._listeners):
+            self._drop_failed(listener, err)
+
+    def _drop_failed(self, listener: FeedListener, err: Exception) -> None:
+        """Stop feeding a listener that cannot go on, and tell its owner."""
+        self.failed_listeners += 1
+        self.remove(listener)
+        if self.on_listener_failed is not None:
+            self.on_listener_failed(listener, err)
 
     def _resolve(self, init: bytes) -> InitSegment:
         """Return the parsed init, parsing each distinct one once."""

@@ -57,6 +57,13 @@ class LiveFeed[T]:
         self.overflow_reason = _HUB_BEHIND
         # Called once at the overflow, for a reader that is not waiting on this feed.
         self.on_overflow: Callable[[], None] | None = None
+        self.failure: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """End the reader with ``reason``: the media's producer failed (media is lost)."""
+        self.failure = reason
+        self.enabled = False
+        self._queue.shutdown(immediate=True)
 
     def put(self, item: T) -> None:
         """Queue an item (called on the loop by the prebuffer)."""
@@ -77,7 +84,14 @@ class LiveFeed[T]:
 
     async def get(self) -> T:
         """Return the next item."""
-        return await self._queue.get()
+        try:
+            return await self._queue.get()
+        except asyncio.QueueShutDown:
+            raise self._failed() from None
+
+    def _failed(self) -> HDSProtocolError:
+        """Return the error that ends a clip whose media stopped coming (see ``fail``)."""
+        return HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, self.failure or "")
 
     async def items(self, media: MediaClock | None = None) -> AsyncIterator[T]:
         """Yield items as they come; raise CameraStreamLost once ``media`` stalls."""
@@ -96,7 +110,7 @@ class LiveFeed[T]:
         """
         while True:
             if media is None or not self._queue.empty():
-                item = await self._queue.get()
+                item = await self.get()
             else:
                 remaining = media.remaining()
                 if remaining <= 0:
@@ -109,7 +123,7 @@ class LiveFeed[T]:
                     remaining = min(remaining, until_quiet)
                 try:
                     async with asyncio.timeout(remaining):
-                        item = await self._queue.get()
+                        item = await self.get()
                 except TimeoutError:
                     continue  # media may have arrived meanwhile (a part, not a GOP)
             if self.overflowed:

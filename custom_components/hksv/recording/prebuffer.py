@@ -58,9 +58,26 @@ _NO_PARAMETERS_ERROR: Final = "Error muxing first keyframe"
 # after that error, on the worker's next retry. Home Assistant's stream options cannot set
 # these; the worker passes Stream.pyav_options to av.open as they are.
 LONG_PROBE_OPTIONS: Final = {"analyzeduration": "20000000", "probesize": "33554432"}
+# Live view can send a part only once HA's worker has finished it: the LL-HLS part target of
+# the streams hksv serves (HA accepts 0.2-1.5 s and defaults to 1 s) bounds its latency.
+SHORT_PART_SECONDS: Final = 0.3
 
 type GopListener = Callable[[Gop], None]
 type PartListener = Callable[[bytes, bytes, int], None]  # (init, moof+mdat, epoch)
+# Told once when its consumer raised and was dropped (so it can end its clip or session).
+type ConsumerErrorListener = Callable[[Exception], None]
+# The worker's failure when its log is silenced: its error text comes only from its log.
+HIDDEN_WORKER_ERROR: Final = "no reason logged (Home Assistant's stream logger is set above ERROR)"
+
+
+class _Consumer[T]:
+    """One listener of the prebuffer, and whom to tell if it fails."""
+
+    __slots__ = ("call", "on_error")
+
+    def __init__(self, call: T, on_error: ConsumerErrorListener | None) -> None:
+        self.call = call
+        self.on_error = on_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +105,7 @@ class HksvStreamOutput(StreamOutput):
         )
         self.on_part: Callable[[Segment, bytes], None] | None = None
         self._parts_seen: dict[int, int] = {}
+        self._failed = False  # on_part raised once (logged once)
 
     @property
     @override
@@ -123,16 +141,30 @@ class HksvStreamOutput(StreamOutput):
             parts = segment.parts
             if seen < len(parts):
                 self._parts_seen[id(segment)] = len(parts)
-                if self.on_part is not None:
-                    for part in parts[seen:]:
-                        self.on_part(segment, part.data)
+                for part in parts[seen:]:
+                    self._hand_over(segment, part.data)
+
+    def _hand_over(self, segment: Segment, data: bytes) -> None:
+        """Call on_part; no error may reach HA's part loop (its own HLS outputs come next)."""
+        if self.on_part is None:
+            return
+        try:
+            self.on_part(segment, data)
+        except Exception:
+            if not self._failed:
+                self._failed = True
+                _LOGGER.exception("hksv's prebuffer failed on a stream part")
 
 
 PROVIDERS.register(PROVIDER_NAME)(HksvStreamOutput)
 
 
 class _WorkerErrorHandler(logging.Handler):
-    """Pass the stream worker's logged errors (worker thread) to the event loop."""
+    """Pass the text of the stream worker's logged errors (worker thread) to the event loop.
+
+    Only the text: a user who silenced HA's stream logger gets no record at all, so whether
+    the worker runs is judged from the Stream itself (``Prebuffer._on_stream_update``).
+    """
 
     def __init__(self, hass: HomeAssistant, on_error: Callable[[str], None]) -> None:
         super().__init__(logging.ERROR)
@@ -155,40 +187,69 @@ class Prebuffer:
     """Keep the last ``keep_seconds`` of the camera as complete GOPs, bounded by duration."""
 
     def __init__(
-        self, hass: HomeAssistant, camera_entity_id: str, *, keep_seconds: float, log_name: str
+        self,
+        hass: HomeAssistant,
+        camera_entity_id: str,
+        *,
+        keep_seconds: float,
+        log_name: str,
+        part_target_seconds: float | None = None,
     ) -> None:
-        """Prepare; nothing runs until async_start."""
+        """Prepare; nothing runs until async_start.
+
+        ``part_target_seconds``: the LL-HLS part target to give the camera's Stream while
+        attached (None: leave HA's).
+        """
         self._hass = hass
+        self.part_target_seconds = part_target_seconds
+        # The Stream whose settings we shortened, and its own (part target, advance part
+        # limit, part timeout) to give back.
+        self._part_settings: tuple[Stream, float, int, float] | None = None
         self._camera_entity_id = camera_entity_id
         self.keep_seconds = keep_seconds
         self._log_name = log_name
         self._gops: deque[Gop] = deque()
         self._bytes = 0
         self._seconds = 0.0
-        self._listeners: list[GopListener] = []
-        self._part_listeners: list[PartListener] = []
+        self._listeners: list[_Consumer[GopListener]] = []
+        self._part_listeners: list[_Consumer[PartListener]] = []
         self._assembler = GopAssembler()
+        self._assembler_failed = False  # the assembler raised once since the last attach
         self._stream: Stream | None = None
         self._output: HksvStreamOutput | None = None
-        self._epochs: dict[tuple[int, int], int] = {}
+        # Epochs: one per (attach, worker run). HA's stream ids restart at 0 with every
+        # worker thread and a new Stream may reuse a freed one's id(), so neither identifies
+        # a run across attaches; the counter only ever grows.
+        self._attach_count = 0
+        self._epochs: dict[int, int] = {}
+        self._next_epoch = 0
         self._watchdog: CALLBACK_TYPE | None = None
         # Start, stop and re-attach one at a time: a start during a stop's worker join would
         # add our provider to a Stream whose finishing worker then removes it again.
         self._lock = asyncio.Lock()
         self._closed = False
         self._error_handler: tuple[logging.Logger, _WorkerErrorHandler] | None = None
+        # The camera entity's own availability callback, which ours calls first.
+        self._update_hook: tuple[Stream, Callable[[], None] | None, Callable[[], None]] | None
+        self._update_hook = None
         self.running = False
         # Consumers other than recording (live view) that need the stream running.
         self._holders: set[str] = set()
         # The worker's last error since video last arrived (None while video flows).
         self.worker_error: str | None = None
         self.worker_errors = 0
-        self.long_probe = False  # LONG_PROBE_OPTIONS were applied to the camera's Stream
+        self._logged_error: str | None = None  # the text of the failure being reported
+        self._run_parts = 0  # parts since the worker's current run started
+        # LONG_PROBE_OPTIONS are on the camera's Stream now; what they replaced.
+        self.long_probe = False
+        self.long_probes = 0
+        self._probe_replaced: dict[str, str | None] = {}
         # Called when worker_error changes (an error, or video flowing again).
         self.on_worker_health: Callable[[], None] | None = None
         self.parts_received = 0
-        self.stream_restarts = 0  # new epochs: worker restarts and new Stream objects
+        self.stream_restarts = 0  # new epochs: worker restarts and re-attaches
         self.reattachments = 0  # the watchdog found our provider gone and added it again
+        self.failed_consumers = 0  # listeners dropped because they raised
         # Why the last attach failed (None once attached); the owner logs and shows it.
         self.source_problem: str | None = None
         self.on_source_change: Callable[[], None] | None = None
@@ -201,13 +262,14 @@ class Prebuffer:
             if self.running or self._closed or self._hass.is_stopping:
                 return
             self.running = True
-            await self._async_attach()
+            # Armed before the first attach: whatever that attach meets, the watchdog retries.
             self._watchdog = async_track_time_interval(
                 self._hass,
                 self._async_check_attached,
                 timedelta(seconds=WATCHDOG_INTERVAL_SECONDS),
                 cancel_on_shutdown=True,
             )
+            await self._async_attach()
 
     def hold(self, holder: str) -> None:
         """Keep the prebuffer running for ``holder`` even when recording stops it."""
@@ -232,23 +294,42 @@ class Prebuffer:
                 self._watchdog()
                 self._watchdog = None
             await self._async_detach()
-            self._gops.clear()
-            self._bytes = 0
-            self._seconds = 0.0
-            self._assembler = GopAssembler()
+            self._clear()
 
     async def async_close(self) -> None:
         """Stop for good (unload, Home Assistant stopping): nothing restarts the stream."""
         self._closed = True  # holds no longer count: the stream stops whoever watches
         await self.async_stop()
 
+    def _clear(self) -> None:
+        """Forget the buffered GOPs and the GOP in progress."""
+        self._gops.clear()
+        self._bytes = 0
+        self._seconds = 0.0
+        self._assembler = GopAssembler()
+
     async def _async_attach(self) -> None:
         """Add our provider to the camera entity's current Stream and start it."""
+        # Whatever was buffered came from a run that ended: a clip must not start with it.
+        self._clear()
+        self._attach_count += 1
+        self._epochs.clear()
+        self._assembler_failed = False
+        self._run_parts = 0
         try:
             camera = get_camera_from_entity_id(self._hass, self._camera_entity_id)
             stream = await camera.async_create_stream()
         except HomeAssistantError as err:
             self._set_source_problem(f"camera stream unavailable: {err}")
+            return
+        except Exception as err:  # noqa: BLE001 - camera integrations raise anything here
+            # TimeoutError, aiohttp's ClientError, vendor errors from stream_source(): the
+            # watchdog retries as for any other unavailable stream.
+            self._set_source_problem(
+                f"camera stream unavailable: {type(err).__name__}: {err}"
+                if str(err)
+                else f"camera stream unavailable: {type(err).__name__}"
+            )
             return
         if stream is None:
             self._set_source_problem("camera has no stream source")
@@ -264,8 +345,14 @@ class Prebuffer:
             return
         output.on_part = self._on_part
         self._stream, self._output = stream, output
-        self._watch_worker_errors()
-        await stream.start()
+        self._shorten_parts(stream)
+        self._watch_worker(stream)
+        try:
+            await stream.start()
+        except Exception as err:  # noqa: BLE001 - retried by the watchdog, said why
+            await self._async_detach()
+            self._set_source_problem(f"camera stream could not start: {err!r}")
+            return
         self._set_source_problem(None)
         _LOGGER.debug("%s: prebuffer attached to the camera stream", self._log_name)
 
@@ -286,6 +373,15 @@ class Prebuffer:
             logger, handler = self._error_handler
             logger.removeHandler(handler)
             self._error_handler = None
+        if self._update_hook is not None:
+            hooked, previous, ours = self._update_hook
+            self._update_hook = None
+            # Give the camera entity its callback back (unless someone replaced ours).
+            if hooked._update_callback is ours:
+                hooked._update_callback = previous
+        if stream is not None:
+            self._revert_long_probe(stream)
+            self._restore_parts()
         if stream is not None and output is not None:
             output.on_part = None
             # HA's Stream.stop (its shutdown, a camera going away) drops outputs without
@@ -322,26 +418,112 @@ class Prebuffer:
         self.reattachments += 1
         await self._async_attach()
 
+    # -- the part target ------------------------------------------------------------------
+
+    def _shorten_parts(self, stream: Stream) -> None:
+        """Give this camera's Stream the short part target, leaving every other one alone.
+
+        HA copies its stream settings into each Stream; that copy is shared by reference with
+        the Stream's worker (read as each segment starts and as each part is cut) and its HLS
+        output (playlist, blocking-request limits), so a change applies to this camera only,
+        from its next segment. HA's global ``stream:`` settings are not touched.
+        """
+        target = self.part_target_seconds
+        settings = stream._stream_settings
+        if (
+            target is None
+            or self._part_settings is not None
+            or not settings.ll_hls  # the user turned LL-HLS off: parts are whole segments
+            or settings.part_target_duration <= target
+        ):
+            return
+        self._part_settings = (
+            stream,
+            settings.part_target_duration,
+            settings.hls_advance_part_limit,
+            settings.hls_part_timeout,
+        )
+        # As HA derives them from its part duration; the camera's extra part wait is kept.
+        extra_wait = settings.hls_part_timeout - 2 * settings.part_target_duration
+        settings.part_target_duration = target
+        settings.hls_advance_part_limit = max(int(3 / target), 3)
+        settings.hls_part_timeout = 2 * target + extra_wait
+
+    def _restore_parts(self) -> None:
+        """Give the Stream its own part settings back (detach, unload)."""
+        if self._part_settings is None:
+            return
+        stream, part_target, advance_limit, part_timeout = self._part_settings
+        self._part_settings = None
+        settings = stream._stream_settings
+        settings.part_target_duration = part_target
+        settings.hls_advance_part_limit = advance_limit
+        settings.hls_part_timeout = part_timeout
+
     # -- the worker's health ----------------------------------------------------------------
 
-    def _watch_worker_errors(self) -> None:
-        """Listen to the camera stream's logger (HA labels it with the camera entity id)."""
+    def _watch_worker(self, stream: Stream) -> None:
+        """Follow the worker's runs on the Stream itself, and its error text in its log.
+
+        The Stream reports availability at every worker run: True as a run starts, False when
+        one failed and the worker waits to retry. That does not depend on any log level;
+        the camera entity's own callback (its availability) is kept and called first.
+        """
+        previous = stream._update_callback
+
+        @callback
+        def on_update() -> None:
+            if previous is not None:
+                previous()
+            self._on_stream_update(stream)
+
+        stream.set_update_callback(on_update)
+        self._update_hook = (stream, previous, on_update)
+        # HA labels the camera stream's logger with the camera entity id.
         logger = logging.getLogger(f"{Stream.__module__}.stream.{self._camera_entity_id}")
-        handler = _WorkerErrorHandler(self._hass, self._on_worker_error)
+        handler = _WorkerErrorHandler(self._hass, self._on_worker_error_text)
         logger.addHandler(handler)
         self._error_handler = (logger, handler)
 
     @callback
-    def _on_worker_error(self, error: str) -> None:
-        """Remember the worker's error; after a no-parameters start, probe longer next time."""
-        if not self.running:
+    def _on_worker_error_text(self, error: str) -> None:
+        """Keep the logged text of the failure the Stream reports next (same thread order)."""
+        if self.running:
+            self._logged_error = error
+
+    @callback
+    def _on_stream_update(self, stream: Stream) -> None:
+        """A worker run started (available) or failed (not available; it retries later)."""
+        if stream is not self._stream or not self.running:
             return
-        self.worker_error = error
+        if stream.available:
+            self._run_parts = 0
+            self._logged_error = None
+            return
+        error, self._logged_error = self._logged_error, None
+        self.worker_error = error or HIDDEN_WORKER_ERROR
         self.worker_errors += 1
-        stream = self._stream
-        if error.startswith(_NO_PARAMETERS_ERROR) and stream is not None and not self.long_probe:
-            self.long_probe = True
-            stream.pyav_options.update(LONG_PROBE_OPTIONS)
+        if (
+            self._run_parts == 0
+            and not self.long_probe
+            and (error is None or error.startswith(_NO_PARAMETERS_ERROR))
+        ):
+            # No picture size before the first keyframe (or a silenced log, where the text
+            # cannot tell): probe longer on the next retry, until the worker runs again.
+            self._apply_long_probe(stream, error)
+        if self.on_worker_health is not None:
+            self.on_worker_health()
+
+    def _apply_long_probe(self, stream: Stream, error: str | None) -> None:
+        """Let the worker's next retry probe up to 20 s (its av.open takes the dict as is)."""
+        self.long_probe = True
+        self.long_probes += 1
+        options = dict(stream.pyav_options)
+        self._probe_replaced = {key: options.get(key) for key in LONG_PROBE_OPTIONS}
+        options.update(LONG_PROBE_OPTIONS)
+        # A new dict, not an update: the worker thread may be reading the current one.
+        stream.pyav_options = options
+        if error is not None:
             _LOGGER.warning(
                 "%s: Home Assistant's stream worker could not start (%s): the camera's "
                 "stream gave no picture size before its first keyframe; it now probes up to "
@@ -349,8 +531,20 @@ class Prebuffer:
                 self._log_name,
                 error,
             )
-        if self.on_worker_health is not None:
-            self.on_worker_health()
+
+    def _revert_long_probe(self, stream: Stream) -> None:
+        """Give the Stream its own probe options back (the worker runs, or we leave)."""
+        if not self.long_probe:
+            return
+        self.long_probe = False
+        options = dict(stream.pyav_options)
+        for key, value in self._probe_replaced.items():
+            if value is None:
+                options.pop(key, None)
+            else:
+                options[key] = value
+        stream.pyav_options = options
+        self._probe_replaced = {}
 
     # -- data -----------------------------------------------------------------------------
 
@@ -358,27 +552,60 @@ class Prebuffer:
     def _on_part(self, segment: Segment, data: bytes) -> None:
         """Turn one part into completed GOPs (event loop; parsing only, no copies of media)."""
         self.parts_received += 1
+        self._run_parts += 1
+        if self.long_probe and self._stream is not None:
+            # The worker runs: its next reconnect need not wait for a 20 s probe.
+            self._revert_long_probe(self._stream)
         if self.worker_error is not None:
             self.worker_error = None
             if self.on_worker_health is not None:
                 self.on_worker_health()
         epoch = self._epoch(segment)
+        gops: list[Gop] = []
         try:
             gops = self._assembler.feed(segment.init, data, epoch)
         except Fmp4Error as err:
             _LOGGER.warning("%s: skipping a malformed stream part: %s", self._log_name, err)
-            return
+        except Exception:
+            # A fault of ours must not cost live view its parts: start over at a keyframe.
+            self._assembler = GopAssembler()
+            if not self._assembler_failed:
+                self._assembler_failed = True
+                _LOGGER.exception("%s: the prebuffer could not read a part", self._log_name)
         for gop in gops:
             self._append(gop)
-        for listener in list(self._part_listeners):
-            listener(segment.init, data, epoch)
+        for consumer in list(self._part_listeners):
+            self._call(self._part_listeners, consumer, segment.init, data, epoch)
+
+    def _call[*Args](
+        self,
+        consumers: list[_Consumer[Callable[[*Args], None]]],
+        consumer: _Consumer[Callable[[*Args], None]],
+        *args: *Args,
+    ) -> None:
+        """Call one consumer; one that raises is dropped, logged once, and its owner told."""
+        if consumer not in consumers:
+            return  # removed by an earlier consumer of this part
+        try:
+            consumer.call(*args)
+        except Exception as err:
+            consumers.remove(consumer)
+            self.failed_consumers += 1
+            _LOGGER.exception(
+                "%s: a consumer of the camera stream failed and was stopped", self._log_name
+            )
+            if consumer.on_error is not None:
+                try:
+                    consumer.on_error(err)
+                except Exception:
+                    _LOGGER.exception("%s: telling a failed consumer failed", self._log_name)
 
     def _epoch(self, segment: Segment) -> int:
-        """Return a counter that changes at every worker restart or new Stream object."""
-        key = (id(self._stream), segment.stream_id)
-        epoch = self._epochs.get(key)
+        """Return a counter that changes at every worker run and every attach."""
+        epoch = self._epochs.get(segment.stream_id)
         if epoch is None:
-            epoch = self._epochs[key] = len(self._epochs)
+            epoch = self._epochs[segment.stream_id] = self._next_epoch
+            self._next_epoch += 1
             if epoch:
                 self.stream_restarts += 1
         return epoch
@@ -389,8 +616,8 @@ class Prebuffer:
         self._bytes += gop.nbytes
         self._seconds += gop.duration_seconds
         self._trim()
-        for listener in list(self._listeners):
-            listener(gop)
+        for consumer in list(self._listeners):
+            self._call(self._listeners, consumer, gop)
 
     def _trim(self) -> None:
         """Drop the oldest GOPs while the rest still covers ``keep_seconds`` (or bytes overflow)."""
@@ -421,40 +648,57 @@ class Prebuffer:
         return self._bytes
 
     @callback
-    def subscribe(self, listener: GopListener) -> CALLBACK_TYPE:
-        """Call ``listener`` with every GOP completed from now on."""
-        self._listeners.append(listener)
+    def subscribe(
+        self, listener: GopListener, on_error: ConsumerErrorListener | None = None
+    ) -> CALLBACK_TYPE:
+        """Call ``listener`` with every GOP completed from now on.
+
+        A listener that raises is dropped; ``on_error`` is then told why.
+        """
+        consumer = _Consumer(listener, on_error)
+        self._listeners.append(consumer)
 
         def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            if consumer in self._listeners:
+                self._listeners.remove(consumer)
 
         return unsubscribe
 
     @callback
     def open_live(
-        self, on_gop: GopListener | None = None, on_part: PartListener | None = None
+        self,
+        on_gop: GopListener | None = None,
+        on_part: PartListener | None = None,
+        on_error: ConsumerErrorListener | None = None,
     ) -> LiveView:
         """Snapshot the buffer and the GOP in progress, and follow new GOPs and/or parts.
 
         Done in one step on the loop, so every sample is in exactly one of: the history, the
-        pending GOP, or a part delivered later.
+        pending GOP, or a part delivered later. If ``on_gop`` or ``on_part`` raises, both are
+        dropped and ``on_error`` is told (the consumer has lost media and must end).
         """
-        unsubscribers = []
-        if on_gop is not None:
-            unsubscribers.append(self.subscribe(on_gop))
-        if on_part is not None:
-            self._part_listeners.append(on_part)
-
-            def remove_part_listener() -> None:
-                if on_part in self._part_listeners:
-                    self._part_listeners.remove(on_part)
-
-            unsubscribers.append(remove_part_listener)
+        unsubscribers: list[CALLBACK_TYPE] = []
 
         def unsubscribe() -> None:
             for unsub in unsubscribers:
                 unsub()
+
+        def failed(err: Exception) -> None:
+            unsubscribe()
+            if on_error is not None:
+                on_error(err)
+
+        if on_gop is not None:
+            unsubscribers.append(self.subscribe(on_gop, failed))
+        if on_part is not None:
+            consumer = _Consumer(on_part, failed)
+            self._part_listeners.append(consumer)
+
+            def remove_part_listener() -> None:
+                if consumer in self._part_listeners:
+                    self._part_listeners.remove(consumer)
+
+            unsubscribers.append(remove_part_listener)
 
         return LiveView(tuple(self._gops), self._assembler.pending(), unsubscribe)
 
@@ -475,8 +719,15 @@ class Prebuffer:
             "parts_received": self.parts_received,
             "stream_restarts": self.stream_restarts,
             "reattachments": self.reattachments,
+            "failed_consumers": self.failed_consumers,
             "worker_error": self.worker_error,
             "worker_errors": self.worker_errors,
             "long_probe": self.long_probe,
+            "long_probes": self.long_probes,
+            "part_target_seconds": (
+                self._part_settings[0]._stream_settings.part_target_duration
+                if self._part_settings is not None
+                else None
+            ),
             "stream": self._stream.get_diagnostics() if self._stream is not None else None,
         }

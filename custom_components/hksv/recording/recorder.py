@@ -27,6 +27,7 @@ from homeassistant.util import dt as dt_util
 from ..const import (
     DOMAIN,
     OPT_AUDIO,
+    OPT_LIVE_SHORT_PARTS,
     OPT_MAX_BITRATE,
     OPT_PREBUFFER,
     OPT_VIDEO_MODE,
@@ -50,7 +51,7 @@ from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .gop import Gop, SourceProfile, profile_source
 from .mode import AudioPlan, ModeDecision, choose_mode, copy_instead
-from .prebuffer import LiveView, Prebuffer
+from .prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer
 from .shaper import FragmentShaper, select_prebuffer
 from .transcode import AudioTarget, Transcoder, TranscodeTarget
 
@@ -201,7 +202,15 @@ class RecordingController:
         self._on_update = on_update
         self._on_source_profile = on_source_profile
         keep = int(options[OPT_PREBUFFER]) + PREBUFFER_MARGIN_SECONDS
-        self.prebuffer = Prebuffer(hass, camera_entity_id, keep_seconds=keep, log_name=name)
+        self.prebuffer = Prebuffer(
+            hass,
+            camera_entity_id,
+            keep_seconds=keep,
+            log_name=name,
+            part_target_seconds=(
+                SHORT_PART_SECONDS if options.get(OPT_LIVE_SHORT_PARTS, True) else None
+            ),
+        )
         self._enabled = False
         self._active: dict[int, RecordingSummary] = {}
         self._gops_seen = 0
@@ -418,11 +427,17 @@ class RecordingController:
             media.touch()
             parts.put(part)
 
+        def on_media_error(err: Exception) -> None:
+            # Our own consumer raised in the prebuffer and was dropped: this clip lost media.
+            reason = f"hksv failed to take the camera's media: {err!r}"
+            gops.fail(reason)
+            parts.fail(reason)
+
         try:
             waited = not self.prebuffer.has_keyframe
             if waited:
                 await self._first_keyframe()
-            live = self.prebuffer.open_live(gops.put, on_part)
+            live = self.prebuffer.open_live(gops.put, on_part, on_error=on_media_error)
             media.touch()  # the stall limit counts from here, not from before the first keyframe
             history, pending = list(live.history), live.pending
             # The clip starts at the buffered GOP holding the selected prebuffer length; with
