@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator, Sequence
+import io
+import os
 from pathlib import Path
-from typing import Any
+import shutil
+import sys
+import threading
+from typing import Any, Final
 
+import av
 from homeassistant.core import HomeAssistant
 import pytest
 
@@ -74,3 +81,54 @@ def archived_controller(hass: HomeAssistant, media_dir: Path) -> Iterator[Contro
     yield make  # type: ignore[misc]
     for remove in unregister:
         remove()
+
+
+# Blocking calls the archive could make: none may run on the event loop's thread.
+_GUARDED: Final = (
+    (builtins, "open"),
+    (io, "open"),
+    (os, "scandir"),
+    (os, "listdir"),
+    (os, "stat"),
+    (os, "replace"),
+    (os, "unlink"),
+    (os, "rmdir"),
+    (os, "mkdir"),
+    (shutil, "disk_usage"),
+    (av, "open"),
+)
+_STDLIB: Final = os.path.dirname(os.__file__)
+_OUR_CODE: Final = (f"{os.sep}hksv{os.sep}archive{os.sep}", f"{os.sep}hksv{os.sep}media_source.py")
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls_in_the_loop(hass: HomeAssistant) -> Iterator[list[str]]:
+    """Fail the test if archive code did file I/O or PyAV work on the event loop's thread."""
+    loop_thread = threading.get_ident()
+    found: list[str] = []
+
+    def guard(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == loop_thread:
+                # The first caller outside the standard library (pathlib, shutil) decides.
+                # asyncio's debug mode reads source lines for its tracebacks: not ours.
+                frame: Any = sys._getframe(1)
+                while frame is not None and frame.f_code.co_filename.startswith(_STDLIB):
+                    if frame.f_code.co_filename.endswith("linecache.py"):
+                        return original(*args, **kwargs)
+                    frame = frame.f_back
+                if frame is not None and any(p in frame.f_code.co_filename for p in _OUR_CODE):
+                    found.append(f"{name} from {frame.f_code.co_name}:{frame.f_lineno}")
+            return original(*args, **kwargs)
+
+        return guarded
+
+    originals = [(owner, attr, getattr(owner, attr)) for owner, attr in _GUARDED]
+    for owner, attr, original in originals:
+        setattr(owner, attr, guard(f"{owner.__name__}.{attr}", original))
+    try:
+        yield found
+    finally:
+        for owner, attr, original in originals:
+            setattr(owner, attr, original)
+    assert found == []
