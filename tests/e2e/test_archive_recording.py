@@ -19,20 +19,19 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from custom_components.hksv.archive import writer as writer_module
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 from custom_components.hksv.recording.fmp4 import iter_boxes
-from tests.e2e.test_recording import (  # noqa: F401 - fixtures
-    CASES,
-    _check_clip,
-    _record_event,
-    case,
-    clips,
-    home_hub,
-    known_source,
-    paced_source,
-    stream_source,
-    with_doorbell,
-)
+from tests.e2e import test_recording as recording_tests
+from tests.e2e.test_recording import CASES, _check_clip, _record_event
 from tests.hub.emulator import HomeHub
 from tests.media import decode_counters
+
+# The recording tests' fixtures: the paced camera, its stream source and the paired hub.
+case = recording_tests.case
+clips = recording_tests.clips
+home_hub = recording_tests.home_hub
+known_source = recording_tests.known_source
+paced_source = recording_tests.paced_source
+stream_source = recording_tests.stream_source
+with_doorbell = recording_tests.with_doorbell
 
 
 def _media_files(hass: HomeAssistant) -> list[Path]:
