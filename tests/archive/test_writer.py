@@ -11,19 +11,22 @@ from datetime import timedelta
 import io
 import json
 from pathlib import Path
+import shutil
 import threading
 from typing import Any
 from unittest.mock import patch
 
 import av
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import dt as dt_util
 from PIL import Image
 from pytest_homeassistant_custom_component.common import async_capture_events
 
 from custom_components.hksv.archive import writer as writer_module
 from custom_components.hksv.archive.layout import ClipPaths
-from custom_components.hksv.archive.manager import recover_partials
+from custom_components.hksv.archive.manager import NO_SPACE_ISSUE, recover_partials
+from custom_components.hksv.const import DOMAIN
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 from custom_components.hksv.hds import DataSendCloseReason, RecordingPacket
 from custom_components.hksv.recording import recorder as recorder_module
@@ -34,6 +37,7 @@ from tests.recording.ha_parts import decode
 from tests.recording.test_recorder import _collect, _selection
 
 CEILING_SECONDS = 24.0
+GIB = 1024**3
 
 
 async def _record(
@@ -293,3 +297,23 @@ async def test_a_doorbell_press_just_before_makes_a_doorbell_clip(
     await hass.async_block_till_done()
     (sidecar,) = media_dir.rglob("*.json")
     assert json.loads(sidecar.read_text())["trigger"] == "doorbell"
+
+
+async def test_a_disk_below_the_free_space_minimum_skips_the_clip_with_a_repair(
+    hass: HomeAssistant,
+    archived_controller: ControllerFactory,
+    clip_gops: list[Gop],
+    media_dir: Path,
+) -> None:
+    """Less free space than the minimum: the clip is not saved and a repair says why."""
+    usage = shutil.disk_usage(media_dir)
+    low = type(usage)(usage.total, usage.total - GIB, GIB)  # 1 GiB free, 2 GiB wanted
+    with patch.object(shutil, "disk_usage", lambda _path: low):
+        packets, events, camera = await _record(hass, archived_controller, clip_gops)
+    assert packets[-1].is_last
+    assert events[0].data["url"] is None
+    assert _clip_files(media_dir) == []
+    assert camera.last_error is None  # not a disk fault: the repair explains it
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, NO_SPACE_ISSUE)
+    assert issue is not None
+    assert issue.translation_placeholders["free"] == "1.0"

@@ -17,6 +17,7 @@ import shutil
 from .layout import CAMERA_PATTERN, DAY_PATTERN, PARTIAL_SUFFIX, STEM_PATTERN, ClipPaths
 
 GIB = 1024**3
+CLIP_EXTENSIONS = frozenset({"mp4", "jpg", "json"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class StoredClip:
     paths: ClipPaths
     started: datetime  # naive local time, from its name
     size: int  # every file of the clip
+    has_video: bool = True  # False: its MP4 was deleted by hand; the rest goes too
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +80,18 @@ def scan(root: Path, camera: str | None = None) -> list[StoredClip]:
         for day_entry in _entries(Path(camera_entry.path)):
             if not day_entry.is_dir() or not DAY_PATTERN.fullmatch(day_entry.name):
                 continue
+            stems: dict[str, bool] = {}
             for file in _entries(Path(day_entry.path)):
                 stem, dot, extension = file.name.rpartition(".")
-                if extension != "mp4" or not dot or not STEM_PATTERN.fullmatch(stem):
-                    continue
+                if extension in CLIP_EXTENSIONS and dot and STEM_PATTERN.fullmatch(stem):
+                    stems[stem] = stems.get(stem, False) or extension == "mp4"
+            for stem, has_video in stems.items():
                 paths = ClipPaths(root, camera_entry.name, day_entry.name, stem)
                 started = paths.started
                 if started is None:
                     continue
                 size = sum(_size(p) for p in (paths.video, paths.thumbnail, paths.sidecar))
-                clips.append(StoredClip(paths, started, size))
+                clips.append(StoredClip(paths, started, size, has_video))
     clips.sort(key=lambda clip: (clip.started, clip.paths.stem))
     return clips
 
@@ -100,6 +104,9 @@ def plan(
     doomed: list[StoredClip] = []
     kept: list[StoredClip] = []
     for clip in remaining:
+        if not clip.has_video:
+            doomed.append(clip)  # the user deleted the video: its thumbnail and sidecar go
+            continue
         days = policy.days.get(clip.paths.camera, policy.default_days)
         (doomed if clip.started < now - timedelta(days=days) else kept).append(clip)
     total = sum(clip.size for clip in kept)
