@@ -54,7 +54,7 @@ class CleanupResult:
     by_camera: dict[str, tuple[int, int]] = field(default_factory=dict)  # clips, bytes
 
 
-def _entries(folder: Path) -> Iterator[os.DirEntry[str]]:
+def folder_entries(folder: Path) -> Iterator[os.DirEntry[str]]:
     try:
         with os.scandir(folder) as entries:
             yield from entries
@@ -72,16 +72,16 @@ def _size(path: Path) -> int:
 def scan(root: Path, camera: str | None = None) -> list[StoredClip]:
     """Return the finalized clips under ``root`` (<media>/hksv), oldest first."""
     clips: list[StoredClip] = []
-    for camera_entry in _entries(root):
+    for camera_entry in folder_entries(root):
         if not camera_entry.is_dir() or not CAMERA_PATTERN.fullmatch(camera_entry.name):
             continue
         if camera is not None and camera_entry.name != camera:
             continue
-        for day_entry in _entries(Path(camera_entry.path)):
+        for day_entry in folder_entries(Path(camera_entry.path)):
             if not day_entry.is_dir() or not DAY_PATTERN.fullmatch(day_entry.name):
                 continue
             stems: dict[str, bool] = {}
-            for file in _entries(Path(day_entry.path)):
+            for file in folder_entries(Path(day_entry.path)):
                 stem, dot, extension = file.name.rpartition(".")
                 if extension in CLIP_EXTENSIONS and dot and STEM_PATTERN.fullmatch(stem):
                     stems[stem] = stems.get(stem, False) or extension == "mp4"
@@ -169,13 +169,13 @@ def disk_free(root: Path) -> int:
 def partial_files(root: Path) -> list[ClipPaths]:
     """Return the clips a crash left as partial files."""
     found: list[ClipPaths] = []
-    for camera_entry in _entries(root):
+    for camera_entry in folder_entries(root):
         if not CAMERA_PATTERN.fullmatch(camera_entry.name):
             continue
-        for day_entry in _entries(Path(camera_entry.path)):
+        for day_entry in folder_entries(Path(camera_entry.path)):
             if not DAY_PATTERN.fullmatch(day_entry.name):
                 continue
-            for file in _entries(Path(day_entry.path)):
+            for file in folder_entries(Path(day_entry.path)):
                 name = file.name
                 if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
                     stem = name[1 : -len(PARTIAL_SUFFIX)]
