@@ -11,18 +11,24 @@ import shutil
 import sys
 import threading
 from typing import Any, Final
+from unittest.mock import patch
 
 import av
 from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
 import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.hksv.archive.manager import CameraArchive, async_get_archive
 from custom_components.hksv.const import DEFAULT_OPTIONS
+from custom_components.hksv.events import EVENT_RECORDING_FINISHED
+from custom_components.hksv.hds import DataSendCloseReason
+from custom_components.hksv.recording import recorder as recorder_module
 from custom_components.hksv.recording.gop import Gop
 from custom_components.hksv.recording.recorder import RecordingController
 from tests.recording.conftest import ha_segments, make_clip
 from tests.recording.ha_parts import assemble
-from tests.recording.test_recorder import SPEC, StandInPrebuffer
+from tests.recording.test_recorder import SPEC, StandInPrebuffer, _collect, _selection
 
 __all__ = ["ha_segments", "make_clip"]
 
@@ -132,3 +138,34 @@ def no_blocking_calls_in_the_loop(hass: HomeAssistant) -> Iterator[list[str]]:
         for owner, attr, original in originals:
             setattr(owner, attr, original)
     assert found == []
+
+
+@pytest.fixture
+async def archive_root(hass: HomeAssistant, init_integration: MockConfigEntry) -> Path:
+    """Set up hksv and media_source; return the archive folder."""
+    assert await async_setup_component(hass, "media_source", {})
+    await hass.async_block_till_done()
+    return Path(hass.config.path("media")) / "hksv"
+
+
+@pytest.fixture
+async def recorded(
+    hass: HomeAssistant,
+    archive_root: Path,
+    init_integration: MockConfigEntry,
+    clip_gops: list[Gop],
+) -> dict[str, Any]:
+    """Record a real clip through the entry's archive; return the finished event's data."""
+    controller = init_integration.runtime_data.recorder
+    stand_in = StandInPrebuffer(clip_gops[:4])
+    events = async_capture_events(hass, EVENT_RECORDING_FINISHED)
+    with (
+        patch.object(recorder_module, "MAX_RECORDING_SECONDS", 12.0),
+        patch.object(controller, "prebuffer", stand_in),
+    ):
+        stream = controller.open_stream(1, _selection(), True)
+        await _collect(stream, stand_in, clip_gops[4:12])
+        controller.stream_closed(1, DataSendCloseReason.NORMAL)
+    await hass.async_block_till_done()
+    assert events[0].data["url"] is not None
+    return dict(events[0].data)

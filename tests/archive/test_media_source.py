@@ -17,28 +17,13 @@ from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components import media_source
 from homeassistant.components.media_player.errors import BrowseError
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.hksv import media_source as hksv_media_source
 from custom_components.hksv.archive.layout import ClipPaths
-from custom_components.hksv.events import EVENT_RECORDING_FINISHED
-from custom_components.hksv.hds import DataSendCloseReason
-from custom_components.hksv.recording import recorder as recorder_module
-from custom_components.hksv.recording.gop import Gop
-from tests.recording.test_recorder import StandInPrebuffer, _collect, _selection
 
 PREFIX = "media-source://hksv"
-
-
-@pytest.fixture
-async def archive_root(hass: HomeAssistant, init_integration: MockConfigEntry) -> Path:
-    """Set up hksv and media_source; return the archive folder."""
-    assert await async_setup_component(hass, "media_source", {})
-    await hass.async_block_till_done()
-    return Path(hass.config.path("media")) / "hksv"
 
 
 def _clip(
@@ -177,29 +162,6 @@ async def test_a_clip_deleted_after_listing_is_stale(
     with pytest.raises(media_source.Unresolvable) as err:
         await media_source.async_resolve_media(hass, f"{PREFIX}/{paths.identifier}", None)
     assert err.value.translation_key == "archive_unknown_item"
-
-
-@pytest.fixture
-async def recorded(
-    hass: HomeAssistant,
-    archive_root: Path,
-    init_integration: MockConfigEntry,
-    clip_gops: list[Gop],
-) -> dict[str, Any]:
-    """Record a real clip through the entry's archive; return the finished event's data."""
-    controller = init_integration.runtime_data.recorder
-    stand_in = StandInPrebuffer(clip_gops[:4])
-    events = async_capture_events(hass, EVENT_RECORDING_FINISHED)
-    with (
-        patch.object(recorder_module, "MAX_RECORDING_SECONDS", 12.0),
-        patch.object(controller, "prebuffer", stand_in),
-    ):
-        stream = controller.open_stream(1, _selection(), True)
-        await _collect(stream, stand_in, clip_gops[4:12])
-        controller.stream_closed(1, DataSendCloseReason.NORMAL)
-    await hass.async_block_till_done()
-    assert events[0].data["url"] is not None
-    return dict(events[0].data)
 
 
 async def test_resolve_gives_the_media_url_and_file(
