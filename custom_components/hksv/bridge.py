@@ -177,6 +177,7 @@ class CameraBridge(CameraOwner):
             name=self.name,
             options=self.options,
             doorbell_pressed_at=lambda: self._doorbell_pressed_at,
+            on_change=self._async_notify_listeners,
         )
         self._unsubs.append(await self.archive.archive.async_register(self.archive))
         self.recorder = RecordingController(

@@ -7,8 +7,10 @@ from typing import Any
 
 from homeassistant.core import Event, HomeAssistant
 from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv import logbook as hksv_logbook
+from custom_components.hksv.diagnostics import async_get_config_entry_diagnostics
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 
 EVENT_ENTITY = "event.front_door_recording_finished"
@@ -55,3 +57,32 @@ async def test_logbook_describes_a_clip(hass: HomeAssistant, recorded: dict[str,
     assert entry["message"] == "recorded a 12 s HomeKit clip (max duration), saved in Media"
     unkept = describe(Event(EVENT_RECORDING_FINISHED, {**recorded, "url": None}))
     assert unkept["message"] == "recorded a 12 s HomeKit clip (max duration)"
+
+
+async def test_entities_and_diagnostics_show_the_archive(
+    hass: HomeAssistant, recorded: dict[str, Any], init_integration: MockConfigEntry
+) -> None:
+    """Saved clips, their size and the oldest; diagnostics add the last cleanup and error."""
+    assert hass.states.get("sensor.front_door_saved_clips").state == "1"
+    size = hass.states.get("sensor.front_door_saved_clips_size")
+    assert 0.1 < float(size.state) < 10
+    assert size.attributes["unit_of_measurement"] == "MiB"
+    assert size.attributes["last_cleanup"] is not None
+    assert size.attributes["last_error"] is None
+    oldest = hass.states.get("sensor.front_door_oldest_saved_clip")
+    started = dt_util.parse_datetime(recorded["started_at"])
+    assert started is not None
+    assert abs((dt_util.parse_datetime(oldest.state) - started).total_seconds()) < 1.5
+
+    data = await async_get_config_entry_diagnostics(hass, init_integration)
+    archive = data["archive"]
+    assert archive["clips"] == 1
+    assert archive["by_camera"]["front_door"]["clips"] == 1
+    assert archive["camera"] == {
+        "enabled": True,
+        "folder": "front_door",
+        "days": 10,
+        "last_error": None,
+    }
+    assert archive["last_cleanup"] is not None
+    assert archive["policy"]["min_free_bytes"] == 2 * 1024**3

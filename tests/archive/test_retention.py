@@ -142,7 +142,7 @@ async def test_the_total_size_cap_deletes_the_oldest_across_cameras(
     assert result.deleted == 1
     assert [c.video.exists() for c in clips] == [False, True, True, True]
     assert result.total_bytes <= GIB
-    assert archive.stats.by_camera["garden"][0] == 1
+    assert archive.stats.by_camera["garden"].clips == 1
 
 
 async def test_free_space_below_the_minimum_deletes_the_oldest_and_raises_a_repair(

@@ -36,7 +36,14 @@ from ..const import (
 )
 from ..recording.clip_sink import ClipCopy
 from .layout import ARCHIVE_FOLDER, CAMERA_PATTERN, ClipPaths
-from .retention import GIB, CleanupResult, RetentionPolicy, cleanup, partial_files
+from .retention import (
+    GIB,
+    CameraUsage,
+    CleanupResult,
+    RetentionPolicy,
+    cleanup,
+    partial_files,
+)
 from .writer import ArchiveClip, ClipMeta, KeptClip, finalize_partial
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,7 +66,7 @@ class ArchiveStats:
     last_cleanup: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
-    by_camera: dict[str, tuple[int, int]] = field(default_factory=dict)
+    by_camera: dict[str, CameraUsage] = field(default_factory=dict)
 
 
 def camera_folder(name: str) -> str:
@@ -95,8 +102,10 @@ class CameraArchive:
         name: str,
         options: Mapping[str, Any],
         doorbell_pressed_at: Callable[[], datetime | None],
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         """Remember the camera and its options."""
+        self.on_change = on_change
         self.archive = archive
         self.entry_id = entry_id
         self.name = name
@@ -170,6 +179,7 @@ class ClipArchive:
         if not self._recovered and self.root is not None:
             self._recovered = True
             await self.async_recover()
+            await self.async_cleanup()  # the figures for entities, and what expired meanwhile
         if self._unsub_interval is None:
             self._unsub_interval = async_track_time_interval(
                 self.hass, self._async_periodic_cleanup, CLEANUP_INTERVAL, cancel_on_shutdown=True
@@ -191,6 +201,37 @@ class ClipArchive:
             "media_content_id": f"{MEDIA_SOURCE_PREFIX}/{paths.identifier}",
             "url": f"{base}.mp4",
             "thumbnail_url": f"{base}.jpg" if has_thumbnail else None,
+        }
+
+    def usage(self, folder: str) -> CameraUsage:
+        """Return a camera's clips, bytes and oldest clip as of the last cleanup."""
+        return self.stats.by_camera.get(folder) or CameraUsage()
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Return the archive's figures."""
+        stats = self.stats
+        return {
+            "folder": str(self.root) if self.root else None,
+            "clips": stats.clips,
+            "bytes": stats.total_bytes,
+            "oldest": stats.oldest.isoformat() if stats.oldest else None,
+            "last_cleanup": stats.last_cleanup.isoformat() if stats.last_cleanup else None,
+            "last_error": stats.last_error,
+            "last_error_at": stats.last_error_at.isoformat() if stats.last_error_at else None,
+            "no_space": self.no_space,
+            "policy": {
+                "max_total_bytes": self.policy().max_total_bytes,
+                "min_free_bytes": self.policy().min_free_bytes,
+                "days": dict(self.policy().days),
+            },
+            "by_camera": {
+                folder: {
+                    "clips": usage.clips,
+                    "bytes": usage.bytes,
+                    "oldest": usage.oldest.isoformat() if usage.oldest else None,
+                }
+                for folder, usage in stats.by_camera.items()
+            },
         }
 
     @callback
@@ -259,6 +300,8 @@ class ClipArchive:
                 "Archive: deleted %d clip(s), %d bytes", result.deleted, result.freed_bytes
             )
         self._set_no_space(result)
+        for camera in list(self.cameras.values()):
+            camera.on_change()
         return result
 
     def _set_no_space(self, result: CleanupResult) -> None:

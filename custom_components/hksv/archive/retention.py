@@ -51,7 +51,16 @@ class CleanupResult:
     oldest: datetime | None = None
     free_bytes: int = 0
     short_of_space: bool = False  # still below the free-space minimum with nothing to delete
-    by_camera: dict[str, tuple[int, int]] = field(default_factory=dict)  # clips, bytes
+    by_camera: dict[str, CameraUsage] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CameraUsage:
+    """One camera's part of the archive."""
+
+    clips: int = 0
+    bytes: int = 0
+    oldest: datetime | None = None  # naive local time
 
 
 def folder_entries(folder: Path) -> Iterator[os.DirEntry[str]]:
@@ -152,9 +161,11 @@ def cleanup(root: Path, policy: RetentionPolicy, *, now: datetime) -> CleanupRes
     result.total_bytes = sum(clip.size for clip in left)
     result.oldest = left[0].started if left else None
     result.free_bytes = free + result.freed_bytes
-    for clip in left:
-        count, size = result.by_camera.get(clip.paths.camera, (0, 0))
-        result.by_camera[clip.paths.camera] = (count + 1, size + clip.size)
+    for clip in left:  # oldest first
+        usage = result.by_camera.setdefault(clip.paths.camera, CameraUsage())
+        usage.clips += 1
+        usage.bytes += clip.size
+        usage.oldest = usage.oldest or clip.started
     return result
 
 
