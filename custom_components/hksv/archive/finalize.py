@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import av
 
-from ..recording.fmp4 import Fmp4Error, iter_boxes
+from ..recording.fmp4 import BOX_HEADER, LARGE_BOX_HEADER
 
 THUMBNAIL_WIDTH: Final = 320
 THUMBNAIL_QUALITY: Final = 80
@@ -45,17 +45,26 @@ def complete_prefix(path: Path) -> int:
     A crash or power cut can cut the last fragment short; everything before it is kept.
     Returns 0 when not even one complete fragment follows the init segment.
     """
-    data = path.read_bytes()
     end = 0
     seen_moov = False
-    try:
-        for box in iter_boxes(data):
-            if box.type == b"moov":
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        position = 0
+        # Only the box headers are read: a 3-minute clip is tens of MB.
+        while position + BOX_HEADER <= size:
+            file.seek(position)
+            header = file.read(LARGE_BOX_HEADER)
+            box_size = int.from_bytes(header[:4])
+            box_type = header[4:8]
+            if box_size == 1 and len(header) == LARGE_BOX_HEADER:
+                box_size = int.from_bytes(header[8:16])
+            if box_size < BOX_HEADER or position + box_size > size:
+                break  # a torn box at the end: keep what came before it
+            position += box_size
+            if box_type == b"moov":
                 seen_moov = True
-            elif box.type == b"mdat" and seen_moov:
-                end = box.end
-    except Fmp4Error:
-        pass  # a torn box at the end: keep what came before it
+            elif box_type == b"mdat" and seen_moov:
+                end = position
     return end
 
 
@@ -68,7 +77,7 @@ def remux(source: Path, target: Path, *, length: int | None = None) -> Finalized
     temporary = target.with_name(f".{target.name}.tmp")
     try:
         data: Any = str(source)
-        if length is not None:
+        if length is not None and length < source.stat().st_size:
             with source.open("rb") as file:
                 data = io.BytesIO(file.read(length))
         result = _remux(data, temporary)
@@ -84,30 +93,35 @@ def _remux(source: Any, temporary: Path) -> Finalized:
         streams = [s for s in inp.streams if s.type in ("video", "audio")]
         if not any(s.type == "video" for s in streams):
             raise FinalizeError("the recording has no video track")
-        packets = [
-            p for p in _demux(inp, streams) if p.dts is not None and p.size > 0
-        ]  # a few MB per clip: the whole clip is held once, to find its start
-        if not any(p.stream.type == "video" for p in packets):
+        # The whole clip is held once (tens of MB at most) to find where it starts.
+        packets = [p for p in _demux(inp, streams) if p.dts is not None and p.size > 0]
+        first: dict[int, int] = {}
+        for packet in packets:
+            first.setdefault(packet.stream.index, packet.dts)  # decode order: the smallest
+        by_index = {s.index: s for s in streams}
+        video = next((s for s in streams if s.type == "video" and s.index in first), None)
+        if video is None:
             raise FinalizeError("the recording has no video")
         # One offset in seconds for every track keeps audio and video in step.
-        start = min(Fraction(p.dts) * p.time_base for p in packets)
-        end = Fraction(0)
+        start = min(Fraction(dts) * by_index[index].time_base for index, dts in first.items())
+        shift = {index: round(start / by_index[index].time_base) for index in first}
+        video_end = 0
         counts = {"video": 0, "audio": 0}
         with av.open(str(temporary), "w", format="mp4", options={"movflags": "+faststart"}) as out:
             mapping = {s.index: out.add_stream_from_template(s) for s in streams}
             for packet in packets:
-                time_base = packet.time_base
-                shift = round(start / time_base)
-                packet.dts -= shift
+                index = packet.stream.index
+                packet.dts -= shift[index]
                 if packet.pts is not None:
-                    packet.pts -= shift
-                if packet.stream.type == "video" and packet.pts is not None:
-                    end = max(end, Fraction(packet.pts + (packet.duration or 0)) * time_base)
-                counts[packet.stream.type] += 1
-                packet.stream = mapping[packet.stream.index]
+                    packet.pts -= shift[index]
+                    if index == video.index:
+                        video_end = max(video_end, packet.pts + (packet.duration or 0))
+                counts["video" if index == video.index else "audio"] += 1
+                packet.stream = mapping[index]
                 out.mux(packet)
+        duration = float(video_end * video.time_base)
     return Finalized(
-        duration_seconds=float(end),
+        duration_seconds=duration,
         video_packets=counts["video"],
         audio_packets=counts["audio"],
         size=temporary.stat().st_size,
