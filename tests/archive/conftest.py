@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Callable, Iterator, Sequence
 import io
@@ -115,7 +116,8 @@ def no_blocking_calls_in_the_loop(hass: HomeAssistant) -> Iterator[list[str]]:
 
     def guard(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if threading.get_ident() == loop_thread:
+            # Only while an event loop runs in this thread (sync tests call these directly).
+            if threading.get_ident() == loop_thread and asyncio._get_running_loop() is not None:
                 # The first caller outside the standard library (pathlib, shutil) decides.
                 # asyncio's debug mode reads source lines for its tracebacks: not ours.
                 frame: Any = sys._getframe(1)
