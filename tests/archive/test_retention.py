@@ -16,6 +16,7 @@ from unittest.mock import patch
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
@@ -195,3 +196,28 @@ async def test_files_deleted_by_hand_are_not_errors(
     assert whole.video.exists()
     assert result.clips == 1
     assert archive.stats.last_error is None
+
+
+async def test_the_no_space_repair_lowers_the_minimum_and_clears_itself(
+    hass: HomeAssistant, init_integration: Any, free_space: list[int]
+) -> None:
+    """The fix flow stores a lower minimum in every camera; the reload's cleanup clears it."""
+    archive = async_get_archive(hass)
+    free_space[0] = GIB  # below the default 2 GiB, nothing to delete
+    await archive.async_cleanup()
+    issues = ir.async_get(hass)
+    issue = issues.async_get_issue(DOMAIN, NO_SPACE_ISSUE)
+    assert issue is not None and issue.is_fixable
+
+    assert await async_setup_component(hass, "repairs", {})
+    manager = hass.data["repairs"]["flow_manager"]
+    result = await manager.async_init(
+        DOMAIN, context={"issue_id": NO_SPACE_ISSUE}, data={"issue_id": NO_SPACE_ISSUE}
+    )
+    assert result["step_id"] == "confirm"
+    assert result["description_placeholders"] == {"minimum": "2"}
+    result = await manager.async_configure(result["flow_id"], {OPT_ARCHIVE_MIN_FREE_GB: 0.5})
+    assert result["type"] == "create_entry"
+    await hass.async_block_till_done()
+    assert init_integration.options[OPT_ARCHIVE_MIN_FREE_GB] == 0.5
+    assert issues.async_get_issue(DOMAIN, NO_SPACE_ISSUE) is None

@@ -51,6 +51,7 @@ _LOGGER = logging.getLogger(__name__)
 DATA_ARCHIVE: Final = f"{DOMAIN}_archive"
 CLEANUP_INTERVAL: Final = timedelta(hours=1)
 NO_SPACE_ISSUE: Final = "archive_no_space"
+FIX_ARCHIVE_FREE_SPACE: Final = "archive_free_space"
 MEDIA_SOURCE_PREFIX: Final = f"media-source://{DOMAIN}"
 # A doorbell press this recent when a recording opens makes it a doorbell clip.
 DOORBELL_TRIGGER_SECONDS: Final = 30.0
@@ -179,7 +180,8 @@ class ClipArchive:
         if not self._recovered and self.root is not None:
             self._recovered = True
             await self.async_recover()
-            await self.async_cleanup()  # the figures for entities, and what expired meanwhile
+        # The figures for entities, what expired meanwhile, and new limits (options, repair).
+        await self.async_cleanup()
         if self._unsub_interval is None:
             self._unsub_interval = async_track_time_interval(
                 self.hass, self._async_periodic_cleanup, CLEANUP_INTERVAL, cancel_on_shutdown=True
@@ -312,7 +314,8 @@ class ClipArchive:
                 self.hass,
                 DOMAIN,
                 NO_SPACE_ISSUE,
-                is_fixable=False,
+                is_fixable=True,
+                data={"fix": FIX_ARCHIVE_FREE_SPACE},
                 severity=ir.IssueSeverity.WARNING,
                 translation_key=NO_SPACE_ISSUE,
                 translation_placeholders={
