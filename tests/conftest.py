@@ -161,6 +161,8 @@ def mock_config_entry(
     known_source: dict[str, Any] | None,
 ) -> MockConfigEntry:
     """Return an hksv entry bound to 127.0.0.1 on a free port."""
+    # The archive writes under the first media dir: keep it in this test's config dir.
+    hass.config.media_dirs = {"local": hass.config.path("media")}
     data = {
         CONF_CAMERA: CAMERA_ID,
         CONF_MOTION: MOTION_ID,

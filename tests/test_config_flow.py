@@ -26,6 +26,10 @@ from custom_components.hksv.const import (
     CONF_PORT,
     DEFAULT_OPTIONS,
     DOMAIN,
+    OPT_ARCHIVE,
+    OPT_ARCHIVE_DAYS,
+    OPT_ARCHIVE_MAX_GB,
+    OPT_ARCHIVE_MIN_FREE_GB,
     OPT_AUDIO,
     OPT_LIVE_MAX_BITRATE,
     OPT_LIVE_MODE,
@@ -231,6 +235,10 @@ async def test_options_flow_stores_options(
         OPT_LIVE_MODE: "copy",
         OPT_LIVE_MAX_BITRATE: 4000.0,
         OPT_LIVE_SHORT_PARTS: False,
+        OPT_ARCHIVE: False,
+        OPT_ARCHIVE_DAYS: 3.0,
+        OPT_ARCHIVE_MAX_GB: 2.5,
+        OPT_ARCHIVE_MIN_FREE_GB: 1,
     }
     result = await hass.config_entries.options.async_configure(result["flow_id"], new)
     assert result["type"] is FlowResultType.CREATE_ENTRY
@@ -240,7 +248,10 @@ async def test_options_flow_stores_options(
         OPT_PREBUFFER: 6,
         OPT_LIVE_SLOTS: 5,
         OPT_LIVE_MAX_BITRATE: 4000,
+        OPT_ARCHIVE_DAYS: 3,
+        OPT_ARCHIVE_MIN_FREE_GB: 1.0,
     }
+    assert isinstance(entry.options[OPT_ARCHIVE_MIN_FREE_GB], float)
 
 
 @pytest.mark.parametrize(
@@ -256,6 +267,9 @@ async def test_options_flow_stores_options(
         (OPT_LIVE_SLOTS, 0),
         (OPT_LIVE_MODE, "magic"),
         (OPT_LIVE_MAX_BITRATE, 100),
+        (OPT_ARCHIVE_DAYS, 0),
+        (OPT_ARCHIVE_MAX_GB, 0.1),
+        (OPT_ARCHIVE_MIN_FREE_GB, -1),
     ],
 )
 async def test_options_are_validated(
@@ -291,6 +305,10 @@ async def test_options_form_has_recording_live_and_advanced(
         OPT_LIVE_MODE,
         OPT_LIVE_MAX_BITRATE,
         OPT_LIVE_SHORT_PARTS,
+        OPT_ARCHIVE,
+        OPT_ARCHIVE_DAYS,
+        OPT_ARCHIVE_MAX_GB,
+        OPT_ARCHIVE_MIN_FREE_GB,
         CONF_PORT,
         SECTION_ADVANCED,
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
+from datetime import datetime
 from functools import partial
 import os
 import secrets
@@ -25,10 +26,12 @@ from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
 from homeassistant.helpers import instance_id, issue_registry as ir
 from homeassistant.helpers.event import async_call_later, async_track_state_change_event
 from homeassistant.helpers.storage import Store
+from homeassistant.util import dt as dt_util
 from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL
 from pyhap.loader import get_loader
 from zeroconf import Error as ZeroconfError
 
+from .archive.manager import CameraArchive, async_get_archive
 from .camera_health import CameraHealth
 from .const import (
     ADDRESS_ALL,
@@ -134,6 +137,8 @@ class CameraBridge(CameraOwner):
         self._event_motion_until: CALLBACK_TYPE | None = None
         self._offer_change = LastingChange()
         self._stopped = False
+        self.archive: CameraArchive | None = None
+        self._doorbell_pressed_at: datetime | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -172,6 +177,15 @@ class CameraBridge(CameraOwner):
         self._stored["camera"] = accessory.state.to_dict()
         if state_file is StateFileStatus.LOST:
             await self._async_pairing_lost()
+        self.archive = CameraArchive(
+            async_get_archive(self.hass),
+            entry_id=self.entry.entry_id,
+            name=self.name,
+            options=self.options,
+            doorbell_pressed_at=lambda: self._doorbell_pressed_at,
+            on_change=self._async_notify_listeners,
+        )
+        self._unsubs.append(await self.archive.archive.async_register(self.archive))
         self.recorder = RecordingController(
             self.hass,
             camera_entity_id=self.camera_entity_id,
@@ -180,6 +194,7 @@ class CameraBridge(CameraOwner):
             options=self.options,
             on_update=self._async_notify_listeners,
             on_source_profile=self._async_source_profile,
+            clip_sink=self.archive,
         )
         self.data_stream = await self._async_start_data_stream(address, accessory)
         accessory.data_stream = self.data_stream
@@ -625,6 +640,7 @@ class CameraBridge(CameraOwner):
         else:
             pressed = _is_new_event(event)
         if pressed and self.accessory is not None:
+            self._doorbell_pressed_at = dt_util.utcnow()
             self.accessory.ring()
             async_fire_doorbell(
                 self.hass,

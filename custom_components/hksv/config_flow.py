@@ -52,15 +52,25 @@ from .const import (
     DEFAULT_OPTIONS,
     DOMAIN,
     LOGGER,
+    MAX_ARCHIVE_DAYS,
+    MAX_ARCHIVE_MAX_GB,
+    MAX_ARCHIVE_MIN_FREE_GB,
     MAX_BITRATE,
     MAX_LIVE_BITRATE,
     MAX_LIVE_SLOTS,
     MAX_PREBUFFER,
+    MIN_ARCHIVE_DAYS,
+    MIN_ARCHIVE_MAX_GB,
+    MIN_ARCHIVE_MIN_FREE_GB,
     MIN_BITRATE,
     MIN_LIVE_BITRATE,
     MIN_LIVE_SLOTS,
     MIN_PREBUFFER,
     MOTION_DEVICE_CLASSES,
+    OPT_ARCHIVE,
+    OPT_ARCHIVE_DAYS,
+    OPT_ARCHIVE_MAX_GB,
+    OPT_ARCHIVE_MIN_FREE_GB,
     OPT_AUDIO,
     OPT_LIVE_MAX_BITRATE,
     OPT_LIVE_MODE,
@@ -155,6 +165,35 @@ OPTIONS_SCHEMA: Final[Any] = vol.Schema(
             )
         ),
         vol.Optional(OPT_LIVE_SHORT_PARTS): BooleanSelector(),
+        # Local archive (docs/local-clips.md): optional so a form without them keeps defaults.
+        vol.Optional(OPT_ARCHIVE): BooleanSelector(),
+        vol.Optional(OPT_ARCHIVE_DAYS): NumberSelector(
+            NumberSelectorConfig(
+                min=MIN_ARCHIVE_DAYS,
+                max=MAX_ARCHIVE_DAYS,
+                step=1,
+                unit_of_measurement="d",
+                mode=NumberSelectorMode.BOX,
+            )
+        ),
+        vol.Optional(OPT_ARCHIVE_MAX_GB): NumberSelector(
+            NumberSelectorConfig(
+                min=MIN_ARCHIVE_MAX_GB,
+                max=MAX_ARCHIVE_MAX_GB,
+                step=0.5,
+                unit_of_measurement="GiB",
+                mode=NumberSelectorMode.BOX,
+            )
+        ),
+        vol.Optional(OPT_ARCHIVE_MIN_FREE_GB): NumberSelector(
+            NumberSelectorConfig(
+                min=MIN_ARCHIVE_MIN_FREE_GB,
+                max=MAX_ARCHIVE_MIN_FREE_GB,
+                step=0.5,
+                unit_of_measurement="GiB",
+                mode=NumberSelectorMode.BOX,
+            )
+        ),
     }
 )
 
@@ -425,8 +464,10 @@ class HksvOptionsFlow(OptionsFlowWithReload):
                 # Number selectors hand back floats; store whole kbit/s and seconds.
                 options[OPT_MAX_BITRATE] = int(options[OPT_MAX_BITRATE])
                 options[OPT_PREBUFFER] = int(options[OPT_PREBUFFER])
-                for live_number in (OPT_LIVE_SLOTS, OPT_LIVE_MAX_BITRATE):
-                    options[live_number] = int(options[live_number])
+                for whole in (OPT_LIVE_SLOTS, OPT_LIVE_MAX_BITRATE, OPT_ARCHIVE_DAYS):
+                    options[whole] = int(options[whole])
+                for size in (OPT_ARCHIVE_MAX_GB, OPT_ARCHIVE_MIN_FREE_GB):
+                    options[size] = float(options[size])
                 advanced = options.pop(SECTION_ADVANCED, None)
                 if advanced is not None:
                     options.update(advanced)

@@ -59,6 +59,23 @@ MAX_LIVE_BITRATE: Final = 20000
 # Short LL-HLS parts on the camera's stream (recording/prebuffer.py): live view lags less.
 DEFAULT_LIVE_SHORT_PARTS: Final = True
 
+# Local archive (archive/, docs/local-clips.md): per camera on/off and days; the size cap
+# and free-space minimum hold for the whole archive (the strictest camera's values).
+OPT_ARCHIVE: Final = "archive"
+OPT_ARCHIVE_DAYS: Final = "archive_days"
+OPT_ARCHIVE_MAX_GB: Final = "archive_max_size_gb"
+OPT_ARCHIVE_MIN_FREE_GB: Final = "archive_min_free_gb"
+DEFAULT_ARCHIVE: Final = True
+DEFAULT_ARCHIVE_DAYS: Final = 10
+MIN_ARCHIVE_DAYS: Final = 1
+MAX_ARCHIVE_DAYS: Final = 365
+DEFAULT_ARCHIVE_MAX_GB: Final = 5.0
+MIN_ARCHIVE_MAX_GB: Final = 0.5
+MAX_ARCHIVE_MAX_GB: Final = 10000.0
+DEFAULT_ARCHIVE_MIN_FREE_GB: Final = 2.0
+MIN_ARCHIVE_MIN_FREE_GB: Final = 0.0
+MAX_ARCHIVE_MIN_FREE_GB: Final = 1000.0
+
 DEFAULT_OPTIONS: Final = {
     OPT_MAX_RESOLUTION: DEFAULT_MAX_RESOLUTION,
     OPT_MAX_BITRATE: DEFAULT_MAX_BITRATE,
@@ -69,6 +86,10 @@ DEFAULT_OPTIONS: Final = {
     OPT_LIVE_MODE: DEFAULT_LIVE_MODE,
     OPT_LIVE_MAX_BITRATE: DEFAULT_LIVE_MAX_BITRATE,
     OPT_LIVE_SHORT_PARTS: DEFAULT_LIVE_SHORT_PARTS,
+    OPT_ARCHIVE: DEFAULT_ARCHIVE,
+    OPT_ARCHIVE_DAYS: DEFAULT_ARCHIVE_DAYS,
+    OPT_ARCHIVE_MAX_GB: DEFAULT_ARCHIVE_MAX_GB,
+    OPT_ARCHIVE_MIN_FREE_GB: DEFAULT_ARCHIVE_MIN_FREE_GB,
 }
 
 # hksv's own HAP port range, clear of HA's homekit (21063/21064+) and the ephemeral range.

@@ -54,4 +54,14 @@ async def async_get_config_entry_diagnostics(
         data["recording"]["last_recording"] = last.as_attributes() if last else None
         health = bridge.camera_health
         data["recording"]["camera_problem"] = health.problem if health else None
+    if bridge.archive is not None:
+        data["archive"] = {
+            **bridge.archive.archive.diagnostics(),
+            "camera": {
+                "enabled": bridge.archive.enabled,
+                "folder": bridge.archive.folder,
+                "days": bridge.archive.days,
+                "last_error": bridge.archive.last_error,
+            },
+        }
     return async_redact_data(data, TO_REDACT)

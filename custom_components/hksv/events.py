@@ -6,6 +6,7 @@ entity id, so automations can notify on failed recordings or react to what HomeK
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from homeassistant.core import HomeAssistant, callback
@@ -24,9 +25,14 @@ def async_fire_recording_finished(
     entry_id: str,
     name: str,
     camera_entity_id: str,
-    summary: dict[str, Any],
+    summary: Mapping[str, Any],
+    clip: Mapping[str, Any] | None = None,
 ) -> None:
-    """Announce a recording that ended: how, why, how long, copied or transcoded."""
+    """Announce a recording that ended: how, why, how long, copied or transcoded.
+
+    ``clip`` is the archived copy (archive/): its media-source id and /media URLs, which are
+    None when the archive is off or could not keep this recording.
+    """
     hass.bus.async_fire(
         EVENT_RECORDING_FINISHED,
         {
@@ -44,6 +50,9 @@ def async_fire_recording_finished(
             "bytes": summary["bytes"],
             "started_at": summary["started_at"],
             "ended_at": summary["ended_at"],
+            "media_content_id": clip["media_content_id"] if clip else None,
+            "url": clip["url"] if clip else None,
+            "thumbnail_url": clip["thumbnail_url"] if clip else None,
         },
     )
 

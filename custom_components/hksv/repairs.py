@@ -8,9 +8,25 @@ from homeassistant.components.repairs import RepairsFlow
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import AbortFlow
+from homeassistant.helpers.selector import (
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+)
+import voluptuous as vol
 
+from .archive.manager import FIX_ARCHIVE_FREE_SPACE
 from .config_flow import EMPTY_SCHEMA, async_find_port
-from .const import CONF_PORT, DOMAIN, OPT_VIDEO_MODE, VIDEO_MODE_AUTO
+from .const import (
+    CONF_PORT,
+    DEFAULT_ARCHIVE_MIN_FREE_GB,
+    DOMAIN,
+    MAX_ARCHIVE_MIN_FREE_GB,
+    MIN_ARCHIVE_MIN_FREE_GB,
+    OPT_ARCHIVE_MIN_FREE_GB,
+    OPT_VIDEO_MODE,
+    VIDEO_MODE_AUTO,
+)
 from .issues import FIX_VIDEO_MODE_AUTO, async_clear_copy_problems
 
 if TYPE_CHECKING:
@@ -22,6 +38,8 @@ async def async_create_fix_flow(
 ) -> RepairsFlow:
     """Return the fix flow of an hksv issue."""
     entry_id = str((data or {}).get("entry_id"))
+    if (data or {}).get("fix") == FIX_ARCHIVE_FREE_SPACE:
+        return ArchiveFreeSpaceFlow()
     if (data or {}).get("fix") == FIX_VIDEO_MODE_AUTO:
         return VideoModeAutoFlow(entry_id)
     return MovePortFlow(entry_id)
@@ -94,4 +112,52 @@ class VideoModeAutoFlow(_EntryFlow):
             step_id="confirm",
             data_schema=EMPTY_SCHEMA,
             description_placeholders={"name": entry.title},
+        )
+
+
+class ArchiveFreeSpaceFlow(RepairsFlow):
+    """Lower the free space the archive keeps, for every camera (the largest value counts)."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> FlowResult:
+        """Ask for the new minimum."""
+        return await self.async_step_confirm()
+
+    async def async_step_confirm(self, user_input: dict[str, Any] | None = None) -> FlowResult:
+        """Store it in every camera's options and reload them (the repair clears itself)."""
+        entries = self.hass.config_entries.async_entries(DOMAIN)
+        if user_input is not None:
+            minimum = float(user_input[OPT_ARCHIVE_MIN_FREE_GB])
+            for entry in entries:
+                self.hass.config_entries.async_update_entry(
+                    entry, options={**entry.options, OPT_ARCHIVE_MIN_FREE_GB: minimum}
+                )
+                self.hass.config_entries.async_schedule_reload(entry.entry_id)
+            return self.async_create_entry(data={})
+        current = max(
+            (
+                float(e.options.get(OPT_ARCHIVE_MIN_FREE_GB, DEFAULT_ARCHIVE_MIN_FREE_GB))
+                for e in entries
+            ),
+            default=DEFAULT_ARCHIVE_MIN_FREE_GB,
+        )
+        # Typed loosely, as in config_flow.py: voluptuous is probatio at runtime since 2026.6.
+        schema: Any = vol.Schema(
+            {
+                vol.Required(
+                    OPT_ARCHIVE_MIN_FREE_GB, default=max(current / 2, 0.5)
+                ): NumberSelector(
+                    NumberSelectorConfig(
+                        min=MIN_ARCHIVE_MIN_FREE_GB,
+                        max=MAX_ARCHIVE_MIN_FREE_GB,
+                        step=0.5,
+                        unit_of_measurement="GiB",
+                        mode=NumberSelectorMode.BOX,
+                    )
+                )
+            }
+        )
+        return self.async_show_form(
+            step_id="confirm",
+            data_schema=schema,
+            description_placeholders={"minimum": f"{current:g}"},
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 from homeassistant.components.sensor import (
@@ -12,12 +13,14 @@ from homeassistant.components.sensor import (
     SensorEntityDescription,
     SensorStateClass,
 )
-from homeassistant.const import Platform
+from homeassistant.const import EntityCategory, Platform, UnitOfInformation
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.restore_state import ExtraStoredData, RestoreEntity
+from homeassistant.util import dt as dt_util
 
+from .archive.retention import CameraUsage
 from .bridge import CameraBridge, HksvConfigEntry
 from .const import DOMAIN
 from .entity import HksvEntity
@@ -32,7 +35,7 @@ REMOVED_SETUP_CODE_KEY = "setup_code"
 class HksvSensorEntityDescription(SensorEntityDescription):
     """Describes an HKSV sensor."""
 
-    value_fn: Callable[[CameraBridge], str | int | None]
+    value_fn: Callable[[CameraBridge], str | int | float | datetime | None]
     attributes_fn: Callable[[CameraBridge], dict[str, Any] | None] = lambda _: None
     available_fn: Callable[[CameraBridge], bool] = lambda _: True
 
@@ -66,7 +69,67 @@ def _live_attributes(bridge: CameraBridge) -> dict[str, Any] | None:
     return {"sessions": bridge.live.viewer_summaries(), "last_ended": bridge.live.last_ended()}
 
 
+def _archive_usage(bridge: CameraBridge) -> CameraUsage | None:
+    """Return the camera's part of the local archive (archive/)."""
+    archive = bridge.archive
+    return archive.archive.usage(archive.folder) if archive is not None else None
+
+
+def _archive_megabytes(bridge: CameraBridge) -> float | None:
+    usage = _archive_usage(bridge)
+    return round(usage.bytes / 1024**2, 1) if usage is not None else None
+
+
+def _archive_clips(bridge: CameraBridge) -> int | None:
+    usage = _archive_usage(bridge)
+    return usage.clips if usage is not None else None
+
+
+def _archive_oldest(bridge: CameraBridge) -> datetime | None:
+    usage = _archive_usage(bridge)
+    if usage is None or usage.oldest is None:
+        return None
+    return usage.oldest.replace(tzinfo=dt_util.get_default_time_zone())
+
+
+def _archive_attributes(bridge: CameraBridge) -> dict[str, Any] | None:
+    """Return when the archive was last cleaned up and its last error."""
+    archive = bridge.archive
+    if archive is None:
+        return None
+    stats = archive.archive.stats
+    return {
+        "last_cleanup": stats.last_cleanup.isoformat() if stats.last_cleanup else None,
+        "last_error": archive.last_error,
+        "archive_total_megabytes": round(stats.total_bytes / 1024**2, 1),
+    }
+
+
 SENSORS: tuple[HksvSensorEntityDescription, ...] = (
+    HksvSensorEntityDescription(
+        key="archive_size",
+        translation_key="archive_size",
+        device_class=SensorDeviceClass.DATA_SIZE,
+        native_unit_of_measurement=UnitOfInformation.MEBIBYTES,
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=_archive_megabytes,
+        attributes_fn=_archive_attributes,
+    ),
+    HksvSensorEntityDescription(
+        key="archive_clips",
+        translation_key="archive_clips",
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=_archive_clips,
+    ),
+    HksvSensorEntityDescription(
+        key="archive_oldest",
+        translation_key="archive_oldest",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=_archive_oldest,
+    ),
     HksvSensorEntityDescription(
         key="home_app_mode",
         translation_key="home_app_mode",
@@ -125,7 +188,7 @@ class HksvSensor(HksvEntity, SensorEntity):
         return self.entity_description.available_fn(self.bridge)
 
     @property
-    def native_value(self) -> str | int | None:
+    def native_value(self) -> str | int | float | datetime | None:
         """Return the state."""
         return self.entity_description.value_fn(self.bridge)
 
@@ -171,7 +234,7 @@ class LastRecordingSensor(HksvSensor, RestoreEntity):
             self._restored = LastRecordingData.from_dict(stored.as_dict())
 
     @property
-    def native_value(self) -> str | int | None:
+    def native_value(self) -> str | int | float | datetime | None:
         """Return the last outcome, the restored one until a recording ends."""
         value = super().native_value
         if value is None and self._restored is not None:

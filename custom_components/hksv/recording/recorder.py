@@ -10,7 +10,7 @@ stream; a 3-minute ceiling ends on a real fragment marked ``is_last``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -47,6 +47,7 @@ from ..issues import (
 )
 from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcode_cost
 from ..media.encoders import EncoderChooser
+from .clip_sink import ClipCopy, ClipSink
 from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .gop import Gop, SourceProfile, profile_source
@@ -190,6 +191,7 @@ class RecordingController:
         options: dict[str, Any],
         on_update: Callable[[], None],
         on_source_profile: Callable[[SourceVideo], None],
+        clip_sink: ClipSink | None = None,
     ) -> None:
         """Prepare; the prebuffer starts with async_set_enabled(True)."""
         self._hass = hass
@@ -201,6 +203,8 @@ class RecordingController:
         self._options = options
         self._on_update = on_update
         self._on_source_profile = on_source_profile
+        self._clip_sink = clip_sink
+        self._clips: dict[int, ClipCopy] = {}
         keep = int(options[OPT_PREBUFFER]) + PREBUFFER_MARGIN_SECONDS
         self.prebuffer = Prebuffer(
             hass,
@@ -319,6 +323,10 @@ class RecordingController:
         summary = RecordingSummary(stream_id=stream_id, started_at=dt_util.utcnow())
         self._refused_in_a_row = 0
         self._active[stream_id] = summary
+        if self._clip_sink is not None:
+            clip = self._clip_sink.open_clip(stream_id, summary.started_at)
+            if clip is not None:
+                self._clips[stream_id] = clip
         self.recordings += 1
         self._on_update()
         return self._record(summary, selection, audio_on and bool(self._options[OPT_AUDIO]))
@@ -342,7 +350,7 @@ class RecordingController:
             summary.outcome = _outcome(reason)
         if reason is not None:
             summary.hub_close_reason = reason.name
-        self._finish(summary)
+        self._finish(summary, self._clips.pop(stream_id, None))
         _LOGGER.info(
             "%s: recording %s ended (%s, %s): %d fragments, %.1f s, %d bytes",
             self._name,
@@ -397,16 +405,29 @@ class RecordingController:
             )
         self._on_update()
 
-    def _finish(self, summary: RecordingSummary) -> None:
-        """Make ``summary`` the last recording and announce it on the event bus."""
+    def _finish(self, summary: RecordingSummary, copy: ClipCopy | None = None) -> None:
+        """Make ``summary`` the last recording and announce it on the event bus.
+
+        With a copy being kept (archive/), the event waits for it, so automations get a
+        playable file.
+        """
         self.last_recording = summary
-        async_fire_recording_finished(
-            self._hass,
-            entry_id=self._entry_id,
-            name=self._name,
-            camera_entity_id=self._camera_entity_id,
-            summary=summary.as_attributes(),
-        )
+        attributes = summary.as_attributes()
+
+        def announce(clip: Mapping[str, Any] | None) -> None:
+            async_fire_recording_finished(
+                self._hass,
+                entry_id=self._entry_id,
+                name=self._name,
+                camera_entity_id=self._camera_entity_id,
+                summary=attributes,
+                clip=clip,
+            )
+
+        if copy is None:
+            announce(None)
+        else:
+            copy.finish(attributes, announce)
 
     async def _record(
         self,
@@ -491,8 +512,11 @@ class RecordingController:
                 if waited
                 else sum(g.duration_seconds for g in [*first, *([pending] if pending else [])])
             )
+            copy = self._clips.get(summary.stream_id)
             async with aclosing(packets):
                 async for packet, duration_ms in packets:
+                    if copy is not None:
+                        copy.write(packet.data)  # queued; never waits for the disk
                     if summary.first_data_ms is None:
                         summary.first_data_ms = round((time.monotonic() - started) * 1000, 1)
                     summary.bytes += len(packet.data)
