@@ -38,6 +38,7 @@ from ..hap.rtp_stream import (
 from ..hap.tlv8 import TLVError
 from .h264_rtp import payload_budget
 from .policy import LiveMode, SourceVideoInfo, ViewerRequest
+from .reconfigure import reconfigure_copied_viewer
 from .session import DEFAULT_IDLE_TIMEOUT, EndReason, LiveSession, VideoConfig
 from .srtp import SrtpContext
 from .transport import MediaEndpoint, SessionTransport, bind_socket, normalize_local_address
@@ -305,13 +306,17 @@ class LiveStreamManager:
             if slot.viewer is not None and slot.viewer.audio is not None:
                 slot.viewer.audio.pause(False)
         elif command is SessionCommand.RECONFIGURE and slot.viewer is not None:
-            # Copy keeps the camera's stream; a transcoder takes the new bitrate (HAP-NodeJS
-            # passes it on; iOS lowers it for a weak link).
+            # A transcoder takes the new bitrate (HAP-NodeJS passes it on; iOS lowers it for a
+            # weak link); a copied viewer that now asks for much less moves to a transcoder.
             slot.viewer.record["reconfigured"] = video_summary(selection)
             transcoded = slot.viewer.transcoded
             rtp = selection.video.rtp if selection.video is not None else None
             if transcoded is not None and rtp is not None and rtp.max_bitrate:
                 transcoded.reconfigure(rtp.max_bitrate)
+            else:
+                moved = reconfigure_copied_viewer(slot.viewer, selection, self._feed)
+                if moved is not None:
+                    _LOGGER.info("%s: live view moved to a transcoder (%s)", self._log_name, moved)
         slot.selected = value
         self._on_change()
 
@@ -406,7 +411,9 @@ class LiveStreamManager:
         session = viewer.session
         try:
             await session.transport.async_open()
+            was_running = self._feed.stream_running
             pending: Gop | None = await self._feed.async_add(viewer)
+            session.timeline.stream_joined(was_running=was_running)
             if viewer.audio is not None:
                 self._media.attach_audio(viewer.audio)
         except OSError as err:

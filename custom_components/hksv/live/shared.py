@@ -32,7 +32,6 @@ _LOGGER = logging.getLogger(__name__)
 
 # The transcoder's output carries SPS/PPS in-band on every IDR.
 _IN_BAND: Final = ParameterSets([], [], 4)
-AUDIO_REANCHOR_SECONDS: Final = 0.25
 MAX_AUDIO_QUEUE: Final = 100  # packets: 2 s at 20 ms
 
 
@@ -78,6 +77,11 @@ class TranscodedFeed:
         elif pending is not None and pending.duration_seconds <= self.catchup_seconds:
             self._ensure(pending.epoch, pending.init)
             self._put(pending.init, pending.video)
+
+    def force_keyframe(self) -> None:
+        """Make the transcoder's next frame an IDR (a viewer moving over waits for one)."""
+        if self._transcoder is not None:
+            self._transcoder.force_keyframe()
 
     def remove(self, session: LiveSession) -> None:
         """Stop serving ``session``."""
@@ -148,7 +152,14 @@ class TranscodedFeed:
         for session in self.sessions:
             session.push(
                 AccessUnit(
-                    sample.data, sample.pts, sample.pts, sample.keyframe, epoch, now, _IN_BAND
+                    sample.data,
+                    sample.pts,
+                    sample.pts,
+                    sample.keyframe,
+                    epoch,
+                    now,
+                    _IN_BAND,
+                    transcoded=True,
                 )
             )
 
@@ -178,7 +189,11 @@ class TranscodedFeed:
 
 
 class AudioSender:
-    """One viewer's Opus stream: packetized at the negotiated clock and paced by packet time."""
+    """One viewer's Opus stream: packetized at the negotiated clock, sent as it is encoded.
+
+    Audio comes a part at a time like video and goes out at once like video (docs/live-view.md
+    §2.8), so both streams' sender reports map the newest media to the same moment.
+    """
 
     def __init__(
         self,
@@ -191,7 +206,7 @@ class AudioSender:
         rtcp_interval: float,
         log_name: str,
     ) -> None:
-        """Prepare; ``start`` runs the pacing task."""
+        """Prepare; ``start`` runs the sending task."""
         self.endpoint = endpoint
         self.packetizer = OpusPacketizer(
             ssrc=ssrc,
@@ -208,14 +223,13 @@ class AudioSender:
         self._log_name = log_name
         self._queue: deque[bytes] = deque(maxlen=MAX_AUDIO_QUEUE)
         self._queued = asyncio.Event()
-        self._anchor: tuple[float, int] | None = None  # (monotonic, packets sent)
         self._sent = 0
         self._last: tuple[float, int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.paused = False
 
     def start(self) -> None:
-        """Start pacing and reporting."""
+        """Start sending and reporting."""
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._send_loop(), name=f"{self._log_name} live audio"),
@@ -228,7 +242,6 @@ class AudioSender:
         if paused:
             self.packetizer.skip(len(self._queue))
             self._queue.clear()
-            self._anchor = None
 
     def push(self, packet: bytes) -> None:
         """Queue one Opus packet (dropped while the session is suspended)."""
@@ -239,21 +252,12 @@ class AudioSender:
         self._queued.set()
 
     async def _send_loop(self) -> None:
-        """Send one packet per packet time, re-anchoring when the source came late."""
+        """Send each packet as soon as it is queued (a part's audio is a few small packets)."""
         while True:
             if not self._queue:
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            now = time.monotonic()
-            if self._anchor is None:
-                self._anchor = (now, self._sent)
-            due = self._anchor[0] + (self._sent - self._anchor[1]) * self.packet_seconds
-            if now - due > AUDIO_REANCHOR_SECONDS:
-                self._anchor = (now, self._sent)
-                due = now
-            if due > now:
-                await asyncio.sleep(due - now)
             packet = self._queue.popleft()
             rtp = self.packetizer.packetize(packet)
             self.endpoint.send_rtp(rtp)
