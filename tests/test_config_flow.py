@@ -27,6 +27,7 @@ from custom_components.hksv.const import (
     DEFAULT_OPTIONS,
     DOMAIN,
     OPT_AUDIO,
+    OPT_LIVE_DIRECT,
     OPT_LIVE_MAX_BITRATE,
     OPT_LIVE_MODE,
     OPT_LIVE_SLOTS,
@@ -229,6 +230,7 @@ async def test_options_flow_stores_options(
         OPT_LIVE_SLOTS: 5.0,
         OPT_LIVE_MODE: "copy",
         OPT_LIVE_MAX_BITRATE: 4000.0,
+        OPT_LIVE_DIRECT: True,
     }
     result = await hass.config_entries.options.async_configure(result["flow_id"], new)
     assert result["type"] is FlowResultType.CREATE_ENTRY
@@ -288,6 +290,7 @@ async def test_options_form_has_recording_live_and_advanced(
         OPT_LIVE_SLOTS,
         OPT_LIVE_MODE,
         OPT_LIVE_MAX_BITRATE,
+        OPT_LIVE_DIRECT,
         CONF_PORT,
         SECTION_ADVANCED,
     ]

@@ -62,6 +62,7 @@ from .const import (
     MIN_PREBUFFER,
     MOTION_DEVICE_CLASSES,
     OPT_AUDIO,
+    OPT_LIVE_DIRECT,
     OPT_LIVE_MAX_BITRATE,
     OPT_LIVE_MODE,
     OPT_LIVE_SLOTS,
@@ -153,6 +154,7 @@ OPTIONS_SCHEMA: Final[Any] = vol.Schema(
                 mode=NumberSelectorMode.BOX,
             )
         ),
+        vol.Optional(OPT_LIVE_DIRECT): BooleanSelector(),
     }
 )
 

@@ -25,6 +25,7 @@ OPT_PREBUFFER: Final = "prebuffer_seconds"
 OPT_LIVE_SLOTS: Final = "live_view_slots"
 OPT_LIVE_MODE: Final = "live_view_mode"
 OPT_LIVE_MAX_BITRATE: Final = "live_view_max_bitrate"
+OPT_LIVE_DIRECT: Final = "live_view_direct"
 
 RESOLUTION_720P: Final = "720p"
 RESOLUTION_1080P: Final = "1080p"
@@ -55,6 +56,8 @@ DEFAULT_LIVE_MODE: Final = VIDEO_MODE_AUTO
 DEFAULT_LIVE_MAX_BITRATE: Final = 6000
 MIN_LIVE_BITRATE: Final = 500
 MAX_LIVE_BITRATE: Final = 20000
+# "Lowest latency live view": a second camera connection for live view (live/direct.py).
+DEFAULT_LIVE_DIRECT: Final = False
 
 DEFAULT_OPTIONS: Final = {
     OPT_MAX_RESOLUTION: DEFAULT_MAX_RESOLUTION,
@@ -65,6 +68,7 @@ DEFAULT_OPTIONS: Final = {
     OPT_LIVE_SLOTS: DEFAULT_LIVE_SLOTS,
     OPT_LIVE_MODE: DEFAULT_LIVE_MODE,
     OPT_LIVE_MAX_BITRATE: DEFAULT_LIVE_MAX_BITRATE,
+    OPT_LIVE_DIRECT: DEFAULT_LIVE_DIRECT,
 }
 
 # hksv's own HAP port range, clear of HA's homekit (21063/21064+) and the ephemeral range.

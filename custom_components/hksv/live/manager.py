@@ -36,6 +36,7 @@ from ..hap.rtp_stream import (
     selection_idle,
 )
 from ..hap.tlv8 import TLVError
+from .direct import DirectFeed, async_use_direct
 from .h264_rtp import payload_budget
 from .policy import LiveMode, SourceVideoInfo, ViewerRequest
 from .reconfigure import reconfigure_copied_viewer
@@ -130,6 +131,7 @@ class LiveStreamManager:
         log_name: str,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         audio_muted: Callable[[], bool] = lambda: False,
+        direct: DirectFeed | None = None,
     ) -> None:
         """Prepare the slots; every slot starts unavailable until ``set_allowed``."""
         self._slots = [_Slot(i) for i in range(slots)]
@@ -144,6 +146,7 @@ class LiveStreamManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._media = SharedMedia(feed, self._spawn, log_name)
         self._audio_muted = audio_muted
+        self._direct = direct  # the opt-in direct path (live/direct.py), None when off
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.sessions_started = 0
         self.busy_answers = 0
@@ -402,6 +405,11 @@ class LiveStreamManager:
             record=record,
             log_name=self._log_name,
         )
+        if self._direct is not None:
+            direct = self._direct
+            viewer.on_copy = lambda: self._spawn(
+                async_use_direct(viewer, direct), f"{self._log_name} live direct"
+            )
         slot.session, slot.viewer, slot.setup = session, viewer, None
         self.sessions_started += 1
         self._spawn(self._async_run(slot, viewer), f"{self._log_name} live start")
@@ -461,6 +469,8 @@ class LiveStreamManager:
         if session is not None and viewer is not None:
             self._feed.remove(viewer)
             self._media.leave(viewer)
+            if self._direct is not None:
+                self._direct.remove(session)
             record = viewer.record
             record["end_reason"] = reason.value
             record["ended_at"] = time.time()
@@ -502,6 +512,8 @@ class LiveStreamManager:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self._feed.async_stop()
+        if self._direct is not None:
+            await self._direct.async_stop()
 
     def viewer_summaries(self) -> list[dict[str, Any]]:
         """Return who watches each busy slot, copy or transcode, and why."""
@@ -539,6 +551,7 @@ class LiveStreamManager:
                 "parts": self._feed.parts,
                 "malformed_parts": self._feed.malformed_parts,
             },
+            "direct": self._direct.diagnostics() if self._direct is not None else None,
             "active": active,
             "ended": list(self.history),
         }

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 from .policy import LiveMode, LiveModeOption, choose_live_mode, transcode_target
+from .session import SOURCE_TRANSCODER
 from .transcode import LiveVideoTarget
 
 if TYPE_CHECKING:
@@ -87,7 +88,11 @@ def move_to_transcoder(
         viewer.mode = LiveMode.TRANSCODE
 
     viewer.session.switch_source(
-        transcoded=True, request_keyframe=shared.force_keyframe, on_switched=switched
+        source=SOURCE_TRANSCODER,
+        request_keyframe=shared.force_keyframe,
+        on_switched=switched,
+        # The direct path has the camera's own clock, not the timeline of HA's parts.
+        same_timeline=not viewer.direct,
     )
     # No replay of the GOP in progress: the viewer has seen it copied, and goes on from now.
     shared.add(viewer.session, None)

@@ -49,6 +49,11 @@ MAX_QUEUE_SECONDS: Final = 3.0
 MIN_RTCP_INTERVAL: Final = 0.5
 DEFAULT_IDLE_TIMEOUT: Final = 30.0  # Scrypted, homebridge-camera-ffmpeg and go2rtc use 30 s
 CNAME: Final = "hksv"
+# Where an access unit comes from: HA's parts (copied), a shared transcoder, or the camera's
+# own stream read directly (docs/live-view.md §2.11).
+SOURCE_PARTS: Final = "parts"
+SOURCE_TRANSCODER: Final = "transcoder"
+SOURCE_DIRECT: Final = "direct"
 
 
 class EndReason(StrEnum):
@@ -90,7 +95,7 @@ class AccessUnit:
     arrived: float  # when its part reached hksv (time.monotonic())
     params: ParameterSets
     catchup: bool = False
-    transcoded: bool = False  # from a shared transcoder, not copied from the camera
+    source: str = SOURCE_PARTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +111,10 @@ class ParameterSets:
 class _SourceSwitch:
     """A viewer's move between copy and a transcoder, under way."""
 
-    transcoded: bool  # the source moved to
+    source: str  # the source moved to
     request_keyframe: Callable[[], None]
     on_switched: Callable[[], None]
+    same_timeline: bool
     old_source_stopped: bool = False
     last_old_pts: int | None = None
 
@@ -166,9 +172,9 @@ class LiveSession:
         self._rtp_offset: int | None = None  # RTP timestamp = pts + offset
         self._last_rtp: tuple[float, int] | None = None  # (monotonic, RTP time of its DTS)
         self._sent_epoch: int | None = None
-        self._sent_transcoded = False
+        self._sent_source = SOURCE_PARTS
         self._switch: _SourceSwitch | None = None  # a move between copy and a transcoder
-        self._source_transcoded: bool | None = None  # None: take either
+        self._source: str | None = None  # the source taken; None: take any
         self._last_pushed_pts: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.suspended = False
@@ -221,9 +227,10 @@ class LiveSession:
     def switch_source(
         self,
         *,
-        transcoded: bool,
+        source: str,
         request_keyframe: Callable[[], None],
         on_switched: Callable[[], None],
+        same_timeline: bool = True,
     ) -> None:
         """Move to the other source at a keyframe newer than what the current one queued.
 
@@ -231,24 +238,30 @@ class LiveSession:
         ``on_switched`` stops the old one, and the session goes on at the first keyframe of
         the new source newer than the last queued frame (asking for one with
         ``request_keyframe``), so the picture never steps back. SSRC and sequence numbers go
-        on, and the RTP clock continues forward (docs/live-view.md §2.10).
+        on, and the RTP clock continues forward (docs/live-view.md §2.10). Sources on another
+        timeline (``same_timeline`` False) start at their first keyframe.
         """
-        self._switch = _SourceSwitch(transcoded, request_keyframe, on_switched)
+        self._switch = _SourceSwitch(source, request_keyframe, on_switched, same_timeline)
+
+    def cancel_switch(self) -> None:
+        """Forget a switch whose new source never delivered a keyframe."""
+        if self._switch is not None and not self._switch.old_source_stopped:
+            self._switch = None
 
     def _switching(self, unit: AccessUnit) -> bool:
         """Follow a source switch; return True if ``unit`` is to be dropped."""
         switch = self._switch
         if switch is None:
-            if self._source_transcoded is None:
+            if self._source is None:
                 return False
-            return unit.transcoded != self._source_transcoded  # the source this viewer left
-        if unit.transcoded != switch.transcoded:
+            return unit.source != self._source  # the source this viewer left
+        if unit.source != switch.source:
             return switch.old_source_stopped  # the old source plays until the new one is there
         if not switch.old_source_stopped:
             if not unit.keyframe:
                 return True
             switch.old_source_stopped = True
-            switch.last_old_pts = self._last_pushed_pts
+            switch.last_old_pts = self._last_pushed_pts if switch.same_timeline else None
             switch.on_switched()
         if not unit.keyframe or (
             switch.last_old_pts is not None and unit.pts <= switch.last_old_pts
@@ -259,7 +272,7 @@ class LiveSession:
                 switch.request_keyframe()  # a keyframe the viewer has seen copied
             return True
         self._switch = None
-        self._source_transcoded = unit.transcoded
+        self._source = unit.source
         self._epoch = None  # start the new source like a new epoch, at this keyframe
         return False
 
@@ -408,7 +421,7 @@ class LiveSession:
         if (
             self._rtp_offset is None
             or unit.epoch != self._sent_epoch
-            or unit.transcoded != self._sent_transcoded
+            or unit.source != self._sent_source
         ):
             self._rebase_rtp_clock(unit, now)
         timestamp = (unit.pts + (self._rtp_offset or 0)) & 0xFFFFFFFF
@@ -430,7 +443,7 @@ class LiveSession:
         stats.frames_sent += 1
         self._last_rtp = (now, (unit.dts + (self._rtp_offset or 0)) & 0xFFFFFFFF)
         self._sent_epoch = unit.epoch
-        self._sent_transcoded = unit.transcoded
+        self._sent_source = unit.source
 
     def _rebase_rtp_clock(self, unit: AccessUnit, now: float) -> None:
         """Map this epoch's PTS onto the RTP clock, continuing from what was sent."""

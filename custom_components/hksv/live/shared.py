@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from .audio import AudioError, OpusLiveEncoder, OpusPacketizer, aac_audio_specific_config
 from .rtcp import sender_report
-from .session import RTP_CLOCK, AccessUnit, ParameterSets
+from .session import RTP_CLOCK, SOURCE_TRANSCODER, AccessUnit, ParameterSets
 from .transcode import EncodedSample, LiveTranscodeError, LiveVideoTarget, LiveVideoTranscoder
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ class TranscodedFeed:
                     epoch,
                     now,
                     _IN_BAND,
-                    transcoded=True,
+                    source=SOURCE_TRANSCODER,
                 )
             )
 
