@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import contextlib
 from dataclasses import dataclass, replace
 import logging
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
@@ -49,6 +50,8 @@ DEMUX_OPTIONS: Final = {
     "analyzeduration": "1000000",
 }
 _NO_PARAMETERS: Final = ParameterSets([], [], 4)
+# user[:password]@ after a URL scheme: stream sources carry camera credentials.
+_URL_CREDENTIALS: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]+@")
 
 
 class DirectError(Exception):
@@ -74,6 +77,11 @@ def parameter_sets(extradata: bytes | None) -> ParameterSets:
     return ParameterSets(
         [n for n in nals if n[0] & 0x1F == 7], [n for n in nals if n[0] & 0x1F == 8], 4
     )
+
+
+def without_credentials(text: str) -> str:
+    """Return ``text`` with the user and password of any URL in it masked (FFmpeg quotes URLs)."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 def _annexb_units(data: bytes) -> list[bytes]:
@@ -192,7 +200,8 @@ class DirectFeed:
                 raise DirectError("the camera ended the stream")
         except (DirectError, av.error.FFmpegError, OSError, ValueError, IndexError) as err:
             if not stop.is_set():
-                self._call(self._failed, epoch, f"{type(err).__name__}: {err}")
+                reason = without_credentials(f"{type(err).__name__}: {err}")
+                self._call(self._failed, epoch, reason)
 
     def _demux(self, url: str, epoch: int, stop: threading.Event) -> None:
         """Read packets and hand each one to the loop as an access unit."""
