@@ -15,20 +15,29 @@ pylibsrtp. Prints numbers, asserts nothing. Reproduce with:
   its last frame), at `stream: part_duration` 1.0 and 0.3;
 * CPU: marginal CPU of one copy viewer and one transcoded (watch, 320x240) viewer in this
   process, next to Home Assistant's `homekit` way (one ffmpeg per viewer reading the camera,
-  `-c:v copy` or libx264 zerolatency to SRTP) for the same source and the same time window.
+  `-c:v copy` or libx264 zerolatency to SRTP) for the same source and the same time window;
+* behind the camera, seen by a viewer in its own process (`viewer_process.py`: libsrtp,
+  PyAV, the frame counter drawn into the video): for each picture, when its last packet
+  reached that viewer minus when a second client of the camera (also its own process)
+  decoded the same picture; START -> first decoded picture at that viewer (cold, warm), for
+  hksv at part_duration 1.0 and 0.3 and for the homekit-style `ffmpeg -c:v copy` to SRTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncGenerator
+import contextlib
 from itertools import pairwise
+import json
 import os
 from pathlib import Path
 import platform
 import resource
 import shutil
 import statistics
+import sys
 import time
 from typing import Any
 from unittest.mock import patch
@@ -38,11 +47,18 @@ from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.hap.rtp_stream import SessionCommand
+from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_DIRECT
+from custom_components.hksv.hap.rtp_stream import (
+    EndpointAddress,
+    IPVersion,
+    SessionCommand,
+    SetupEndpointsRequest,
+    SrtpParameters,
+)
 from custom_components.hksv.live.session import RTP_CLOCK, LiveSession
 from tests.conftest import free_port
 from tests.e2e.live_source import LiveFeedSource
-from tests.hub.controller import HubController
+from tests.hub.controller import HOST, HubController
 from tests.live.viewer import LiveViewer, access_units, decode_units
 from tests.media import ClipSpec, write_clip
 
@@ -332,3 +348,178 @@ async def test_cpu_per_viewer(
         f"CPU per viewer, HA homekit-style ffmpeg libx264 320x240: "
         f"{ffmpeg_transcode * 100:.1f} % of a core"
     )
+
+
+SEPARATE_STEADY_SECONDS = 12.0
+SEPARATE_WARM_OPENS = 2
+SETTLE_SECONDS = 3.0  # a start's catch-up burst or probe backlog is not steady latency
+FFMPEG_KEY = "zRjMrTlUhTzUq4bHoU8yO3YTWoVDS0yM0R4qTNxr"  # as in _ffmpeg_homekit
+
+
+class _ProcessViewer(LiveViewer):
+    """A viewer whose video goes to a receiver in another process (RTCP stays here)."""
+
+    def __init__(self, hub: HubController, video_port: int) -> None:
+        super().__init__(hub)
+        self.video_port = video_port
+
+    def setup_request(self) -> bytes:
+        """Advertise the other process's port for video."""
+        return SetupEndpointsRequest(
+            session_id=self.session_id,
+            address=EndpointAddress(IPVersion.IPV4, HOST, self.video_port, self._port(self.audio)),
+            video_srtp=SrtpParameters(0, self.key, self.salt),
+            audio_srtp=SrtpParameters(0, self.key, self.salt),
+        ).encode()
+
+
+async def _process(*args: str) -> asyncio.subprocess.Process:
+    """Start ``viewer_process.py`` with ``args``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("viewer_process.py")),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+
+
+async def _srtp_receiver(key_salt: bytes, seconds: float) -> tuple[asyncio.subprocess.Process, int]:
+    """Start a receiver process; return it and its UDP port."""
+    process = await _process("srtp", key_salt.hex(), str(seconds))
+    assert process.stdout is not None
+    port = int(await process.stdout.readline())
+    return process, port
+
+
+async def _result(process: asyncio.subprocess.Process) -> dict[str, Any]:
+    """Return the JSON a receiver process printed."""
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def _behind(
+    viewer: list[list[float]], reference: list[list[float]], settle: float = 0.0
+) -> list[float]:
+    """Return, per picture both saw, viewer arrival - reference decode (seconds).
+
+    ``settle``: leave out pictures that arrived within this many seconds of the first one.
+    """
+    seen = {int(counter): at for counter, at in reference}
+    first = viewer[0][1] if viewer else 0.0
+    return [
+        at - seen[int(counter)]
+        for counter, at in viewer
+        if int(counter) in seen and at - first >= settle
+    ]
+
+
+async def _hksv_separate(controller: HubController, feed: LiveFeedSource, label: str) -> None:
+    """Cold + warm starts and steady latency of hksv, seen from separate processes."""
+    seconds = SEPARATE_STEADY_SECONDS
+    total = 25 + (SEPARATE_WARM_OPENS + 2) * 8 + seconds
+    reference = await _process("feed", feed.url, str(total))
+    await asyncio.sleep(5)  # the reference client has probed the feed and runs in real time
+    starts: list[tuple[str, float]] = []
+    behind: list[float] = []
+    results = []
+    for attempt in range(SEPARATE_WARM_OPENS + 1):
+        last = attempt == SEPARATE_WARM_OPENS
+        key_salt = os.urandom(30)
+        receiver, port = await _srtp_receiver(key_salt, seconds if last else 3.0)
+        viewer = _ProcessViewer(controller, port)
+        viewer.key, viewer.salt = key_salt[:16], key_salt[16:]
+        await viewer.open()
+        await viewer.setup()
+        assert await viewer.select() == {}
+        started = viewer.started_at
+        assert started is not None
+        cpu_before, wall_before = _cpu(), time.monotonic()
+        result = await _result(receiver)
+        cpu = (_cpu() - cpu_before) / (time.monotonic() - wall_before)
+        assert await viewer.select(SessionCommand.END) == {}
+        await viewer.close()
+        frames = result["frames"]
+        assert frames, "the separate viewer decoded nothing"
+        starts.append(("cold" if attempt == 0 else "warm", frames[0][1] - started))
+        results.append(frames)
+        await asyncio.sleep(0.9 + attempt * 0.7)  # land at different GOP phases
+    reference_frames = (await _result(reference))["frames"]
+    behind = _behind(results[-1], reference_frames)
+    settled = _behind(results[-1], reference_frames, SETTLE_SECONDS)
+    cold = [s for k, s in starts if k == "cold"]
+    warm = [s for k, s in starts if k == "warm"]
+    _report(
+        f"{label}: separate viewer START->first picture cold {cold[0] * 1000:.0f} ms, "
+        f"warm {', '.join(f'{w * 1000:.0f}' for w in warm)} ms"
+    )
+    _report(
+        f"{label}: separate viewer behind a second camera client {_ms(behind)} "
+        f"({len(behind)} pictures); CPU of the HA process while it watches "
+        f"{cpu * 100:.1f} % of a core"
+    )
+    _report(f"{label}: same, from {SETTLE_SECONDS:.0f} s after the first picture {_ms(settled)}")
+
+
+@pytest.fixture
+def live_direct() -> bool:
+    """Return whether the direct path is on (parametrized)."""
+    return False
+
+
+@pytest.fixture
+def entry_options(live_direct: bool) -> dict[str, Any]:
+    """Return the entry's options, with the direct path as parametrized."""
+    return {**DEFAULT_OPTIONS, OPT_LIVE_DIRECT: live_direct}
+
+
+@pytest.mark.parametrize(
+    ("part_duration", "live_direct"),
+    [(1.0, False), (0.3, False), (1.0, True)],
+    ids=["part_1.0s", "part_0.3s", "direct"],
+)
+async def test_latency_seen_by_a_separate_viewer(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    feed: LiveFeedSource,
+    part_duration: float,
+    live_direct: bool,
+) -> None:
+    """hksv behind the camera, measured outside this process (pictures, not packets)."""
+    asyncio.get_running_loop().set_debug(False)  # as in HA; the harness turns it on
+    label = "hksv direct path" if live_direct else f"hksv, part_duration {part_duration}"
+    await _hksv_separate(controller, feed, label)
+    if part_duration == 1.0 and not live_direct:
+        # HA homekit's way for the same feed: one ffmpeg -c:v copy per viewer.
+        seconds = SEPARATE_STEADY_SECONDS
+        reference = await _process("feed", feed.url, str(seconds + 20))
+        await asyncio.sleep(5)
+        receiver, port = await _srtp_receiver(base64.b64decode(FFMPEG_KEY), seconds)
+        command = _ffmpeg_homekit(feed.url, port, transcode=False)
+        started = time.monotonic()
+        ffmpeg = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        result = await _result(receiver)
+        with contextlib.suppress(ProcessLookupError):
+            ffmpeg.kill()
+        await ffmpeg.wait()
+        frames = result["frames"]
+        reference_frames = (await _result(reference))["frames"]
+        behind = _behind(frames, reference_frames)
+        settled = _behind(frames, reference_frames, SETTLE_SECONDS)
+        _report(
+            f"homekit-style ffmpeg -c:v copy: separate viewer spawn->first picture "
+            f"{(frames[0][1] - started) * 1000:.0f} ms (always cold: its own camera connection)"
+        )
+        _report(
+            f"homekit-style ffmpeg -c:v copy: separate viewer behind a second camera client "
+            f"{_ms(behind)} ({len(behind)} pictures)"
+        )
+        _report(
+            f"homekit-style ffmpeg -c:v copy: same, from {SETTLE_SECONDS:.0f} s after the first "
+            f"picture {_ms(settled)}"
+        )

@@ -47,6 +47,7 @@ from .const import (
     MANUFACTURER,
     MODEL,
     OPT_AUDIO,
+    OPT_LIVE_DIRECT,
     OPT_LIVE_MAX_BITRATE,
     OPT_LIVE_MODE,
     OPT_LIVE_SLOTS,
@@ -71,6 +72,7 @@ from .hap.recording_config import (
 from .hap.state_file import StateFileStatus, load_state_file
 from .hds import DataSendCloseReason, DataStreamServer, HDSError, RecordingPacket
 from .issues import async_clear_copy_problems, async_port_in_use, async_port_ok
+from .live.direct import DirectFeed
 from .live.manager import LiveStreamManager
 from .live.policy import LiveModeOption
 from .live.source import LiveFeed
@@ -290,6 +292,14 @@ class CameraBridge(CameraOwner):
             on_change=self._async_notify_listeners,
             log_name=self.name,
             audio_muted=lambda: not self.options[OPT_AUDIO] or accessory.microphone_muted,
+            direct=(
+                DirectFeed(
+                    lambda: camera.async_get_stream_source(self.hass, self.camera_entity_id),
+                    log_name=self.name,
+                )
+                if self.options[OPT_LIVE_DIRECT]
+                else None
+            ),
         )
 
     def _create_accessory(

@@ -72,6 +72,7 @@ from .const import (
     OPT_ARCHIVE_MAX_GB,
     OPT_ARCHIVE_MIN_FREE_GB,
     OPT_AUDIO,
+    OPT_LIVE_DIRECT,
     OPT_LIVE_MAX_BITRATE,
     OPT_LIVE_MODE,
     OPT_LIVE_SHORT_PARTS,
@@ -165,6 +166,7 @@ OPTIONS_SCHEMA: Final[Any] = vol.Schema(
             )
         ),
         vol.Optional(OPT_LIVE_SHORT_PARTS): BooleanSelector(),
+        vol.Optional(OPT_LIVE_DIRECT): BooleanSelector(),
         # Local archive (docs/local-clips.md): optional so a form without them keeps defaults.
         vol.Optional(OPT_ARCHIVE): BooleanSelector(),
         vol.Optional(OPT_ARCHIVE_DAYS): NumberSelector(

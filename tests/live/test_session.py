@@ -1,4 +1,4 @@
-"""LiveSession without a network: start policy, pacing clock, queue bound, epochs, RTP clock."""
+"""LiveSession without a network: start policy, byte budget, queue bound, epochs, RTP clock."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from custom_components.hksv.live.session import (
+    BURST_BYTES,
     MAX_QUEUE_SECONDS,
-    REANCHOR_LATE_SECONDS,
     RTP_CLOCK,
+    SEND_RATE_BYTES,
     AccessUnit,
     LiveSession,
     ParameterSets,
@@ -87,26 +88,45 @@ def test_waits_for_a_keyframe_then_queues() -> None:
     assert session.stats.frames_dropped == 2
 
 
-def test_pacing_spreads_a_part_over_its_duration() -> None:
-    """A part's AUs are due one frame apart from its arrival, not all at once."""
-    session = _session()
-    units = [_unit(i, key=i == 0, arrived=100.0) for i in range(25)]
-    dues = [session._due(u, 100.0) for u in units]
-    assert dues == pytest.approx([100.0 + i / 25 for i in range(25)])
-    # The next part arrives on time: its first AU is due at its arrival, no re-anchor.
-    assert session._due(_unit(25, arrived=101.0), 101.0) == pytest.approx(101.0)
-    assert session.stats.reanchors == 0
+def _send_times(session: LiveSession, sizes: list[int], start: float) -> list[float]:
+    """Return when the send loop lets each AU of ``sizes`` go, all queued at ``start``."""
+    now, times = start, []
+    session._budget_at = min(session._budget_at, start)  # a fresh session: full budget at start
+    for size in sizes:
+        while (wait := session._budget_wait(now)) > 0:
+            now += wait
+        session._budget -= size
+        times.append(now)
+    return times
 
 
-def test_late_part_reanchors_instead_of_bursting() -> None:
-    """A part arriving late is paced from its arrival."""
+def test_a_part_goes_out_as_soon_as_it_arrives() -> None:
+    """A part within the byte budget is not spread over time: every AU leaves on arrival."""
     session = _session()
-    session._due(_unit(0, key=True, arrived=100.0), 100.0)
-    late = 101.0 + REANCHOR_LATE_SECONDS + 0.2
-    first = _unit(25, arrived=late)
-    assert session._due(first, late) == late
-    assert session._due(_unit(26, arrived=late), late) == pytest.approx(late + 1 / 25)
-    assert session.stats.reanchors == 1
+    sizes = [len(IDR)] + [len(P_FRAME)] * 24  # one second of this stream: ~15 KB
+    assert _send_times(session, sizes, 100.0) == [100.0] * 25
+
+
+def test_a_burst_beyond_the_budget_leaves_at_the_send_rate() -> None:
+    """What exceeds BURST_BYTES is spread at SEND_RATE_BYTES, and no faster."""
+    session = _session()
+    sizes = [10_000] * 40  # 400 KB at once: a 1 s part of a 3.2 Mbit/s camera
+    times = _send_times(session, sizes, 100.0)
+    # The first AUs go at once, until the budget is spent (one AU may overdraw it).
+    assert times[: BURST_BYTES // 10_000 + 1] == [100.0] * (BURST_BYTES // 10_000 + 1)
+    over = sum(sizes[:-1]) - BURST_BYTES  # the last AU leaves once the debt before it is paid
+    assert times[-1] == pytest.approx(100.0 + over / SEND_RATE_BYTES, rel=0.01)
+    # Sustained, the rate never exceeds SEND_RATE_BYTES (plus the initial burst).
+    for i, when in enumerate(times):
+        assert sum(sizes[:i]) <= BURST_BYTES + (when - 100.0) * SEND_RATE_BYTES + 1
+
+
+def test_the_budget_refills_between_parts() -> None:
+    """After a pause as long as a part, a new part gets the whole burst again."""
+    session = _session()
+    _send_times(session, [BURST_BYTES], 100.0)
+    assert session._budget_wait(100.0) > 0  # spent
+    assert _send_times(session, [BURST_BYTES // 2] * 2, 100.3) == [100.3, 100.3]
 
 
 def test_queue_bound_drops_whole_aus_to_the_next_keyframe() -> None:

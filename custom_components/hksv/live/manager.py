@@ -36,8 +36,10 @@ from ..hap.rtp_stream import (
     selection_idle,
 )
 from ..hap.tlv8 import TLVError
+from .direct import DirectFeed, async_use_direct
 from .h264_rtp import payload_budget
 from .policy import LiveMode, SourceVideoInfo, ViewerRequest
+from .reconfigure import reconfigure_copied_viewer
 from .session import DEFAULT_IDLE_TIMEOUT, EndReason, LiveSession, VideoConfig
 from .shared import AudioSender, OpusFeed
 from .srtp import SrtpContext
@@ -141,6 +143,7 @@ class LiveStreamManager:
         log_name: str,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         audio_muted: Callable[[], bool] = lambda: False,
+        direct: DirectFeed | None = None,
     ) -> None:
         """Prepare the slots; every slot starts unavailable until ``set_allowed``."""
         self._slots = [_Slot(i) for i in range(slots)]
@@ -162,6 +165,7 @@ class LiveStreamManager:
             on_audio_failed=self._audio_failed,
         )
         self._audio_muted = audio_muted
+        self._direct = direct  # the opt-in direct path (live/direct.py), None when off
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.sessions_started = 0
         self.busy_answers = 0
@@ -346,13 +350,17 @@ class LiveStreamManager:
             if slot.viewer is not None and slot.viewer.audio is not None:
                 slot.viewer.audio.pause(False)
         elif command is SessionCommand.RECONFIGURE and slot.viewer is not None:
-            # Copy keeps the camera's stream; a transcoder takes the new bitrate (HAP-NodeJS
-            # passes it on; iOS lowers it for a weak link).
+            # A transcoder takes the new bitrate (HAP-NodeJS passes it on; iOS lowers it for a
+            # weak link); a copied viewer that now asks for much less moves to a transcoder.
             slot.viewer.record["reconfigured"] = video_summary(selection)
             transcoded = slot.viewer.transcoded
             rtp = selection.video.rtp if selection.video is not None else None
             if transcoded is not None and rtp is not None and rtp.max_bitrate:
                 transcoded.reconfigure(rtp.max_bitrate)
+            else:
+                moved = reconfigure_copied_viewer(slot.viewer, selection, self._feed)
+                if moved is not None:
+                    _LOGGER.info("%s: live view moved to a transcoder (%s)", self._log_name, moved)
         slot.selected = value
         self._on_change()
 
@@ -442,6 +450,11 @@ class LiveStreamManager:
         if viewer.audio is not None:
             sender = viewer.audio
             sender.on_error = lambda error: self._audio_failed(sender, error)
+        if self._direct is not None:
+            direct = self._direct
+            viewer.on_copy = lambda: self._spawn(
+                async_use_direct(viewer, direct), f"{self._log_name} live direct"
+            )
         slot.session, slot.viewer, slot.setup = session, viewer, None
         self.sessions_started += 1
         self._spawn(self._async_run(slot, viewer), f"{self._log_name} live start")
@@ -458,7 +471,9 @@ class LiveStreamManager:
             if slot.session is not session:
                 session.transport.close()
                 return  # ended while the sockets opened
+            was_running = self._feed.stream_running
             pending: Gop | None = await self._feed.async_add(viewer)
+            session.timeline.stream_joined(was_running=was_running)
         except Exception as err:  # noqa: BLE001 - camera integrations raise anything
             _LOGGER.warning("%s: live view could not start: %s", self._log_name, err)
             viewer.record["error"] = f"could not start: {err}"
@@ -524,6 +539,8 @@ class LiveStreamManager:
         if session is not None and viewer is not None:
             self._feed.remove(viewer)
             self._media.leave(viewer)
+            if self._direct is not None:
+                self._direct.remove(session)
             record = viewer.record
             record["end_reason"] = reason.value
             record["ended_at"] = time.time()
@@ -602,6 +619,8 @@ class LiveStreamManager:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self._feed.async_stop()
+        if self._direct is not None:
+            await self._direct.async_stop()
 
     def viewer_summaries(self) -> list[dict[str, Any]]:
         """Return who watches each busy slot, copy or transcode, and why."""
@@ -651,6 +670,7 @@ class LiveStreamManager:
                 "parts": self._feed.parts,
                 "malformed_parts": self._feed.malformed_parts,
             },
+            "direct": self._direct.diagnostics() if self._direct is not None else None,
             "active": active,
             "ended": list(self.history),
         }

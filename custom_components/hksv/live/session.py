@@ -1,13 +1,14 @@
-"""One live viewer: start at a keyframe, pace access units by time, RTP out, reports every interval.
+"""One live viewer: start at a keyframe, send access units as they come, RTP out, reports.
 
 Start (docs/live-view.md §2.7): when the GOP in progress began less than ``catchup_seconds``
 ago its frames go out at once, so the viewer has a picture right away; otherwise the session
-waits for the next keyframe. Pacing: HA hands over a part (about a second of frames) at a
-time; each access unit is sent at ``anchor + (dts - anchor_dts)``, re-anchored when a part
-comes late, so the viewer gets a steady stream about one part behind the camera rather than
-a burst per part. The queue is bounded in media time and drops whole access units, skipping
-to the next keyframe. A worker restart (new epoch) resumes at the next keyframe with the same
-SSRC and continuous sequence numbers; the RTP clock jumps forward by the wall-clock gap.
+waits for the next keyframe. Sending (docs/live-view.md §2.8): HA hands over a part at a time,
+and every frame of it is already late by the media time to the part's end, so each access unit
+goes out as soon as it is queued. The only pacing is a byte budget (a token bucket) that keeps a
+burst within what a receiver's socket buffer takes. The queue is bounded in media time and
+drops whole access units, skipping to the next keyframe. A worker restart (new epoch) resumes
+at the next keyframe with the same SSRC and continuous sequence numbers; the RTP clock jumps
+forward by the wall-clock gap.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .h264_rtp import (
     patch_sps_level,
 )
 from .rtcp import sender_report
+from .start_timing import StartTimeline
 
 if TYPE_CHECKING:
     from ..recording.fmp4 import InitSegment, Sample
@@ -42,18 +44,22 @@ _LOGGER = logging.getLogger(__name__)
 RTP_CLOCK: Final = 90_000
 # Start from the GOP in progress when its keyframe is at most this old (else the next one).
 DEFAULT_CATCHUP_SECONDS: Final = 1.0
-# The GOP in progress goes out this many times faster than real time: the picture appears
-# at once without a burst of a whole second of video overflowing a receive buffer.
-CATCHUP_SPEEDUP: Final = 4
-# An access unit this late re-anchors the pacing clock (a part arrived late).
-REANCHOR_LATE_SECONDS: Final = 0.25
+# Byte budget of the sender (docs/live-view.md §2.8): up to BURST_BYTES leave at once, then
+# SEND_RATE_BYTES per second. 64 KiB is under a third of Linux's default UDP receive buffer;
+# 3 MB/s (24 Mbit/s) is 4x the 6 Mbit/s copy cap and spreads a 1 s part of a 2 Mbit/s camera
+# (~250 KB) over about 60 ms.
+BURST_BYTES: Final = 64 * 1024
+SEND_RATE_BYTES: Final = 3_000_000
 # Never hold more than this much media for one viewer; beyond it skip to the next keyframe.
 MAX_QUEUE_SECONDS: Final = 3.0
-# A due time further ahead than this means the timestamps jumped: re-anchor.
-MAX_AHEAD_SECONDS: Final = 3.0
 MIN_RTCP_INTERVAL: Final = 0.5
 DEFAULT_IDLE_TIMEOUT: Final = 30.0  # Scrypted, homebridge-camera-ffmpeg and go2rtc use 30 s
 CNAME: Final = "hksv"
+# Where an access unit comes from: HA's parts (copied), a shared transcoder, or the camera's
+# own stream read directly (docs/live-view.md §2.11).
+SOURCE_PARTS: Final = "parts"
+SOURCE_TRANSCODER: Final = "transcoder"
+SOURCE_DIRECT: Final = "direct"
 
 
 class EndReason(StrEnum):
@@ -93,9 +99,10 @@ class AccessUnit:
     pts: int  # 90 kHz
     keyframe: bool
     epoch: int
-    arrived: float  # for catch-up AUs: when to send
+    arrived: float  # when its part reached hksv (time.monotonic())
     params: ParameterSets
     catchup: bool = False
+    source: str = SOURCE_PARTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,18 @@ class ParameterSets:
     sps: list[bytes]
     pps: list[bytes]
     nal_length_size: int
+
+
+@dataclass(slots=True)
+class _SourceSwitch:
+    """A viewer's move between copy and a transcoder, under way."""
+
+    source: str  # the source moved to
+    request_keyframe: Callable[[], None]
+    on_switched: Callable[[], None]
+    same_timeline: bool
+    old_source_stopped: bool = False
+    last_old_pts: int | None = None
 
 
 @dataclass(slots=True)
@@ -118,7 +137,7 @@ class SessionStats:
     keyframes_sent: int = 0
     frames_dropped: int = 0
     catchup_frames: int = 0
-    reanchors: int = 0
+    paced_ms: float = 0.0  # total time access units waited for the byte budget
     epochs: int = 0
     sender_reports: int = 0
 
@@ -161,14 +180,20 @@ class LiveSession:
         self._epoch: int | None = None
         self._params: dict[bytes, ParameterSets] = {}
         self._current_params: ParameterSets | None = None
-        self._anchor: tuple[float, int] | None = None  # (monotonic, dts)
+        self._budget = float(BURST_BYTES)  # token bucket in bytes; negative while in debt
+        self._budget_at = time.monotonic()
         self._rtp_offset: int | None = None  # RTP timestamp = pts + offset
         self._last_rtp: tuple[float, int] | None = None  # (monotonic, RTP time of its DTS)
         self._sent_epoch: int | None = None
+        self._sent_source = SOURCE_PARTS
+        self._switch: _SourceSwitch | None = None  # a move between copy and a transcoder
+        self._source: str | None = None  # the source taken; None: take any
+        self._last_pushed_pts: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.suspended = False
         self.closed = False
         self.stats = SessionStats()
+        self.timeline = StartTimeline()  # created at the Selected START write
         self.patch_level = False  # relabel a level > 4.0 SPS as 4.0 (policy decided it fits)
 
     # -- life cycle -----------------------------------------------------------------------
@@ -181,6 +206,7 @@ class LiveSession:
             and pending.video
             and (pending.duration_seconds <= self.catchup_seconds)
         ):
+            self.timeline.replayed_gop(pending.duration_seconds)
             self._catch_up(pending)
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -221,6 +247,58 @@ class LiveSession:
         self.suspended = False
         self._need_keyframe = True
 
+    def switch_source(
+        self,
+        *,
+        source: str,
+        request_keyframe: Callable[[], None],
+        on_switched: Callable[[], None],
+        same_timeline: bool = True,
+    ) -> None:
+        """Move to the other source at a keyframe newer than what the current one queued.
+
+        The current source plays on until the new one delivers its first keyframe; then
+        ``on_switched`` stops the old one, and the session goes on at the first keyframe of
+        the new source newer than the last queued frame (asking for one with
+        ``request_keyframe``), so the picture never steps back. SSRC and sequence numbers go
+        on, and the RTP clock continues forward (docs/live-view.md §2.10). Sources on another
+        timeline (``same_timeline`` False) start at their first keyframe.
+        """
+        self._switch = _SourceSwitch(source, request_keyframe, on_switched, same_timeline)
+
+    def cancel_switch(self) -> None:
+        """Forget a switch whose new source never delivered a keyframe."""
+        if self._switch is not None and not self._switch.old_source_stopped:
+            self._switch = None
+
+    def _switching(self, unit: AccessUnit) -> bool:
+        """Follow a source switch; return True if ``unit`` is to be dropped."""
+        switch = self._switch
+        if switch is None:
+            if self._source is None:
+                return False
+            return unit.source != self._source  # the source this viewer left
+        if unit.source != switch.source:
+            return switch.old_source_stopped  # the old source plays until the new one is there
+        if not switch.old_source_stopped:
+            if not unit.keyframe:
+                return True
+            switch.old_source_stopped = True
+            switch.last_old_pts = self._last_pushed_pts if switch.same_timeline else None
+            switch.on_switched()
+        if not unit.keyframe or (
+            switch.last_old_pts is not None and unit.pts <= switch.last_old_pts
+        ):
+            if switch.last_old_pts is not None and unit.pts > switch.last_old_pts:
+                switch.request_keyframe()  # past the old source: start at the next frame
+            elif unit.keyframe:
+                switch.request_keyframe()  # a keyframe the viewer has seen copied
+            return True
+        self._switch = None
+        self._source = unit.source
+        self._epoch = None  # start the new source like a new epoch, at this keyframe
+        return False
+
     # -- input ----------------------------------------------------------------------------
 
     def on_part(self, part: MediaPart) -> None:
@@ -237,6 +315,8 @@ class LiveSession:
         samples: list[Sample],
         arrived: float,
         params: ParameterSets | None = None,
+        *,
+        catchup: bool = False,
     ) -> None:
         """Queue AVCC samples of the init's video track."""
         if params is None:
@@ -250,16 +330,22 @@ class LiveSession:
         for sample in samples:
             dts = sample.decode_time * RTP_CLOCK // scale
             pts = (sample.decode_time + sample.composition_offset) * RTP_CLOCK // scale
-            self.push(AccessUnit(sample.data, dts, pts, sample.is_sync, epoch, arrived, params))
+            self.push(
+                AccessUnit(sample.data, dts, pts, sample.is_sync, epoch, arrived, params, catchup)
+            )
 
     def push(self, unit: AccessUnit) -> None:
         """Queue one access unit, dropping what a viewer cannot use."""
         if self.closed or self.suspended:
             return
+        if self._switching(unit):
+            return
+        self._last_pushed_pts = unit.pts
+        if not unit.catchup:
+            self.timeline.part_received()
         if unit.epoch != self._epoch:
             if self._epoch is not None:
                 self.stats.epochs += 1
-                self._anchor = None
             self._epoch = unit.epoch
             self._need_keyframe = True
         if self._need_keyframe:
@@ -285,26 +371,18 @@ class LiveSession:
             for _ in range(keep):
                 queue.popleft()
         self.stats.frames_dropped += dropped
-        self._anchor = None
         _LOGGER.debug("%s: viewer queue too long; dropped %d frames", self._log_name, dropped)
 
     def _catch_up(self, pending: Gop) -> None:
-        """Queue the GOP in progress to go out at once, with the clock anchored at its end."""
+        """Queue the GOP in progress to go out at once (within the byte budget)."""
         params = self._parameter_sets(pending.init)
         video = pending.init.video
         if params is None or video is None:
             return
         now = time.monotonic()
         before = len(self._queue)
-        self.push_samples(pending.epoch, pending.init, pending.video, now, params)
+        self.push_samples(pending.epoch, pending.init, pending.video, now, params, catchup=True)
         self.stats.catchup_frames = len(self._queue) - before
-        if self._queue:
-            first, last = self._queue[before], self._queue[-1]
-            for unit in list(self._queue)[before:]:
-                unit.catchup = True
-                unit.arrived = now + (unit.dts - first.dts) / RTP_CLOCK / CATCHUP_SPEEDUP
-            # What follows is paced from the end of the catch-up.
-            self._anchor = (last.arrived, last.dts)
 
     def _parameter_sets(self, init: InitSegment) -> ParameterSets | None:
         """Return SPS/PPS of an init's avcC (cached; None for non-H.264)."""
@@ -329,44 +407,33 @@ class LiveSession:
     # -- output ---------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
-        """Send queued AUs at their due time."""
+        """Send queued AUs as soon as the byte budget allows."""
         queue = self._queue
         while True:
             if not queue:
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            unit = queue[0]
             now = time.monotonic()
-            due = self._due(unit, now)
-            if due > now:
-                self._queued.clear()
-                try:
-                    async with asyncio.timeout(due - now):
-                        await self._queued.wait()  # woken early only to re-check the queue
-                except TimeoutError:
-                    pass
+            wait = self._budget_wait(now)
+            if wait > 0:
+                self.stats.paced_ms += wait * 1000
+                await asyncio.sleep(wait)
                 continue
-            queue.popleft()
-            self._send(unit, time.monotonic())
+            unit = queue.popleft()
+            self._budget -= len(unit.data)
+            self._send(unit, now)
+            await asyncio.sleep(0)  # let other viewers and HA run between access units
 
-    def _due(self, unit: AccessUnit, now: float) -> float:
-        """Return when ``unit`` should leave, re-anchoring on late parts and time jumps."""
-        if unit.catchup:
-            return unit.arrived
-        anchor = self._anchor
-        if anchor is None:
-            self._anchor = anchor = (unit.arrived, unit.dts)
-        due = anchor[0] + (unit.dts - anchor[1]) / RTP_CLOCK
-        if now - due > REANCHOR_LATE_SECONDS and unit.arrived > anchor[0]:
-            # A part came late: pace the rest of it from now instead of bursting it.
-            self.stats.reanchors += 1
-            self._anchor = (now, unit.dts)
-            return now
-        if due - now > MAX_AHEAD_SECONDS:
-            self._anchor = (now, unit.dts)
-            return now
-        return due
+    def _budget_wait(self, now: float) -> float:
+        """Refill the byte budget; return how long to wait before the next AU may go."""
+        self._budget = min(
+            float(BURST_BYTES), self._budget + (now - self._budget_at) * SEND_RATE_BYTES
+        )
+        self._budget_at = now
+        # An AU may leave while the budget is positive, even if larger: an IDR is never split
+        # over time, and the debt it leaves delays what follows.
+        return 0.0 if self._budget > 0 else (1 - self._budget) / SEND_RATE_BYTES
 
     def _send(self, unit: AccessUnit, now: float) -> None:
         """Packetize, encrypt and send one AU."""
@@ -376,7 +443,11 @@ class LiveSession:
         if unit.params is not self._current_params:
             self._current_params = unit.params
             packetizer.set_parameter_sets(unit.params.sps, unit.params.pps)
-        if self._rtp_offset is None or unit.epoch != self._sent_epoch:
+        if (
+            self._rtp_offset is None
+            or unit.epoch != self._sent_epoch
+            or unit.source != self._sent_source
+        ):
             self._rebase_rtp_clock(unit, now)
         timestamp = (unit.pts + (self._rtp_offset or 0)) & 0xFFFFFFFF
         packets = packetizer.packetize(
@@ -385,6 +456,7 @@ class LiveSession:
         endpoint = self.transport.video
         for packet in packets:
             endpoint.send_rtp(packet)
+        self.timeline.sent(keyframe=unit.keyframe, now=now)
         stats = self.stats
         elapsed_ms = (now - stats.started) * 1000
         if stats.first_packet_ms is None and packets:
@@ -396,6 +468,7 @@ class LiveSession:
         stats.frames_sent += 1
         self._last_rtp = (now, (unit.dts + (self._rtp_offset or 0)) & 0xFFFFFFFF)
         self._sent_epoch = unit.epoch
+        self._sent_source = unit.source
 
     def _rebase_rtp_clock(self, unit: AccessUnit, now: float) -> None:
         """Map this epoch's PTS onto the RTP clock, continuing from what was sent."""
@@ -447,7 +520,7 @@ class LiveSession:
             "keyframes_sent": stats.keyframes_sent,
             "frames_dropped": stats.frames_dropped,
             "catchup_frames": stats.catchup_frames,
-            "reanchors": stats.reanchors,
+            "paced_ms": round(stats.paced_ms, 1),
             "stream_restarts": stats.epochs,
             "sender_reports": stats.sender_reports,
             "rtp_packets": self._packetizer.packets_sent,
@@ -458,6 +531,7 @@ class LiveSession:
             + self.transport.audio.rtcp_received,
             "rtcp_rejected": self.transport.video.rejected + self.transport.audio.rejected,
             "video_reception": self.transport.video.reception.as_dict(),
+            "start": self.timeline.as_dict(),
         }
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .audio import AudioError, OpusLiveEncoder, OpusPacketizer, aac_audio_specific_config
 from .rtcp import sender_report
-from .session import RTP_CLOCK, AccessUnit, ParameterSets
+from .session import RTP_CLOCK, SOURCE_TRANSCODER, AccessUnit, ParameterSets
 from .transcode import EncodedSample, LiveTranscodeError, LiveVideoTarget, LiveVideoTranscoder
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ _LOGGER = logging.getLogger(__name__)
 
 # The transcoder's output carries SPS/PPS in-band on every IDR.
 _IN_BAND: Final = ParameterSets([], [], 4)
-AUDIO_REANCHOR_SECONDS: Final = 0.25
 MAX_AUDIO_QUEUE: Final = 100  # packets: 2 s at 20 ms
 AAC_FRAME_SAMPLES: Final = 1024  # per AAC-LC access unit
 
@@ -100,6 +99,11 @@ class TranscodedFeed:
             and self._ensure(pending.epoch, pending.init)
         ):
             self._put(pending.init, pending.video)
+
+    def force_keyframe(self) -> None:
+        """Make the transcoder's next frame an IDR (a viewer moving over waits for one)."""
+        if self._transcoder is not None:
+            self._transcoder.force_keyframe()
 
     def remove(self, session: LiveSession) -> None:
         """Stop serving ``session``."""
@@ -185,7 +189,14 @@ class TranscodedFeed:
         for session in self.sessions:
             session.push(
                 AccessUnit(
-                    sample.data, sample.pts, sample.pts, sample.keyframe, epoch, now, _IN_BAND
+                    sample.data,
+                    sample.pts,
+                    sample.pts,
+                    sample.keyframe,
+                    epoch,
+                    now,
+                    _IN_BAND,
+                    source=SOURCE_TRANSCODER,
                 )
             )
 
@@ -218,7 +229,11 @@ class TranscodedFeed:
 
 
 class AudioSender:
-    """One viewer's Opus stream: packetized at the negotiated clock and paced by packet time."""
+    """One viewer's Opus stream: packetized at the negotiated clock, sent as it is encoded.
+
+    Audio comes a part at a time like video and goes out at once like video (docs/live-view.md
+    §2.8), so both streams' sender reports map the newest media to the same moment.
+    """
 
     def __init__(
         self,
@@ -232,7 +247,7 @@ class AudioSender:
         log_name: str,
         muted: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Prepare; ``start`` runs the pacing task.
+        """Prepare; ``start`` runs the sending task.
 
         ``muted`` is asked for every packet: the Microphone's Mute takes effect at once.
         """
@@ -257,14 +272,13 @@ class AudioSender:
         self._log_name = log_name
         self._queue: deque[bytes] = deque(maxlen=MAX_AUDIO_QUEUE)
         self._queued = asyncio.Event()
-        self._anchor: tuple[float, int] | None = None  # (monotonic, packets sent)
         self._sent = 0
         self._last: tuple[float, int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.paused = False
 
     def start(self) -> None:
-        """Start pacing and reporting."""
+        """Start sending and reporting."""
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._send_loop(), name=f"{self._log_name} live audio"),
@@ -297,7 +311,6 @@ class AudioSender:
         if paused:
             self.packetizer.skip(len(self._queue))
             self._queue.clear()
-            self._anchor = None
 
     @property
     def silent(self) -> bool:
@@ -322,27 +335,17 @@ class AudioSender:
         self._queued.set()
 
     async def _send_loop(self) -> None:
-        """Send one packet per packet time, re-anchoring when the source came late."""
+        """Send each packet as soon as it is queued (a part's audio is a few small packets)."""
         while True:
             if not self._queue:
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            now = time.monotonic()
-            if self._anchor is None:
-                self._anchor = (now, self._sent)
-            due = self._anchor[0] + (self._sent - self._anchor[1]) * self.packet_seconds
-            if now - due > AUDIO_REANCHOR_SECONDS:
-                self._anchor = (now, self._sent)
-                due = now
-            if due > now:
-                await asyncio.sleep(due - now)
             if self._muted():
                 # Muted while packets were queued: drop them now, the clock runs on.
                 self.muted_packets += len(self._queue)
                 self.packetizer.skip(len(self._queue))
                 self._queue.clear()
-                self._anchor = None
                 continue
             packet = self._queue.popleft()
             rtp = self.packetizer.packetize(packet)

@@ -109,6 +109,11 @@ class LiveFeed:
         return len(self._listeners)
 
     @property
+    def stream_running(self) -> bool:
+        """Return True while the camera stream runs (a new viewer needs no camera connect)."""
+        return self._prebuffer.running
+
+    @property
     def holding(self) -> bool:
         """Return True while the feed keeps the prebuffer running."""
         return self._unsubscribe is not None
@@ -129,6 +134,14 @@ class LiveFeed:
         if listener not in self._listeners:
             return None  # removed while the stream started
         # Snapshot on the loop between two parts: every sample is in it or in a later part.
+        view = self._prebuffer.open_live()
+        view.unsubscribe()
+        return view.pending
+
+    def gop_in_progress(self) -> Gop | None:
+        """Return the GOP in progress of a running feed (None before the first keyframe)."""
+        if self._unsubscribe is None:
+            return None
         view = self._prebuffer.open_live()
         view.unsubscribe()
         return view.pending

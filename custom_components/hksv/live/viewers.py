@@ -200,12 +200,14 @@ class Viewer:
     audio: AudioSender | None = None
     mode: LiveMode | None = None
     transcoded: TranscodedFeed | None = None
+    direct: bool = False  # video comes from live/direct.py, not from these parts
+    on_copy: Callable[[], None] | None = None  # called once copy is decided
 
     def on_part(self, part: MediaPart) -> None:
         """Forward a part (FeedListener): copied viewers take it, transcoded ones ignore it."""
         if self.mode is None:
             self.decide(part.init, None, part)
-        elif self.mode is LiveMode.COPY:
+        elif self.mode is LiveMode.COPY and not self.direct:
             self.session.on_part(part)
 
     def decide(self, init: InitSegment, pending: Gop | None, part: MediaPart | None) -> None:
@@ -243,6 +245,8 @@ class Viewer:
             self.session.patch_level = source.level_idc is not None and source.level_idc > 40
             if part is not None:
                 self.session.on_part(part)
+            if self.on_copy is not None:
+                self.on_copy()
         self.record["mode"] = mode.value
         self.record["reason"] = reason
         self.record["source"] = {
