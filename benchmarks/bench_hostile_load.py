@@ -32,11 +32,12 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from benchmarks.bench_recording import CACHE, SOURCE
-from tests.conftest import MOTION_ID, free_port
+from tests.conftest import MOTION_ID
 from tests.e2e.source import PacedSource
 from tests.hub.emulator import HomeHub
 from tests.hub.hds_client import HDSClient
 from tests.media import write_clip
+from tests.ports import free_port
 
 WINDOW_SECONDS = 20.0
 ATTACK_RATE = 200  # malformed HAP requests per second

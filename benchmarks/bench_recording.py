@@ -26,10 +26,11 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE
-from tests.conftest import MOTION_ID, free_port
+from tests.conftest import MOTION_ID
 from tests.e2e.source import PacedSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.media import ClipSpec, write_clip
+from tests.ports import free_port
 
 SOURCE = ClipSpec(
     seconds=60.0, width=1920, height=1080, fps=25, gop_seconds=2.0, video_bitrate_kbps=2000

@@ -40,11 +40,11 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.hap.rtp_stream import SessionCommand
 from custom_components.hksv.live.session import RTP_CLOCK, LiveSession
-from tests.conftest import free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.controller import HubController
 from tests.live.viewer import LiveViewer, access_units, decode_units
 from tests.media import ClipSpec, write_clip
+from tests.ports import free_port
 
 SOURCE = ClipSpec(
     seconds=60.0, width=1920, height=1080, fps=25, gop_seconds=2.0, video_bitrate_kbps=2000

@@ -27,11 +27,12 @@ from pytest_homeassistant_custom_component.common import (
 
 import custom_components.hksv
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
-from tests.conftest import MOTION_ID, FakeCamera, free_port
+from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.live.viewer import LiveViewer
 from tests.media import ClipSpec, write_clip
+from tests.ports import free_port
 
 CLIP = ClipSpec(seconds=20.0, width=640, height=360, fps=25, gop_seconds=1.0)
 HKSV_DIR = str(Path(custom_components.hksv.__file__).parent)

@@ -27,10 +27,11 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.recording.fmp4 import build_fragment
 from custom_components.hksv.recording.prebuffer import PROVIDER_NAME
-from tests.conftest import CAMERA_ID, MOTION_ID, free_port
+from tests.conftest import CAMERA_ID, MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.media import ClipSpec, read_frame_counter, write_clip
+from tests.ports import free_port
 
 FPS = 25
 CLIP = ClipSpec(seconds=40.0, fps=FPS, gop_seconds=2.0)

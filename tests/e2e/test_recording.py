@@ -43,11 +43,12 @@ from custom_components.hksv.recording.fmp4 import (
 )
 from custom_components.hksv.recording.mode import ReasonCode
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
-from tests.conftest import MOTION_ID, FakeCamera, free_port
+from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.source import PacedSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import Recording
 from tests.media import ClipSpec, read_frame_counter, write_clip
+from tests.ports import free_port
 
 FPS = 25
 AVC_PROFILE_IDC = {H264Profile.BASELINE: 66, H264Profile.MAIN: 77, H264Profile.HIGH: 100}

@@ -26,12 +26,13 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
-from tests.conftest import MOTION_ID, FakeCamera, free_port
+from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.source import PacedSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
 from tests.media import ClipSpec, write_clip
+from tests.ports import free_port
 
 FPS = 25
 PREBUFFER_S = 4.0

@@ -24,11 +24,12 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
-from tests.conftest import MOTION_ID, free_port
+from tests.conftest import MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.media import ClipSpec, write_clip
+from tests.ports import free_port
 
 CLIP = ClipSpec(seconds=20.0, fps=25, gop_seconds=2.0)
 # A 10 s GOP joined mid-GOP: the probe is still waiting for its first GOP when HA stops.

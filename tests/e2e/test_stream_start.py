@@ -26,12 +26,13 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.recording.fmp4 import build_fragment
-from tests.conftest import MOTION_ID, FakeCamera, free_port
+from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
 from tests.media import ClipSpec, read_frame_counter, write_clip
+from tests.ports import free_port
 
 FPS = 25
 LONG_GOP = ClipSpec(seconds=60.0, fps=FPS, gop_seconds=10.0)

@@ -30,7 +30,7 @@ from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SLOTS
 from custom_components.hksv.diagnostics import async_get_config_entry_diagnostics
 from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, StreamingState
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
-from tests.conftest import MOTION_ID, free_port
+from tests.conftest import MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.controller import HubController
 from tests.hub.emulator import HomeHub, media_seconds
@@ -46,6 +46,7 @@ from tests.live.viewer import (
     opus_durations,
 )
 from tests.media import ClipSpec, write_clip
+from tests.ports import free_port
 
 FPS = 25
 SPEC = ClipSpec(seconds=20.0, width=640, height=360, fps=FPS, gop_seconds=1.0)
