@@ -27,16 +27,15 @@ import sys
 from typing import Any
 
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from benchmarks.bench_recording import CACHE, SOURCE
 from tests.conftest import MOTION_ID
 from tests.e2e.source import PacedSource
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera, recording_hub
 from tests.hub.emulator import HomeHub
 from tests.hub.hds_client import HDSClient
-from tests.media import write_clip
 from tests.ports import free_port
 
 WINDOW_SECONDS = 20.0
@@ -104,15 +103,10 @@ def with_doorbell() -> bool:
 @pytest.fixture
 async def paced_source(hass: HomeAssistant, socket_enabled: None) -> AsyncGenerator[PacedSource]:
     """Serve the 1080p clip in real time (shared cache with bench_recording)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    clip = CACHE / "source_1080p_2mbit.ts"
-    if not clip.exists():
-        await hass.async_add_executor_job(write_clip, clip, SOURCE)
-    assert await async_setup_component(hass, "stream", {})
+    clip = await clip_file(hass, CACHE, SOURCE)
     source = PacedSource(clip, free_port())
-    await source.start()
-    yield source
-    await source.stop()
+    async with live_camera(hass, source, stream_config=STREAM_DEFAULTS, quick_restart=False):
+        yield source
 
 
 @pytest.fixture
@@ -122,19 +116,10 @@ def stream_source(paced_source: PacedSource) -> str:
 
 
 @pytest.fixture
-async def hub(
-    hass: HomeAssistant, init_integration: MockConfigEntry, session_keys: None
-) -> AsyncGenerator[HomeHub]:
+async def hub(init_integration: MockConfigEntry, session_keys: None) -> AsyncGenerator[HomeHub]:
     """A hub that selected from the offer and enabled recording."""
-    bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:
-            await asyncio.sleep(0.2)
-    home_hub = HomeHub(bridge.port)
-    await home_hub.pair(bridge.setup_code)
-    await home_hub.enable_recording(await home_hub.select_from_offer(), audio=True)
-    yield home_hub
-    await home_hub.close()
+    async with recording_hub(init_integration.runtime_data) as home_hub:
+        yield home_hub
 
 
 async def test_hostile_load_while_recording(

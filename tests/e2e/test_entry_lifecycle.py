@@ -18,7 +18,6 @@ from unittest.mock import patch
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -29,9 +28,10 @@ import custom_components.hksv
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
+from tests.harness import clip_file, live_camera
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.live.viewer import LiveViewer
-from tests.media import ClipSpec, write_clip
+from tests.media import ClipSpec
 from tests.ports import free_port
 
 CLIP = ClipSpec(seconds=20.0, width=640, height=360, fps=25, gop_seconds=1.0)
@@ -69,13 +69,9 @@ async def live_source(
     hass: HomeAssistant, socket_enabled: None, tmp_path: Path
 ) -> AsyncGenerator[LiveFeedSource]:
     """Serve a live feed and set up HA's stream."""
-    clip = await hass.async_add_executor_job(write_clip, tmp_path / "camera.ts", CLIP)
-    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
-    source = LiveFeedSource(clip, free_port())
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    clip = await clip_file(hass, tmp_path, CLIP)
+    async with live_camera(hass, LiveFeedSource(clip, free_port())) as source:
         yield source
-    await source.stop()
 
 
 @pytest.fixture

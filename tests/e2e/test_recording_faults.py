@@ -12,14 +12,11 @@ from collections.abc import AsyncGenerator
 from datetime import timedelta
 import io
 import logging
-from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import av
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
@@ -29,9 +26,10 @@ from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.source import PacedSource
+from tests.harness import clip_file, live_camera, recording_hub
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
-from tests.media import ClipSpec, write_clip
+from tests.media import ClipSpec
 from tests.ports import free_port
 
 FPS = 25
@@ -40,12 +38,6 @@ GOP_2S = ClipSpec(seconds=40.0, fps=FPS, gop_seconds=2.0)
 # A camera that starts every client with a keyframe (as many RTSP cameras do): its first GOP
 # after a (re)connect is short, the rest are exact 2 s GOPs.
 IDR_ON_CONNECT = ClipSpec(seconds=60.0, fps=FPS, gop_seconds=2.0, first_gop_seconds=1.2)
-
-
-@pytest.fixture(scope="session")
-def fault_clips() -> dict[ClipSpec, Path]:
-    """Return a cache of generated clips."""
-    return {}
 
 
 @pytest.fixture
@@ -70,7 +62,6 @@ async def live_feed(
     hass: HomeAssistant,
     socket_enabled: None,
     spec: ClipSpec,
-    fault_clips: dict[ClipSpec, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncGenerator[LiveFeedSource | PacedSource]:
     """Serve the clip as a live feed (joined mid-GOP) and set up `stream` (LL-HLS).
@@ -78,22 +69,10 @@ async def live_feed(
     A clip with its own first GOP is served from its start to every client instead, like a
     camera that sends a keyframe when a client connects.
     """
-    directory = tmp_path_factory.getbasetemp() / "fault-clips"
-    directory.mkdir(exist_ok=True)
-    if spec not in fault_clips:
-        path = directory / f"clip{len(fault_clips)}.ts"
-        fault_clips[spec] = await hass.async_add_executor_job(write_clip, path, spec)
-    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
+    clip = await clip_file(hass, tmp_path_factory.getbasetemp() / "fault-clips", spec)
     kind = LiveFeedSource if spec.first_gop_seconds is None else PacedSource
-    source = kind(fault_clips[spec], free_port())
-    try:
-        await source.start()
-    except BaseException:
-        await source.stop()  # start() may fail after launching ffmpeg (port taken meanwhile)
-        raise
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    async with live_camera(hass, kind(clip, free_port())) as source:
         yield source
-    await source.stop()
 
 
 @pytest.fixture
@@ -104,18 +83,11 @@ def stream_source(live_feed: LiveFeedSource | PacedSource) -> str:
 
 @pytest.fixture
 async def home_hub(
-    hass: HomeAssistant, init_integration: MockConfigEntry, session_keys: None
+    init_integration: MockConfigEntry, session_keys: None
 ) -> AsyncGenerator[HomeHub]:
     """Pair a hub, wait for the camera probe, select from the offer, enable recording."""
-    bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:
-            await asyncio.sleep(0.2)
-    hub = HomeHub(bridge.port)
-    await hub.pair(bridge.setup_code)
-    await hub.enable_recording(await hub.select_from_offer(), audio=True)
-    yield hub
-    await hub.close()
+    async with recording_hub(init_integration.runtime_data) as hub:
+        yield hub
 
 
 async def _wait_for(condition: Any, timeout: float = 90) -> None:

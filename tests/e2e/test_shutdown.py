@@ -15,10 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 import threading
 from typing import Any
-from unittest.mock import patch
 
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
@@ -27,8 +25,9 @@ from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera
 from tests.hub.emulator import HomeHub, media_seconds
-from tests.media import ClipSpec, write_clip
+from tests.media import ClipSpec
 from tests.ports import free_port
 
 CLIP = ClipSpec(seconds=20.0, fps=25, gop_seconds=2.0)
@@ -84,16 +83,12 @@ async def camera_feed(
     hass: HomeAssistant, socket_enabled: None, scenario: Scenario, tmp_path: Path
 ) -> AsyncGenerator[LiveFeedSource | RtspSource]:
     """Run the scenario's camera and set up `stream`."""
-    spec = LONG_GOP_CLIP if scenario.during == "probe" else CLIP
-    clip = await hass.async_add_executor_job(write_clip, tmp_path / "clip.ts", spec)
-    assert await async_setup_component(hass, "stream", {})
+    clip = await clip_file(hass, tmp_path, LONG_GOP_CLIP if scenario.during == "probe" else CLIP)
     source: LiveFeedSource | RtspSource = (
         RtspSource(clip) if scenario.source == "rtsp" else LiveFeedSource(clip, free_port())
     )
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    async with live_camera(hass, source, stream_config=STREAM_DEFAULTS):
         yield source
-    await source.stop()
 
 
 @pytest.fixture

@@ -14,14 +14,11 @@ from datetime import timedelta
 import io
 from itertools import pairwise
 import json
-from pathlib import Path
 import threading
 from typing import Any
-from unittest.mock import patch
 
 import av
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
@@ -32,8 +29,9 @@ from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, S
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
+from tests.harness import Viewers, clip_file, live_camera, paired_controller, recording_hub
 from tests.hub.controller import HubController
-from tests.hub.emulator import HomeHub, media_seconds
+from tests.hub.emulator import media_seconds
 from tests.live.viewer import (
     AUDIO_PT,
     IPV4_UDP_HEADERS,
@@ -45,7 +43,7 @@ from tests.live.viewer import (
     decode_units,
     opus_durations,
 )
-from tests.media import ClipSpec, write_clip
+from tests.media import ClipSpec
 from tests.ports import free_port
 
 FPS = 25
@@ -58,12 +56,6 @@ HEVC_SPEC = replace(SPEC, video_codec="hevc")
 B_FRAME_SPEC = replace(SPEC, h264_profile="high", b_frames=2)
 
 
-@pytest.fixture(scope="session")
-def clip_cache(tmp_path_factory: pytest.TempPathFactory) -> dict[ClipSpec, Path]:
-    """Return generated clips by spec (each made once per session)."""
-    return {}
-
-
 @pytest.fixture
 def camera_spec() -> ClipSpec:
     """Return what the camera sends (parametrized by some tests)."""
@@ -74,20 +66,13 @@ def camera_spec() -> ClipSpec:
 async def live_source(
     hass: HomeAssistant,
     socket_enabled: None,
-    clip_cache: dict[ClipSpec, Path],
     camera_spec: ClipSpec,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncGenerator[LiveFeedSource]:
     """Serve the clip as a live feed and set up HA's stream (LL-HLS parts)."""
-    if camera_spec not in clip_cache:
-        path = tmp_path_factory.mktemp("live") / "camera.ts"
-        clip_cache[camera_spec] = await hass.async_add_executor_job(write_clip, path, camera_spec)
-    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
-    source = LiveFeedSource(clip_cache[camera_spec], free_port())
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    clip = await clip_file(hass, tmp_path_factory.getbasetemp() / "live", camera_spec)
+    async with live_camera(hass, LiveFeedSource(clip, free_port())) as source:
         yield source
-    await source.stop()
 
 
 @pytest.fixture
@@ -103,36 +88,14 @@ def with_doorbell() -> bool:
 
 
 @pytest.fixture
-async def controller(
-    hass: HomeAssistant, init_integration: MockConfigEntry
-) -> AsyncGenerator[HubController]:
+async def controller(init_integration: MockConfigEntry) -> AsyncGenerator[HubController]:
     """Return a paired iPhone-like controller."""
-    bridge = init_integration.runtime_data
-    hub = HubController(bridge.port, alias="iphone")
-    await hub.pair(bridge.setup_code)
-    yield hub
-    await hub.close()
+    async with paired_controller(init_integration.runtime_data) as hub:
+        yield hub
 
 
-_OPEN: list[LiveViewer] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_viewers() -> AsyncGenerator[None]:
-    """Close every viewer a test opened, even when it fails."""
-    yield
-    while _OPEN:
-        await _OPEN.pop().close()
-
-
-async def _viewer(hub: HubController, slot: int = 0) -> LiveViewer:
-    """Open a viewer's sockets and set up endpoints on ``slot``."""
-    viewer = LiveViewer(hub, slot)
-    _OPEN.append(viewer)
-    await viewer.open()
-    response = await viewer.setup()
-    assert response.status == SetupStatus.SUCCESS
-    return viewer
+VIEWERS = Viewers()
+close_viewers = VIEWERS.closing_fixture()
 
 
 def _check_stream(
@@ -200,7 +163,7 @@ async def test_live_view_copy_and_end(
     bridge = init_integration.runtime_data
     bridge.live.feed.linger_seconds = 5.0
     assert not bridge.accessory.state.recording_possible
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert viewer.response is not None and viewer.response.address is not None
     assert viewer.response.address.address == "127.0.0.1"
     assert viewer.response.video_srtp is not None
@@ -255,7 +218,7 @@ async def test_dropped_hap_connection_ends_session(
 ) -> None:
     """SUSPEND pauses and RESUME restarts at a keyframe; closing the HAP connection ends it."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_packets(10)
     assert await viewer.select(SessionCommand.SUSPEND) == {}
@@ -281,7 +244,7 @@ async def test_silent_viewer_times_out(
     """A viewer that stops sending RTCP is ended after the idle timeout."""
     bridge = init_integration.runtime_data
     bridge.live.idle_timeout = 3.0
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_packets(10)
     await asyncio.sleep(4)
@@ -307,10 +270,9 @@ async def test_two_viewers_busy_and_camera_off(
     second_hub = HubController(bridge.port, alias="ipad")
     second_hub.adopt(controller.pairing_data)
     second_hub.accessories = controller.accessories
-    first = await _viewer(controller, 0)
-    second = await _viewer(second_hub, 1)
-    intruder = LiveViewer(second_hub, 0)
-    _OPEN.append(intruder)
+    first = await VIEWERS.set_up(controller, 0)
+    second = await VIEWERS.set_up(second_hub, 1)
+    intruder = VIEWERS.add(second_hub, 0)
     await intruder.open()
     assert (await intruder.setup()).status == SetupStatus.BUSY
     assert await first.select() == {}
@@ -346,7 +308,7 @@ async def test_b_frame_camera_is_copied(
 ) -> None:
     """A High-profile camera with B-frames is copied and decodes in order."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_frames(WATCH_SECONDS, FPS)
     assert viewer.response is not None
@@ -362,7 +324,7 @@ async def test_watch_request_is_transcoded(
 ) -> None:
     """An Apple Watch asking for 320x240@15 gets a transcoded 320x240 stream; RECONFIGURE works."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
     await viewer.wait_frames(3, 15)
     assert viewer.response is not None
@@ -377,7 +339,7 @@ async def test_watch_request_is_transcoded(
     second_hub = HubController(bridge.port, alias="watch2")
     second_hub.adopt(controller.pairing_data)
     second_hub.accessories = controller.accessories
-    second = await _viewer(second_hub, 1)
+    second = await VIEWERS.set_up(second_hub, 1)
     assert await second.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
     await second.wait_frames(2, 15)
     shared = bridge.live.diagnostics()["transcoders"]
@@ -408,7 +370,7 @@ async def test_hevc_camera_is_transcoded(
 ) -> None:
     """An HEVC camera's live view is transcoded to H.264 at the camera's size."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_frames(3, FPS)
     assert viewer.response is not None
@@ -427,7 +389,7 @@ async def test_worker_restart_resumes_at_next_keyframe(
 ) -> None:
     """A camera reconnect: same SSRC, continuous sequence numbers, resumes at an IDR."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_frames(2, FPS)
     restarts = bridge.recorder.prebuffer.stream_restarts
@@ -466,15 +428,8 @@ async def test_live_view_while_recording(
 ) -> None:
     """A hub records a motion event while an iPhone watches: one camera stream serves both."""
     bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:  # the startup probe learns the camera format
-            await asyncio.sleep(0.2)
-    hub = HomeHub(bridge.port)
-    await hub.pair(bridge.setup_code)
-    try:
-        await hub.enable_recording(await hub.select_from_offer(), audio=True)
-        viewer = await _viewer(hub)
-        assert await viewer.select() == {}
+    async with recording_hub(bridge) as hub:
+        viewer = await VIEWERS.start(hub)
         await viewer.wait_frames(2, FPS)
         hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
         client = await hub.open_data_stream()
@@ -494,8 +449,6 @@ async def test_live_view_while_recording(
         assert all((b - a) % CLIP_FRAMES == 1 for a, b in pairwise(clip))
         assert bridge.live.viewers == 1
         assert bridge.live.feed.holding and bridge.recorder.prebuffer.running
-    finally:
-        await hub.close()
 
 
 async def test_home_assistant_stop_while_watching(
@@ -504,7 +457,7 @@ async def test_home_assistant_stop_while_watching(
     """Stopping HA while someone watches (recording off) ends the stream worker for good."""
     bridge = init_integration.runtime_data
     assert not bridge.accessory.state.recording_possible
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_packets(10)
     assert bridge.live.feed.holding and bridge.recorder.prebuffer.running

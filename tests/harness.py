@@ -1,0 +1,171 @@
+"""Real-stack pieces the end-to-end tests and benchmarks share: a camera, a paired hub, viewers.
+
+Each is an async context manager (or a small class) that a module wraps in its own fixture, so
+the module still chooses its clip, HLS mode and source kind:
+
+- ``clip_file``: a generated clip for a ``ClipSpec``, written once per directory.
+- ``live_camera``: Home Assistant's ``stream`` set up and a camera source serving the clip
+  (``LiveFeedSource`` joined mid-GOP, ``PacedSource``, ``RtspSource``), stopped at the end.
+- ``recording_hub``: an aiohomekit home-hub emulator paired over real HAP, after the startup
+  probe, with a recording configuration selected from the offer and Stream & Allow Recording on.
+- ``paired_controller``: an iPhone-like aiohomekit controller for live view.
+- ``Viewers``: SRTP live viewers (``tests/live/viewer.py``) set up on a controller, every one
+  closed at the end even when the test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+import hashlib
+from pathlib import Path
+from typing import Any, Protocol
+from unittest.mock import patch
+
+from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
+import pytest
+
+from custom_components.hksv.hap.rtp_stream import SetupStatus
+from tests.hub.controller import HubController
+from tests.hub.emulator import HomeHub
+from tests.live.viewer import LiveViewer
+from tests.media import ClipSpec, write_clip
+
+LL_HLS: dict[str, Any] = {"stream": {"ll_hls": True}}
+# Home Assistant's stream defaults (no `stream:` section in the configuration).
+STREAM_DEFAULTS: dict[str, Any] = {}
+PROBE_TIMEOUT = 60.0
+
+
+class CameraSource(Protocol):
+    """What every test camera offers: a URL Home Assistant's stream worker reads, start, stop."""
+
+    @property
+    def url(self) -> str:
+        """Return the camera's stream URL."""
+        ...
+
+    async def start(self) -> None:
+        """Start serving."""
+
+    async def stop(self) -> None:
+        """Stop serving (also after a failed start)."""
+
+
+async def clip_file(hass: HomeAssistant, directory: Path, spec: ClipSpec) -> Path:
+    """Return ``spec`` as an MPEG-TS clip in ``directory``, generated only the first time."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"clip-{hashlib.sha256(repr(spec).encode()).hexdigest()[:16]}.ts"
+    if not path.exists():
+        await hass.async_add_executor_job(write_clip, path, spec)
+    return path
+
+
+@asynccontextmanager
+async def live_camera[SourceT: CameraSource](
+    hass: HomeAssistant,
+    source: SourceT,
+    *,
+    stream_config: dict[str, Any] = LL_HLS,
+    quick_restart: bool = True,
+) -> AsyncIterator[SourceT]:
+    """Set up HA's ``stream`` with ``stream_config`` and run ``source`` as the camera.
+
+    ``quick_restart`` makes the stream worker retry a lost camera after 1 s instead of HA's
+    growing back-off, so reconnects happen within a test.
+    """
+    assert await async_setup_component(hass, "stream", stream_config)
+    try:
+        await source.start()
+    except BaseException:
+        await source.stop()  # start() may fail after launching ffmpeg (port taken meanwhile)
+        raise
+    restart = (
+        patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1)
+        if quick_restart
+        else nullcontext()
+    )
+    try:
+        with restart:
+            yield source
+    finally:
+        await source.stop()
+
+
+async def wait_for_probe(bridge: Any) -> None:
+    """Wait until the startup probe has learnt the camera's format."""
+    async with asyncio.timeout(PROBE_TIMEOUT):
+        while "source" not in bridge._stored:
+            await asyncio.sleep(0.2)
+
+
+@asynccontextmanager
+async def recording_hub(bridge: Any, *, audio: bool = True) -> AsyncIterator[HomeHub]:
+    """Pair a home hub after the probe, select from the offer and enable recording."""
+    await wait_for_probe(bridge)
+    hub = HomeHub(bridge.port)
+    try:
+        await hub.pair(bridge.setup_code)
+        await hub.enable_recording(await hub.select_from_offer(), audio=audio)
+        yield hub
+    finally:
+        await hub.close()
+
+
+@asynccontextmanager
+async def paired_controller(bridge: Any, alias: str = "iphone") -> AsyncIterator[HubController]:
+    """Pair an iPhone-like controller (live view, snapshots) as admin."""
+    controller = HubController(bridge.port, alias=alias)
+    try:
+        await controller.pair(bridge.setup_code)
+        yield controller
+    finally:
+        await controller.close()
+
+
+class Viewers:
+    """The live viewers of one test; ``close`` ends every one of them."""
+
+    def __init__(self) -> None:
+        """Start with none."""
+        self.opened: list[LiveViewer] = []
+
+    def add(self, hub: HubController, slot: int = 0) -> LiveViewer:
+        """Return a viewer of ``slot`` that is closed with the others (not opened yet)."""
+        viewer = LiveViewer(hub, slot)
+        self.opened.append(viewer)
+        return viewer
+
+    async def set_up(self, hub: HubController, slot: int = 0) -> LiveViewer:
+        """Open a viewer's sockets and set up endpoints on ``slot`` (which must succeed)."""
+        viewer = self.add(hub, slot)
+        await viewer.open()
+        response = await viewer.setup()
+        assert response.status == SetupStatus.SUCCESS
+        return viewer
+
+    async def start(self, hub: HubController, slot: int = 0, **selection: Any) -> LiveViewer:
+        """Set up a viewer and start its stream with ``selection`` (defaults otherwise)."""
+        viewer = await self.set_up(hub, slot)
+        assert await viewer.select(**selection) == {}
+        return viewer
+
+    async def close(self) -> None:
+        """Close every viewer, newest first."""
+        while self.opened:
+            await self.opened.pop().close()
+
+    def closing_fixture(self) -> Any:
+        """Return an autouse fixture that closes these viewers after every test, even a failed one.
+
+        A module using a module-wide ``Viewers`` assigns it to a name of its own, e.g.
+        ``close_viewers = VIEWERS.closing_fixture()``.
+        """
+
+        async def close_viewers() -> AsyncIterator[None]:
+            yield
+            await self.close()
+
+        return pytest.fixture(autouse=True)(close_viewers)
