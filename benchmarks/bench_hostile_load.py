@@ -15,7 +15,6 @@ See benchmarks/README.md for what each number means and results on the build mac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 import json
 import logging
@@ -27,16 +26,12 @@ import sys
 from typing import Any
 
 from homeassistant.core import HomeAssistant
-import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from benchmarks.bench_recording import CACHE, SOURCE
+from benchmarks import bench_recording
 from tests.conftest import MOTION_ID
-from tests.e2e.source import PacedSource
-from tests.harness import STREAM_DEFAULTS, clip_file, live_camera, recording_hub
 from tests.hub.emulator import HomeHub
 from tests.hub.hds_client import HDSClient
-from tests.ports import free_port
 
 WINDOW_SECONDS = 20.0
 ATTACK_RATE = 200  # malformed HAP requests per second
@@ -89,37 +84,12 @@ async def _sample(window: Window, client: HDSClient, seconds: float) -> None:
     window.recording_bytes = client.bytes_received - received
 
 
-@pytest.fixture
-def known_source() -> None:
-    """Let the integration probe the camera."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell."""
-    return False
-
-
-@pytest.fixture
-async def paced_source(hass: HomeAssistant, socket_enabled: None) -> AsyncGenerator[PacedSource]:
-    """Serve the 1080p clip in real time (shared cache with bench_recording)."""
-    clip = await clip_file(hass, CACHE, SOURCE)
-    source = PacedSource(clip, free_port())
-    async with live_camera(hass, source, stream_config=STREAM_DEFAULTS, quick_restart=False):
-        yield source
-
-
-@pytest.fixture
-def stream_source(paced_source: PacedSource) -> str:
-    """Point the camera at the paced source."""
-    return paced_source.url
-
-
-@pytest.fixture
-async def hub(init_integration: MockConfigEntry, session_keys: None) -> AsyncGenerator[HomeHub]:
-    """A hub that selected from the offer and enabled recording."""
-    async with recording_hub(init_integration.runtime_data) as home_hub:
-        yield home_hub
+# The same camera, entry and recording hub as bench_recording.py: its fixtures, not copies.
+known_source = bench_recording.known_source
+with_doorbell = bench_recording.with_doorbell
+paced_source = bench_recording.paced_source
+stream_source = bench_recording.stream_source
+hub = bench_recording.hub
 
 
 async def test_hostile_load_while_recording(

@@ -28,8 +28,10 @@ from homeassistant.setup import async_setup_component
 import pytest
 
 from custom_components.hksv.hap.rtp_stream import SetupStatus
+from tests.conftest import MOTION_ID
 from tests.hub.controller import HubController
-from tests.hub.emulator import HomeHub
+from tests.hub.emulator import HomeHub, media_seconds
+from tests.hub.hds_client import HDSClient
 from tests.live.viewer import LiveViewer
 from tests.media import ClipSpec, write_clip
 
@@ -102,16 +104,39 @@ async def wait_for_probe(bridge: Any) -> None:
 
 
 @asynccontextmanager
-async def recording_hub(bridge: Any, *, audio: bool = True) -> AsyncIterator[HomeHub]:
-    """Pair a home hub after the probe, select from the offer and enable recording."""
+async def recording_hub(
+    bridge: Any, *, audio: bool = True, selection: Any = None
+) -> AsyncIterator[HomeHub]:
+    """Pair a home hub after the probe and enable recording with ``selection``.
+
+    Without a ``selection`` the hub selects from the accessory's offer, as a home hub does.
+    """
     await wait_for_probe(bridge)
     hub = HomeHub(bridge.port)
     try:
         await hub.pair(bridge.setup_code)
-        await hub.enable_recording(await hub.select_from_offer(), audio=audio)
+        if selection is None:
+            selection = await hub.select_from_offer()
+        await hub.enable_recording(selection, audio=audio)
         yield hub
     finally:
         await hub.close()
+
+
+async def stream_motion_recording(
+    hass: HomeAssistant, bridge: Any, hub: HomeHub, *, client_timeout: float = 90
+) -> HDSClient:
+    """Fire motion once 2 s are buffered; return the hub's HDS client with 2 s of recording in."""
+    async with asyncio.timeout(60):
+        while bridge.recorder.prebuffer.buffered_seconds < 2:
+            await asyncio.sleep(0.1)
+    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+    client = await hub.open_data_stream()
+    client.timeout = client_timeout
+    assert (await client.open_recording(1)).status == 0
+    await client.wait_until(lambda: media_seconds(client.recordings[1]) >= 2)
+    assert bridge.recorder.streaming
+    return client
 
 
 @asynccontextmanager
@@ -123,6 +148,14 @@ async def paired_controller(bridge: Any, alias: str = "iphone") -> AsyncIterator
         yield controller
     finally:
         await controller.close()
+
+
+def another_device(controller: HubController, alias: str) -> HubController:
+    """Return a second device of ``controller``'s home: same pairing, no pairing of its own."""
+    device = HubController(controller.port, alias=alias)
+    device.adopt(controller.pairing_data)
+    device.accessories = controller.accessories
+    return device
 
 
 class Viewers:

@@ -28,8 +28,8 @@ import custom_components.hksv
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
-from tests.harness import clip_file, live_camera
-from tests.hub.emulator import HomeHub, media_seconds
+from tests.harness import clip_file, live_camera, stream_motion_recording
+from tests.hub.emulator import HomeHub
 from tests.live.viewer import LiveViewer
 from tests.media import ClipSpec
 from tests.ports import free_port
@@ -110,16 +110,8 @@ async def _wait_for(condition: Callable[[], Any], timeout: float = 60) -> None:
 
 async def _record(hass: HomeAssistant, hub: HomeHub, entry: MockConfigEntry) -> Any:
     """Enable recording and leave a clip streaming to the hub; return the HDS client."""
-    bridge = entry.runtime_data
     await hub.enable_recording(await hub.select_from_offer())
-    await _wait_for(lambda: bridge.recorder.prebuffer.buffered_seconds >= 2)
-    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
-    client = await hub.open_data_stream()
-    client.timeout = 90
-    assert (await client.open_recording(1)).status == 0
-    await client.wait_until(lambda: media_seconds(client.recordings[1]) >= 2)
-    assert bridge.recorder.streaming
-    return client
+    return await stream_motion_recording(hass, entry.runtime_data, hub)
 
 
 @pytest.mark.parametrize("ending", ["unload", "home_assistant_stop"])

@@ -22,11 +22,10 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
-from tests.conftest import MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
-from tests.harness import STREAM_DEFAULTS, clip_file, live_camera
-from tests.hub.emulator import HomeHub, media_seconds
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera, stream_motion_recording
+from tests.hub.emulator import HomeHub
 from tests.media import ClipSpec
 from tests.ports import free_port
 
@@ -114,13 +113,7 @@ async def _start_recording(hass: HomeAssistant, entry: MockConfigEntry) -> Any:
     hub = HomeHub(bridge.port)
     await hub.pair(bridge.setup_code)
     await hub.enable_recording(await hub.select_from_offer())
-    await _wait_for(lambda: bridge.recorder.prebuffer.buffered_seconds >= 2)
-    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
-    client = await hub.open_data_stream()
-    client.timeout = 60
-    assert (await client.open_recording(1)).status == 0
-    await client.wait_until(lambda: media_seconds(client.recordings[1]) >= 2)
-    assert bridge.recorder.streaming
+    client = await stream_motion_recording(hass, bridge, hub, client_timeout=60)
     return hub, client
 
 

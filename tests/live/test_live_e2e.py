@@ -29,7 +29,14 @@ from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, S
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
-from tests.harness import Viewers, clip_file, live_camera, paired_controller, recording_hub
+from tests.harness import (
+    Viewers,
+    another_device,
+    clip_file,
+    live_camera,
+    paired_controller,
+    recording_hub,
+)
 from tests.hub.controller import HubController
 from tests.hub.emulator import media_seconds
 from tests.live.viewer import (
@@ -218,8 +225,7 @@ async def test_dropped_hap_connection_ends_session(
 ) -> None:
     """SUSPEND pauses and RESUME restarts at a keyframe; closing the HAP connection ends it."""
     bridge = init_integration.runtime_data
-    viewer = await VIEWERS.set_up(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_packets(10)
     assert await viewer.select(SessionCommand.SUSPEND) == {}
     await asyncio.sleep(0.5)
@@ -244,8 +250,7 @@ async def test_silent_viewer_times_out(
     """A viewer that stops sending RTCP is ended after the idle timeout."""
     bridge = init_integration.runtime_data
     bridge.live.idle_timeout = 3.0
-    viewer = await VIEWERS.set_up(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_packets(10)
     await asyncio.sleep(4)
     assert bridge.live.viewers == 1, "a reporting viewer stays"
@@ -267,9 +272,7 @@ async def test_two_viewers_busy_and_camera_off(
 ) -> None:
     """Two viewers at once; a busy slot answers BUSY; turning the camera off ends both."""
     bridge = init_integration.runtime_data
-    second_hub = HubController(bridge.port, alias="ipad")
-    second_hub.adopt(controller.pairing_data)
-    second_hub.accessories = controller.accessories
+    second_hub = another_device(controller, "ipad")
     first = await VIEWERS.set_up(controller, 0)
     second = await VIEWERS.set_up(second_hub, 1)
     intruder = VIEWERS.add(second_hub, 0)
@@ -308,8 +311,7 @@ async def test_b_frame_camera_is_copied(
 ) -> None:
     """A High-profile camera with B-frames is copied and decodes in order."""
     bridge = init_integration.runtime_data
-    viewer = await VIEWERS.set_up(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_frames(WATCH_SECONDS, FPS)
     assert viewer.response is not None
     _check_stream(viewer, viewer.response.video_ssrc or 0)
@@ -336,9 +338,7 @@ async def test_watch_request_is_transcoded(
     assert active["reason"].startswith("watch-sized request")
     assert [t["target"] for t in diagnostics["transcoders"]] == ["320x240@15"]
     # A second watch with the same request shares the transcoder.
-    second_hub = HubController(bridge.port, alias="watch2")
-    second_hub.adopt(controller.pairing_data)
-    second_hub.accessories = controller.accessories
+    second_hub = another_device(controller, "watch2")
     second = await VIEWERS.set_up(second_hub, 1)
     assert await second.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
     await second.wait_frames(2, 15)
@@ -370,8 +370,7 @@ async def test_hevc_camera_is_transcoded(
 ) -> None:
     """An HEVC camera's live view is transcoded to H.264 at the camera's size."""
     bridge = init_integration.runtime_data
-    viewer = await VIEWERS.set_up(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_frames(3, FPS)
     assert viewer.response is not None
     _check_stream(viewer, viewer.response.video_ssrc or 0)
@@ -389,8 +388,7 @@ async def test_worker_restart_resumes_at_next_keyframe(
 ) -> None:
     """A camera reconnect: same SSRC, continuous sequence numbers, resumes at an IDR."""
     bridge = init_integration.runtime_data
-    viewer = await VIEWERS.set_up(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_frames(2, FPS)
     restarts = bridge.recorder.prebuffer.stream_restarts
     await live_source.restart()
@@ -457,8 +455,7 @@ async def test_home_assistant_stop_while_watching(
     """Stopping HA while someone watches (recording off) ends the stream worker for good."""
     bridge = init_integration.runtime_data
     assert not bridge.accessory.state.recording_possible
-    viewer = await VIEWERS.set_up(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_packets(10)
     assert bridge.live.feed.holding and bridge.recorder.prebuffer.running
     assert _stream_workers()
