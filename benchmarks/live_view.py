@@ -40,7 +40,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.hksv.hap.rtp_stream import SessionCommand
 from custom_components.hksv.live.session import RTP_CLOCK, LiveSession
 from tests.e2e.live_source import LiveFeedSource
-from tests.harness import Viewers, clip_file, live_camera, paired_controller
+from tests.harness import Viewers, clip_file, iphone_controller, live_camera, no_doorbell
 from tests.hub.controller import HubController
 from tests.live.viewer import LiveViewer, access_units, decode_units
 from tests.media import ClipSpec
@@ -94,10 +94,7 @@ def summary() -> Any:
     print("\n".join(RESULTS))
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell."""
-    return False
+with_doorbell = no_doorbell
 
 
 @pytest.fixture
@@ -123,11 +120,7 @@ def stream_source(feed: LiveFeedSource) -> str:
     return feed.url
 
 
-@pytest.fixture
-async def controller(init_integration: MockConfigEntry) -> AsyncGenerator[HubController]:
-    """Return a paired controller."""
-    async with paired_controller(init_integration.runtime_data) as hub:
-        yield hub
+controller = iphone_controller
 
 
 VIEWERS = Viewers()

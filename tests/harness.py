@@ -1,16 +1,22 @@
 """Real-stack pieces the end-to-end tests and benchmarks share: a camera, a paired hub, viewers.
 
-Each is an async context manager (or a small class) that a module wraps in its own fixture, so
-the module still chooses its clip, HLS mode and source kind:
+Context managers and helpers a module wraps in its own fixtures (it still chooses its clip, HLS
+mode and source kind):
 
 - ``clip_file``: a generated clip for a ``ClipSpec``, written once per directory.
 - ``live_camera``: Home Assistant's ``stream`` set up and a camera source serving the clip
-  (``LiveFeedSource`` joined mid-GOP, ``PacedSource``, ``RtspSource``), stopped at the end.
-- ``recording_hub``: an aiohomekit home-hub emulator paired over real HAP, after the startup
-  probe, with a recording configuration selected from the offer and Stream & Allow Recording on.
-- ``paired_controller``: an iPhone-like aiohomekit controller for live view.
+  (``LiveFeedSource`` joined mid-GOP, ``PacedSource``, ``RtspSource``), stopped on every path.
+- ``recording_hub``: an aiohomekit home-hub emulator paired over real HAP after the startup
+  probe, a recording configuration selected from the offer, Stream & Allow Recording on;
+  ``stream_motion_recording`` then fires motion and opens a recording over real HDS.
+- ``paired_controller`` / ``another_device``: iPhone-like aiohomekit controllers for live view.
 - ``Viewers``: SRTP live viewers (``tests/live/viewer.py``) set up on a controller, every one
-  closed at the end even when the test fails.
+  closed after the test even when it fails.
+- ``assert_fragments_contiguous``: the fragment check every recording test makes.
+
+Fixtures a module takes by assignment (pytest registers them under the module's name for them):
+``known_source = probe_at_startup``, ``with_doorbell = no_doorbell``,
+``controller = iphone_controller``.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from unittest.mock import patch
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.hap.rtp_stream import SetupStatus
+from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
 from tests.conftest import MOTION_ID
 from tests.hub.controller import HubController
 from tests.hub.emulator import HomeHub, media_seconds
@@ -54,6 +62,17 @@ class CameraSource(Protocol):
 
     async def stop(self) -> None:
         """Stop serving (also after a failed start)."""
+
+
+@pytest.fixture
+def probe_at_startup() -> None:
+    """Use as ``known_source``: no stored camera format, so the integration probes the camera."""
+
+
+@pytest.fixture
+def no_doorbell() -> bool:
+    """Use as ``with_doorbell``: the entry has no doorbell."""
+    return False
 
 
 async def clip_file(hass: HomeAssistant, directory: Path, spec: ClipSpec) -> Path:
@@ -150,12 +169,32 @@ async def paired_controller(bridge: Any, alias: str = "iphone") -> AsyncIterator
         await controller.close()
 
 
+@pytest.fixture
+async def iphone_controller(init_integration: MockConfigEntry) -> AsyncIterator[HubController]:
+    """Use as ``controller``: an iPhone-like controller paired with the entry's accessory."""
+    async with paired_controller(init_integration.runtime_data) as controller:
+        yield controller
+
+
 def another_device(controller: HubController, alias: str) -> HubController:
     """Return a second device of ``controller``'s home: same pairing, no pairing of its own."""
     device = HubController(controller.port, alias=alias)
     device.adopt(controller.pairing_data)
     device.accessories = controller.accessories
     return device
+
+
+def assert_fragments_contiguous(packets: list[bytes]) -> None:
+    """Assert every fragment of a recording starts on a keyframe where the previous one ended."""
+    init = parse_init(packets[0])
+    assert init.video is not None
+    expected = None
+    for fragment in packets[1:]:
+        samples = parse_fragments(fragment, init)[init.video.track_id]
+        assert samples[0].is_sync
+        if expected is not None:
+            assert abs(samples[0].decode_time - expected) <= init.video.timescale // 50
+        expected = samples[0].decode_time + sum(s.duration for s in samples)
 
 
 class Viewers:

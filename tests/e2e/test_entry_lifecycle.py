@@ -28,7 +28,7 @@ import custom_components.hksv
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
-from tests.harness import clip_file, live_camera, stream_motion_recording
+from tests.harness import clip_file, live_camera, no_doorbell, stream_motion_recording
 from tests.hub.emulator import HomeHub
 from tests.live.viewer import LiveViewer
 from tests.media import ClipSpec
@@ -58,10 +58,7 @@ def entry_options() -> dict[str, Any]:
     return {**DEFAULT_OPTIONS, OPT_VIDEO_MODE: VIDEO_MODE_TRANSCODE}
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+with_doorbell = no_doorbell
 
 
 @pytest.fixture

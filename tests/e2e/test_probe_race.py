@@ -28,7 +28,7 @@ from custom_components.hksv.recording.fmp4 import build_fragment
 from custom_components.hksv.recording.prebuffer import PROVIDER_NAME
 from tests.conftest import CAMERA_ID, MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
-from tests.harness import STREAM_DEFAULTS, clip_file, live_camera
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera, no_doorbell, probe_at_startup
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.media import ClipSpec, read_frame_counter
 from tests.ports import free_port
@@ -38,15 +38,9 @@ CLIP = ClipSpec(seconds=40.0, fps=FPS, gop_seconds=2.0)
 PREBUFFER_S = 4.0
 
 
-@pytest.fixture
-def known_source() -> None:
-    """A fresh install: the integration probes the camera at startup."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+# A fresh install (the camera is probed at startup), no doorbell.
+known_source = probe_at_startup
+with_doorbell = no_doorbell
 
 
 @pytest.fixture(autouse=True)

@@ -42,7 +42,14 @@ from custom_components.hksv.recording.mode import ReasonCode
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.source import PacedSource
-from tests.harness import clip_file, live_camera, recording_hub
+from tests.harness import (
+    assert_fragments_contiguous,
+    clip_file,
+    live_camera,
+    no_doorbell,
+    probe_at_startup,
+    recording_hub,
+)
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import Recording
 from tests.media import ClipSpec, read_frame_counter
@@ -98,15 +105,9 @@ def case(request: pytest.FixtureRequest) -> Case:
     return CASES[request.param]
 
 
-@pytest.fixture
-def known_source() -> None:
-    """Let the integration probe the camera at startup (as a fresh install does)."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+# A fresh install (the camera is probed at startup), no doorbell.
+known_source = probe_at_startup
+with_doorbell = no_doorbell
 
 
 @pytest.fixture
@@ -298,15 +299,7 @@ async def test_source_restart_mid_event(
     client.close_stream(1, 0)
     await client.close()
     packets = recording.complete_packets
-    init = parse_init(packets[0])
-    assert init.video is not None
-    expected = None
-    for fragment in packets[1:]:
-        samples = parse_fragments(fragment, init)[init.video.track_id]
-        assert samples[0].is_sync
-        if expected is not None:
-            assert abs(samples[0].decode_time - expected) <= init.video.timescale // 50
-        expected = samples[0].decode_time + sum(s.duration for s in samples)
+    assert_fragments_contiguous(packets)
     with av.open(io.BytesIO(b"".join(packets))) as container:
         counters = [read_frame_counter(frame) for frame in container.decode(video=0)]
     # The reconnected camera starts its clip again: exactly one jump back, then 4+ s of it.

@@ -21,12 +21,19 @@ from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
-from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.recording.fmp4 import parse_init
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.source import PacedSource
-from tests.harness import clip_file, live_camera, recording_hub
+from tests.harness import (
+    assert_fragments_contiguous,
+    clip_file,
+    live_camera,
+    no_doorbell,
+    probe_at_startup,
+    recording_hub,
+)
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
 from tests.media import ClipSpec
@@ -46,15 +53,9 @@ def spec(request: pytest.FixtureRequest) -> ClipSpec:
     return getattr(request, "param", GOP_2S)
 
 
-@pytest.fixture
-def known_source() -> None:
-    """Let the integration probe the camera at startup (as a fresh install does)."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+# A fresh install (the camera is probed at startup), no doorbell.
+known_source = probe_at_startup
+with_doorbell = no_doorbell
 
 
 @pytest.fixture
@@ -112,19 +113,6 @@ def _coded_sizes(packets: list[bytes]) -> set[tuple[int, int]]:
         return {(frame.width, frame.height) for frame in container.decode(video=0)}
 
 
-def _fragment_starts_are_contiguous(packets: list[bytes]) -> None:
-    """Assert every fragment starts on a keyframe where the previous one ended."""
-    init = parse_init(packets[0])
-    assert init.video is not None
-    expected = None
-    for fragment in packets[1:]:
-        samples = parse_fragments(fragment, init)[init.video.track_id]
-        assert samples[0].is_sync
-        if expected is not None:
-            assert abs(samples[0].decode_time - expected) <= init.video.timescale // 50
-        expected = samples[0].decode_time + sum(s.duration for s in samples)
-
-
 # -- item 6: a camera that dies mid-clip -----------------------------------------------------
 
 
@@ -153,7 +141,7 @@ async def test_camera_stall_ends_the_clip(
     # The hub is not left waiting: the accessory ends the stream with endOfStream.
     await client.wait_until(lambda: recording.ended)
     packets = recording.complete_packets
-    _fragment_starts_are_contiguous(packets)
+    assert_fragments_contiguous(packets)
     with av.open(io.BytesIO(b"".join(packets))) as container:
         assert sum(1 for _ in container.decode(video=0)) > 0
     client.ack(1)

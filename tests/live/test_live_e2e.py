@@ -33,8 +33,9 @@ from tests.harness import (
     Viewers,
     another_device,
     clip_file,
+    iphone_controller,
     live_camera,
-    paired_controller,
+    no_doorbell,
     recording_hub,
 )
 from tests.hub.controller import HubController
@@ -88,17 +89,10 @@ def stream_source(live_source: LiveFeedSource) -> str:
     return live_source.url
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell."""
-    return False
+with_doorbell = no_doorbell
 
 
-@pytest.fixture
-async def controller(init_integration: MockConfigEntry) -> AsyncGenerator[HubController]:
-    """Return a paired iPhone-like controller."""
-    async with paired_controller(init_integration.runtime_data) as hub:
-        yield hub
+controller = iphone_controller
 
 
 VIEWERS = Viewers()
