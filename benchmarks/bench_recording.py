@@ -25,16 +25,10 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE
+from tests import harness
 from tests.conftest import MOTION_ID
 from tests.e2e.source import PacedSource
-from tests.harness import (
-    STREAM_DEFAULTS,
-    clip_file,
-    live_camera,
-    no_doorbell,
-    probe_at_startup,
-    recording_hub,
-)
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera, recording_hub
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.media import ClipSpec
 from tests.ports import free_port
@@ -70,8 +64,8 @@ def summary() -> Any:
 
 
 # A fresh install (the camera is probed at startup), no doorbell.
-known_source = probe_at_startup
-with_doorbell = no_doorbell
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture

@@ -39,8 +39,9 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.hap.rtp_stream import SessionCommand
 from custom_components.hksv.live.session import RTP_CLOCK, LiveSession
+from tests import harness
 from tests.e2e.live_source import LiveFeedSource
-from tests.harness import Viewers, clip_file, iphone_controller, live_camera, no_doorbell
+from tests.harness import Viewers, clip_file, live_camera
 from tests.hub.controller import HubController
 from tests.live.viewer import LiveViewer, access_units, decode_units
 from tests.media import ClipSpec
@@ -94,7 +95,7 @@ def summary() -> Any:
     print("\n".join(RESULTS))
 
 
-with_doorbell = no_doorbell
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def stream_source(feed: LiveFeedSource) -> str:
     return feed.url
 
 
-controller = iphone_controller
+controller = harness.iphone_controller
 
 
 VIEWERS = Viewers()

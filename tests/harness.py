@@ -15,8 +15,8 @@ mode and source kind):
 - ``assert_fragments_contiguous``: the fragment check every recording test makes.
 
 Fixtures a module takes by assignment (pytest registers them under the module's name for them):
-``known_source = probe_at_startup``, ``with_doorbell = no_doorbell``,
-``controller = iphone_controller``.
+``known_source = harness.probe_at_startup``, ``with_doorbell = harness.no_doorbell``,
+``controller = harness.iphone_controller``.
 """
 
 from __future__ import annotations

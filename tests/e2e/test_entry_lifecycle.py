@@ -26,9 +26,10 @@ from pytest_homeassistant_custom_component.common import (
 
 import custom_components.hksv
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
+from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
-from tests.harness import clip_file, live_camera, no_doorbell, stream_motion_recording
+from tests.harness import clip_file, live_camera, stream_motion_recording
 from tests.hub.emulator import HomeHub
 from tests.live.viewer import LiveViewer
 from tests.media import ClipSpec
@@ -58,7 +59,7 @@ def entry_options() -> dict[str, Any]:
     return {**DEFAULT_OPTIONS, OPT_VIDEO_MODE: VIDEO_MODE_TRANSCODE}
 
 
-with_doorbell = no_doorbell
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture

@@ -26,9 +26,10 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.recording.fmp4 import build_fragment
 from custom_components.hksv.recording.prebuffer import PROVIDER_NAME
+from tests import harness
 from tests.conftest import CAMERA_ID, MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
-from tests.harness import STREAM_DEFAULTS, clip_file, live_camera, no_doorbell, probe_at_startup
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.media import ClipSpec, read_frame_counter
 from tests.ports import free_port
@@ -39,8 +40,8 @@ PREBUFFER_S = 4.0
 
 
 # A fresh install (the camera is probed at startup), no doorbell.
-known_source = probe_at_startup
-with_doorbell = no_doorbell
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture(autouse=True)

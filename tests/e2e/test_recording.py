@@ -40,16 +40,10 @@ from custom_components.hksv.recording.fmp4 import (
 )
 from custom_components.hksv.recording.mode import ReasonCode
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
+from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.source import PacedSource
-from tests.harness import (
-    assert_fragments_contiguous,
-    clip_file,
-    live_camera,
-    no_doorbell,
-    probe_at_startup,
-    recording_hub,
-)
+from tests.harness import assert_fragments_contiguous, clip_file, live_camera, recording_hub
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import Recording
 from tests.media import ClipSpec, read_frame_counter
@@ -106,8 +100,8 @@ def case(request: pytest.FixtureRequest) -> Case:
 
 
 # A fresh install (the camera is probed at startup), no doorbell.
-known_source = probe_at_startup
-with_doorbell = no_doorbell
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture

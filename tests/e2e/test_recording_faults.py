@@ -23,17 +23,11 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.hksv.recording.fmp4 import parse_init
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
+from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.source import PacedSource
-from tests.harness import (
-    assert_fragments_contiguous,
-    clip_file,
-    live_camera,
-    no_doorbell,
-    probe_at_startup,
-    recording_hub,
-)
+from tests.harness import assert_fragments_contiguous, clip_file, live_camera, recording_hub
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
 from tests.media import ClipSpec
@@ -54,8 +48,8 @@ def spec(request: pytest.FixtureRequest) -> ClipSpec:
 
 
 # A fresh install (the camera is probed at startup), no doorbell.
-known_source = probe_at_startup
-with_doorbell = no_doorbell
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture

@@ -22,15 +22,10 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
+from tests import harness
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
-from tests.harness import (
-    STREAM_DEFAULTS,
-    clip_file,
-    live_camera,
-    no_doorbell,
-    stream_motion_recording,
-)
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera, stream_motion_recording
 from tests.hub.emulator import HomeHub
 from tests.media import ClipSpec
 from tests.ports import free_port
@@ -77,7 +72,7 @@ def known_source(scenario: Scenario) -> dict[str, Any] | None:
     }
 
 
-with_doorbell = no_doorbell
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture

@@ -24,10 +24,11 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.recording.fmp4 import build_fragment
+from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
-from tests.harness import STREAM_DEFAULTS, live_camera, no_doorbell
+from tests.harness import STREAM_DEFAULTS, live_camera
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
 from tests.media import ClipSpec, read_frame_counter, write_clip
@@ -45,7 +46,7 @@ def known_source() -> dict[str, Any]:
     return {"width": 640, "height": 360, "fps": 25.0, "audio_codec": None}
 
 
-with_doorbell = no_doorbell
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture

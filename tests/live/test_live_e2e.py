@@ -27,17 +27,10 @@ from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SLOTS
 from custom_components.hksv.diagnostics import async_get_config_entry_diagnostics
 from custom_components.hksv.hap.rtp_stream import SessionCommand, SetupStatus, StreamingState
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
+from tests import harness
 from tests.conftest import MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
-from tests.harness import (
-    Viewers,
-    another_device,
-    clip_file,
-    iphone_controller,
-    live_camera,
-    no_doorbell,
-    recording_hub,
-)
+from tests.harness import Viewers, another_device, clip_file, live_camera, recording_hub
 from tests.hub.controller import HubController
 from tests.hub.emulator import media_seconds
 from tests.live.viewer import (
@@ -89,10 +82,10 @@ def stream_source(live_source: LiveFeedSource) -> str:
     return live_source.url
 
 
-with_doorbell = no_doorbell
+with_doorbell = harness.no_doorbell
 
 
-controller = iphone_controller
+controller = harness.iphone_controller
 
 
 VIEWERS = Viewers()
