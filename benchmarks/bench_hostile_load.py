@@ -15,7 +15,6 @@ See benchmarks/README.md for what each number means and results on the build mac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 import json
 import logging
@@ -27,16 +26,12 @@ import sys
 from typing import Any
 
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
-import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from benchmarks.bench_recording import CACHE, SOURCE
-from tests.conftest import MOTION_ID, free_port
-from tests.e2e.source import PacedSource
+from benchmarks import bench_recording
+from tests.conftest import MOTION_ID
 from tests.hub.emulator import HomeHub
 from tests.hub.hds_client import HDSClient
-from tests.media import write_clip
 
 WINDOW_SECONDS = 20.0
 ATTACK_RATE = 200  # malformed HAP requests per second
@@ -89,51 +84,12 @@ async def _sample(window: Window, client: HDSClient, seconds: float) -> None:
     window.recording_bytes = client.bytes_received - received
 
 
-@pytest.fixture
-def known_source() -> None:
-    """Let the integration probe the camera."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell."""
-    return False
-
-
-@pytest.fixture
-async def paced_source(hass: HomeAssistant, socket_enabled: None) -> AsyncGenerator[PacedSource]:
-    """Serve the 1080p clip in real time (shared cache with bench_recording)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    clip = CACHE / "source_1080p_2mbit.ts"
-    if not clip.exists():
-        await hass.async_add_executor_job(write_clip, clip, SOURCE)
-    assert await async_setup_component(hass, "stream", {})
-    source = PacedSource(clip, free_port())
-    await source.start()
-    yield source
-    await source.stop()
-
-
-@pytest.fixture
-def stream_source(paced_source: PacedSource) -> str:
-    """Point the camera at the paced source."""
-    return paced_source.url
-
-
-@pytest.fixture
-async def hub(
-    hass: HomeAssistant, init_integration: MockConfigEntry, session_keys: None
-) -> AsyncGenerator[HomeHub]:
-    """A hub that selected from the offer and enabled recording."""
-    bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:
-            await asyncio.sleep(0.2)
-    home_hub = HomeHub(bridge.port)
-    await home_hub.pair(bridge.setup_code)
-    await home_hub.enable_recording(await home_hub.select_from_offer(), audio=True)
-    yield home_hub
-    await home_hub.close()
+# The same camera, entry and recording hub as bench_recording.py: its fixtures, not copies.
+known_source = bench_recording.known_source
+with_doorbell = bench_recording.with_doorbell
+paced_source = bench_recording.paced_source
+stream_source = bench_recording.stream_source
+hub = bench_recording.hub
 
 
 async def test_hostile_load_while_recording(

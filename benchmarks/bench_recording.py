@@ -21,15 +21,17 @@ import time
 from typing import Any
 
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE
-from tests.conftest import MOTION_ID, free_port
+from tests import harness
+from tests.conftest import MOTION_ID
 from tests.e2e.source import PacedSource
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera, recording_hub
 from tests.hub.emulator import HomeHub, media_seconds
-from tests.media import ClipSpec, write_clip
+from tests.media import ClipSpec
+from tests.ports import free_port
 
 SOURCE = ClipSpec(
     seconds=60.0, width=1920, height=1080, fps=25, gop_seconds=2.0, video_bitrate_kbps=2000
@@ -61,15 +63,9 @@ def summary() -> Any:
     print("\n".join(RESULTS))
 
 
-@pytest.fixture
-def known_source() -> None:
-    """Let the integration probe the camera."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell."""
-    return False
+# A fresh install (the camera is probed at startup), no doorbell.
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture
@@ -87,15 +83,10 @@ def entry_options(video_mode: str) -> dict[str, Any]:
 @pytest.fixture
 async def paced_source(hass: HomeAssistant, socket_enabled: None) -> AsyncGenerator[PacedSource]:
     """Serve the 1080p clip in real time (LL-HLS defaults)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    clip = CACHE / "source_1080p_2mbit.ts"
-    if not clip.exists():
-        await hass.async_add_executor_job(write_clip, clip, SOURCE)
-    assert await async_setup_component(hass, "stream", {})
+    clip = await clip_file(hass, CACHE, SOURCE)
     source = PacedSource(clip, free_port())
-    await source.start()
-    yield source
-    await source.stop()
+    async with live_camera(hass, source, stream_config=STREAM_DEFAULTS, quick_restart=False):
+        yield source
 
 
 @pytest.fixture
@@ -105,19 +96,10 @@ def stream_source(paced_source: PacedSource) -> str:
 
 
 @pytest.fixture
-async def hub(
-    hass: HomeAssistant, init_integration: MockConfigEntry, session_keys: None
-) -> AsyncGenerator[HomeHub]:
+async def hub(init_integration: MockConfigEntry, session_keys: None) -> AsyncGenerator[HomeHub]:
     """A hub that selected from the offer and enabled recording."""
-    bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:
-            await asyncio.sleep(0.2)
-    home_hub = HomeHub(bridge.port)
-    await home_hub.pair(bridge.setup_code)
-    await home_hub.enable_recording(await home_hub.select_from_offer(), audio=True)
-    yield home_hub
-    await home_hub.close()
+    async with recording_hub(init_integration.runtime_data) as home_hub:
+        yield home_hub
 
 
 async def _until(condition: Any, timeout: float = 120) -> None:

@@ -50,11 +50,12 @@ from custom_components.hksv.const import (
     DOMAIN,
     OPT_VIDEO_MODE,
 )
-from tests.conftest import FakeCamera, free_port
+from tests.conftest import FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient, Recording
 from tests.media import ClipSpec, write_clip
+from tests.ports import free_port
 
 SOURCE = ClipSpec(
     seconds=30.0, width=1920, height=1080, fps=25, gop_seconds=2.0, video_bitrate_kbps=2000

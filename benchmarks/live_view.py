@@ -43,7 +43,6 @@ from typing import Any
 from unittest.mock import patch
 
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -56,11 +55,13 @@ from custom_components.hksv.hap.rtp_stream import (
     SrtpParameters,
 )
 from custom_components.hksv.live.session import RTP_CLOCK, LiveSession
-from tests.conftest import free_port
+from tests import harness
 from tests.e2e.live_source import LiveFeedSource
+from tests.harness import Viewers, clip_file, live_camera
 from tests.hub.controller import HOST, HubController
 from tests.live.viewer import LiveViewer, access_units, decode_units
-from tests.media import ClipSpec, write_clip
+from tests.media import ClipSpec
+from tests.ports import free_port
 
 SOURCE = ClipSpec(
     seconds=60.0, width=1920, height=1080, fps=25, gop_seconds=2.0, video_bitrate_kbps=2000
@@ -110,10 +111,7 @@ def summary() -> Any:
     print("\n".join(RESULTS))
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell."""
-    return False
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture
@@ -127,17 +125,10 @@ async def feed(
     hass: HomeAssistant, socket_enabled: None, part_duration: float
 ) -> AsyncGenerator[LiveFeedSource]:
     """Serve the 1080p clip as a live feed; HA's stream with the given part duration."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    clip = CACHE / "camera_1080p.ts"
-    if not clip.exists():
-        await hass.async_add_executor_job(write_clip, clip, SOURCE)
+    clip = await clip_file(hass, CACHE, SOURCE)
     config = {"stream": {"ll_hls": True, "part_duration": part_duration}}
-    assert await async_setup_component(hass, "stream", config)
-    source = LiveFeedSource(clip, free_port())
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    async with live_camera(hass, LiveFeedSource(clip, free_port()), stream_config=config) as source:
         yield source
-    await source.stop()
 
 
 @pytest.fixture
@@ -146,25 +137,11 @@ def stream_source(feed: LiveFeedSource) -> str:
     return feed.url
 
 
-@pytest.fixture
-async def controller(
-    hass: HomeAssistant, init_integration: MockConfigEntry
-) -> AsyncGenerator[HubController]:
-    """Return a paired controller."""
-    bridge = init_integration.runtime_data
-    hub = HubController(bridge.port, alias="iphone")
-    await hub.pair(bridge.setup_code)
-    yield hub
-    await hub.close()
+controller = harness.iphone_controller
 
 
-async def _open(hub: HubController, **selection: Any) -> LiveViewer:
-    """Set up and start one viewer."""
-    viewer = LiveViewer(hub)
-    await viewer.open()
-    await viewer.setup()
-    assert await viewer.select(**selection) == {}
-    return viewer
+VIEWERS = Viewers()
+close_viewers = VIEWERS.closing_fixture()
 
 
 async def _first_picture(viewer: LiveViewer, timeout: float = 60) -> tuple[float, float]:
@@ -218,7 +195,7 @@ async def test_start_and_steady_latency(
     lost = 0
     with patch.object(LiveSession, "on_part", on_part), patch.object(LiveSession, "_send", send):
         for attempt in range(OPENS):
-            viewer = await _open(controller)
+            viewer = await VIEWERS.start(controller)
             first_packet, first_picture = await _first_picture(viewer)
             starts.append(("cold" if attempt == 0 else "warm", first_packet, first_picture))
             if attempt == OPENS - 1:
@@ -308,7 +285,7 @@ async def test_cpu_per_viewer(
     bridge.live.feed.linger_seconds = 600  # keep the stream up between the windows
     # The test harness runs the loop in debug mode, which taxes every callback; HA does not.
     asyncio.get_running_loop().set_debug(False)
-    warmup = await _open(controller)
+    warmup = await VIEWERS.start(controller)
     await _first_picture(warmup)
     assert await warmup.select(SessionCommand.END) == {}
     await warmup.close()
@@ -319,12 +296,14 @@ async def test_cpu_per_viewer(
         return (_cpu() - start_cpu) / (time.monotonic() - start)
 
     idle = await window()
-    copy_viewer = await _open(controller)
+    copy_viewer = await VIEWERS.start(controller)
     await _first_picture(copy_viewer)
     copy = await window()
     assert await copy_viewer.select(SessionCommand.END) == {}
     await copy_viewer.close()
-    watch = await _open(controller, width=320, height=240, fps=15, bitrate=300, packet_time=60)
+    watch = await VIEWERS.start(
+        controller, width=320, height=240, fps=15, bitrate=300, packet_time=60
+    )
     await _first_picture(watch)
     transcoded = await window()
     mode = bridge.live.diagnostics()["active"][0]["mode"]

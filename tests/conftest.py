@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-import itertools
-import os
-import socket
 from typing import Any
 
 from homeassistant.components.camera import Camera, CameraEntityFeature
@@ -30,11 +27,14 @@ from custom_components.hksv.const import (
 from custom_components.hksv.media import budget as budget_module
 from custom_components.hksv.media.budget import TranscodeBudget
 from tests.hub.controller import HubController, capture_session_keys
+from tests.ports import free_port
 
 CAMERA_ID = "camera.front_door"
 MOTION_ID = "binary_sensor.front_door_motion"
 DOORBELL_ID = "event.front_door_doorbell"
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg\xff\xd9"
+
+__all__ = ["free_port"]  # still importable from here; tests/ports.py is its home
 
 
 @pytest.fixture(autouse=True)
@@ -88,25 +88,6 @@ class FakeCamera(Camera):
         """Return a still image."""
         self.image_requests.append((width, height))
         return self.image
-
-
-# Ports below the ephemeral range, a separate block per pytest-xdist worker: nothing that
-# binds port 0 (HDS servers, client sockets) and no other worker can take one of ours.
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-_PORTS = itertools.cycle(range(22000 + _WORKER * 500, 22500 + _WORKER * 500))
-
-
-def free_port() -> int:
-    """Return a free TCP port on 127.0.0.1 from this worker's block."""
-    for _ in range(500):
-        port = next(_PORTS)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 @pytest.fixture

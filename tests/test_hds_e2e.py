@@ -17,6 +17,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.hds import DataSendCloseReason, RecordingPacket, server as hds_server
+from tests.harness import recording_hub
 from tests.hub.controller import HOST
 from tests.hub.emulator import HomeHub
 from tests.hub.hds_client import HDSClient
@@ -108,18 +109,11 @@ async def recorder(
 
 @pytest.fixture
 async def home_hub(
-    hass: HomeAssistant,
-    init_integration: MockConfigEntry,
-    session_keys: None,
-    recorder: FixtureRecorder,
+    init_integration: MockConfigEntry, session_keys: None, recorder: FixtureRecorder
 ) -> AsyncGenerator[HomeHub]:
     """Return a paired hub with recording enabled."""
-    bridge = init_integration.runtime_data
-    hub = HomeHub(bridge.port)
-    await hub.pair(bridge.setup_code)
-    await hub.enable_recording(hub_write(), audio=True)
-    yield hub
-    await hub.close()
+    async with recording_hub(init_integration.runtime_data, selection=hub_write()) as hub:
+        yield hub
 
 
 async def test_recording_arrives_chunk_for_chunk(

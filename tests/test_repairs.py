@@ -29,9 +29,10 @@ from custom_components.hksv.issues import (
 from custom_components.hksv.recording.fmp4 import VideoTrackInfo
 from custom_components.hksv.recording.gop import SourceProfile
 from custom_components.hksv.recording.mode import ModeReason, ReasonCode, video_problems
-from tests.conftest import FakeCamera, free_port
+from tests.conftest import FakeCamera
 from tests.hub.controller import HubController
 from tests.hub.emulator import choose_selection
+from tests.ports import free_port
 
 STRINGS = json.loads(
     (Path(__file__).parent.parent / "custom_components/hksv/strings.json").read_text()

@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from tests.conftest import free_port
 from tests.e2e.live_source import LiveFeedSource
+from tests.ports import free_port
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")

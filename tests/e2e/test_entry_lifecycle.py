@@ -18,7 +18,6 @@ from unittest.mock import patch
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -27,11 +26,14 @@ from pytest_homeassistant_custom_component.common import (
 
 import custom_components.hksv
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
-from tests.conftest import MOTION_ID, FakeCamera, free_port
+from tests import harness
+from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
-from tests.hub.emulator import HomeHub, media_seconds
+from tests.harness import clip_file, live_camera, stream_motion_recording
+from tests.hub.emulator import HomeHub
 from tests.live.viewer import LiveViewer
-from tests.media import ClipSpec, write_clip
+from tests.media import ClipSpec
+from tests.ports import free_port
 
 CLIP = ClipSpec(seconds=20.0, width=640, height=360, fps=25, gop_seconds=1.0)
 HKSV_DIR = str(Path(custom_components.hksv.__file__).parent)
@@ -57,10 +59,7 @@ def entry_options() -> dict[str, Any]:
     return {**DEFAULT_OPTIONS, OPT_VIDEO_MODE: VIDEO_MODE_TRANSCODE}
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture
@@ -68,13 +67,9 @@ async def live_source(
     hass: HomeAssistant, socket_enabled: None, tmp_path: Path
 ) -> AsyncGenerator[LiveFeedSource]:
     """Serve a live feed and set up HA's stream."""
-    clip = await hass.async_add_executor_job(write_clip, tmp_path / "camera.ts", CLIP)
-    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
-    source = LiveFeedSource(clip, free_port())
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    clip = await clip_file(hass, tmp_path, CLIP)
+    async with live_camera(hass, LiveFeedSource(clip, free_port())) as source:
         yield source
-    await source.stop()
 
 
 @pytest.fixture
@@ -113,16 +108,8 @@ async def _wait_for(condition: Callable[[], Any], timeout: float = 60) -> None:
 
 async def _record(hass: HomeAssistant, hub: HomeHub, entry: MockConfigEntry) -> Any:
     """Enable recording and leave a clip streaming to the hub; return the HDS client."""
-    bridge = entry.runtime_data
     await hub.enable_recording(await hub.select_from_offer())
-    await _wait_for(lambda: bridge.recorder.prebuffer.buffered_seconds >= 2)
-    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
-    client = await hub.open_data_stream()
-    client.timeout = 90
-    assert (await client.open_recording(1)).status == 0
-    await client.wait_until(lambda: media_seconds(client.recordings[1]) >= 2)
-    assert bridge.recorder.streaming
-    return client
+    return await stream_motion_recording(hass, entry.runtime_data, hub)
 
 
 @pytest.mark.parametrize("ending", ["unload", "home_assistant_stop"])

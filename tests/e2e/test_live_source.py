@@ -10,9 +10,9 @@ import time
 import av
 import pytest
 
-from tests.conftest import free_port
 from tests.e2e.live_source import TS_PACKET, LiveFeedSource
 from tests.media import ClipSpec, write_clip
+from tests.ports import free_port
 
 FPS = 25
 

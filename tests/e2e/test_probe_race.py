@@ -21,31 +21,27 @@ from unittest.mock import patch
 import av
 from homeassistant.components.camera.helper import get_camera_from_entity_id
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.recording.fmp4 import build_fragment
 from custom_components.hksv.recording.prebuffer import PROVIDER_NAME
-from tests.conftest import CAMERA_ID, MOTION_ID, free_port
+from tests import harness
+from tests.conftest import CAMERA_ID, MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera
 from tests.hub.emulator import HomeHub, media_seconds
-from tests.media import ClipSpec, read_frame_counter, write_clip
+from tests.media import ClipSpec, read_frame_counter
+from tests.ports import free_port
 
 FPS = 25
 CLIP = ClipSpec(seconds=40.0, fps=FPS, gop_seconds=2.0)
 PREBUFFER_S = 4.0
 
 
-@pytest.fixture
-def known_source() -> None:
-    """A fresh install: the integration probes the camera at startup."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+# A fresh install (the camera is probed at startup), no doorbell.
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture(autouse=True)
@@ -60,14 +56,11 @@ async def camera_feed(
     hass: HomeAssistant, socket_enabled: None, tmp_path: Path
 ) -> AsyncGenerator[LiveFeedSource]:
     """A 2 s-GOP live camera, and `stream` set up."""
-    clip = await hass.async_add_executor_job(write_clip, tmp_path / "clip.ts", CLIP)
-    assert await async_setup_component(hass, "stream", {})
-    source = LiveFeedSource(clip, free_port())
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    clip = await clip_file(hass, tmp_path, CLIP)
+    feed = LiveFeedSource(clip, free_port())
+    async with live_camera(hass, feed, stream_config=STREAM_DEFAULTS) as source:
         yield source
-    source.resume()
-    await source.stop()
+        source.resume()
 
 
 @pytest.fixture

@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 import io
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import av
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
-from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import (
@@ -43,11 +40,14 @@ from custom_components.hksv.recording.fmp4 import (
 )
 from custom_components.hksv.recording.mode import ReasonCode
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
-from tests.conftest import MOTION_ID, FakeCamera, free_port
+from tests import harness
+from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.source import PacedSource
+from tests.harness import assert_fragments_contiguous, clip_file, live_camera, recording_hub
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import Recording
-from tests.media import ClipSpec, read_frame_counter, write_clip
+from tests.media import ClipSpec, read_frame_counter
+from tests.ports import free_port
 
 FPS = 25
 AVC_PROFILE_IDC = {H264Profile.BASELINE: 66, H264Profile.MAIN: 77, H264Profile.HIGH: 100}
@@ -93,54 +93,28 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="session")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[ClipSpec, Path]:
-    """Return a cache of generated clips (mpegts, like a camera's RTSP payload)."""
-    return {}
-
-
-def clip_for(clips: dict[ClipSpec, Path], directory: Path, spec: ClipSpec) -> Path:
-    """Generate ``spec`` once per session."""
-    if spec not in clips:
-        clips[spec] = write_clip(directory / f"clip{len(clips)}.ts", spec)
-    return clips[spec]
-
-
 @pytest.fixture
 def case(request: pytest.FixtureRequest) -> Case:
     """Return the parametrized case."""
     return CASES[request.param]
 
 
-@pytest.fixture
-def known_source() -> None:
-    """Let the integration probe the camera at startup (as a fresh install does)."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+# A fresh install (the camera is probed at startup), no doorbell.
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture
 async def paced_source(
-    hass: HomeAssistant,
-    socket_enabled: None,
-    case: Case,
-    clips: dict[ClipSpec, Path],
-    tmp_path_factory: pytest.TempPathFactory,
+    hass: HomeAssistant, socket_enabled: None, case: Case, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncGenerator[PacedSource]:
     """Serve the case's clip in real time, and set up `stream` in the case's HLS mode."""
-    directory = tmp_path_factory.getbasetemp() / "clips"
-    directory.mkdir(exist_ok=True)
-    clip = await hass.async_add_executor_job(clip_for, clips, directory, case.spec)
-    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": case.ll_hls}})
-    source = PacedSource(clip, free_port())
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    clip = await clip_file(hass, tmp_path_factory.getbasetemp() / "clips", case.spec)
+    stream_config = {"stream": {"ll_hls": case.ll_hls}}
+    async with live_camera(
+        hass, PacedSource(clip, free_port()), stream_config=stream_config
+    ) as source:
         yield source
-    await source.stop()
 
 
 @pytest.fixture
@@ -151,22 +125,12 @@ def stream_source(paced_source: PacedSource) -> str:
 
 @pytest.fixture
 async def home_hub(
-    hass: HomeAssistant,
-    init_integration: MockConfigEntry,
-    session_keys: None,
-    case: Case,
+    init_integration: MockConfigEntry, session_keys: None, case: Case
 ) -> AsyncGenerator[HomeHub]:
     """Pair a hub, wait for the camera probe, select from the offer, enable recording."""
-    bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:  # the startup probe learns the camera format
-            await asyncio.sleep(0.2)
-    hub = HomeHub(bridge.port)
-    await hub.pair(bridge.setup_code)
-    await hub.enable_recording(await hub.select_from_offer(), audio=case.audio)
-    await hub.subscribe(hub.iid("85", "22"))
-    yield hub
-    await hub.close()
+    async with recording_hub(init_integration.runtime_data, audio=case.audio) as hub:
+        await hub.subscribe(hub.iid("85", "22"))
+        yield hub
 
 
 async def _wait_for_prebuffer(bridge: Any, seconds: float) -> None:
@@ -329,15 +293,7 @@ async def test_source_restart_mid_event(
     client.close_stream(1, 0)
     await client.close()
     packets = recording.complete_packets
-    init = parse_init(packets[0])
-    assert init.video is not None
-    expected = None
-    for fragment in packets[1:]:
-        samples = parse_fragments(fragment, init)[init.video.track_id]
-        assert samples[0].is_sync
-        if expected is not None:
-            assert abs(samples[0].decode_time - expected) <= init.video.timescale // 50
-        expected = samples[0].decode_time + sum(s.duration for s in samples)
+    assert_fragments_contiguous(packets)
     with av.open(io.BytesIO(b"".join(packets))) as container:
         counters = [read_frame_counter(frame) for frame in container.decode(video=0)]
     # The reconnected camera starts its clip again: exactly one jump back, then 4+ s of it.

@@ -12,14 +12,12 @@ from collections.abc import AsyncGenerator
 from datetime import timedelta
 import io
 import logging
-from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import av
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
@@ -30,14 +28,17 @@ from custom_components.hksv.recording import (
     recorder as recorder_module,
     transcode as transcode_module,
 )
-from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.recording.fmp4 import parse_init
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
-from tests.conftest import MOTION_ID, FakeCamera, free_port
+from tests import harness
+from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.source import PacedSource
+from tests.harness import assert_fragments_contiguous, clip_file, live_camera, recording_hub
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
-from tests.media import ClipSpec, write_clip
+from tests.media import ClipSpec
+from tests.ports import free_port
 
 FPS = 25
 PREBUFFER_S = 4.0
@@ -47,27 +48,15 @@ GOP_2S = ClipSpec(seconds=40.0, fps=FPS, gop_seconds=2.0)
 IDR_ON_CONNECT = ClipSpec(seconds=60.0, fps=FPS, gop_seconds=2.0, first_gop_seconds=1.2)
 
 
-@pytest.fixture(scope="session")
-def fault_clips() -> dict[ClipSpec, Path]:
-    """Return a cache of generated clips."""
-    return {}
-
-
 @pytest.fixture
 def spec(request: pytest.FixtureRequest) -> ClipSpec:
     """Return the camera's clip (parametrized indirectly; 2 s GOPs by default)."""
     return getattr(request, "param", GOP_2S)
 
 
-@pytest.fixture
-def known_source() -> None:
-    """Let the integration probe the camera at startup (as a fresh install does)."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+# A fresh install (the camera is probed at startup), no doorbell.
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture
@@ -75,7 +64,6 @@ async def live_feed(
     hass: HomeAssistant,
     socket_enabled: None,
     spec: ClipSpec,
-    fault_clips: dict[ClipSpec, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncGenerator[LiveFeedSource | PacedSource]:
     """Serve the clip as a live feed (joined mid-GOP) and set up `stream` (LL-HLS).
@@ -83,22 +71,10 @@ async def live_feed(
     A clip with its own first GOP is served from its start to every client instead, like a
     camera that sends a keyframe when a client connects.
     """
-    directory = tmp_path_factory.getbasetemp() / "fault-clips"
-    directory.mkdir(exist_ok=True)
-    if spec not in fault_clips:
-        path = directory / f"clip{len(fault_clips)}.ts"
-        fault_clips[spec] = await hass.async_add_executor_job(write_clip, path, spec)
-    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
+    clip = await clip_file(hass, tmp_path_factory.getbasetemp() / "fault-clips", spec)
     kind = LiveFeedSource if spec.first_gop_seconds is None else PacedSource
-    source = kind(fault_clips[spec], free_port())
-    try:
-        await source.start()
-    except BaseException:
-        await source.stop()  # start() may fail after launching ffmpeg (port taken meanwhile)
-        raise
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    async with live_camera(hass, kind(clip, free_port())) as source:
         yield source
-    await source.stop()
 
 
 @pytest.fixture
@@ -109,18 +85,11 @@ def stream_source(live_feed: LiveFeedSource | PacedSource) -> str:
 
 @pytest.fixture
 async def home_hub(
-    hass: HomeAssistant, init_integration: MockConfigEntry, session_keys: None
+    init_integration: MockConfigEntry, session_keys: None
 ) -> AsyncGenerator[HomeHub]:
     """Pair a hub, wait for the camera probe, select from the offer, enable recording."""
-    bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:
-            await asyncio.sleep(0.2)
-    hub = HomeHub(bridge.port)
-    await hub.pair(bridge.setup_code)
-    await hub.enable_recording(await hub.select_from_offer(), audio=True)
-    yield hub
-    await hub.close()
+    async with recording_hub(init_integration.runtime_data) as hub:
+        yield hub
 
 
 async def _wait_for(condition: Any, timeout: float = 90) -> None:
@@ -143,19 +112,6 @@ def _coded_sizes(packets: list[bytes]) -> set[tuple[int, int]]:
     """Return the decoded picture sizes of a clip."""
     with av.open(io.BytesIO(b"".join(packets))) as container:
         return {(frame.width, frame.height) for frame in container.decode(video=0)}
-
-
-def _fragment_starts_are_contiguous(packets: list[bytes]) -> None:
-    """Assert every fragment starts on a keyframe where the previous one ended."""
-    init = parse_init(packets[0])
-    assert init.video is not None
-    expected = None
-    for fragment in packets[1:]:
-        samples = parse_fragments(fragment, init)[init.video.track_id]
-        assert samples[0].is_sync
-        if expected is not None:
-            assert abs(samples[0].decode_time - expected) <= init.video.timescale // 50
-        expected = samples[0].decode_time + sum(s.duration for s in samples)
 
 
 # -- item 6: a camera that dies mid-clip -----------------------------------------------------
@@ -186,7 +142,7 @@ async def test_camera_stall_ends_the_clip(
     # The hub is not left waiting: the accessory ends the stream with endOfStream.
     await client.wait_until(lambda: recording.ended)
     packets = recording.complete_packets
-    _fragment_starts_are_contiguous(packets)
+    assert_fragments_contiguous(packets)
     with av.open(io.BytesIO(b"".join(packets))) as container:
         assert sum(1 for _ in container.decode(video=0)) > 0
     client.ack(1)

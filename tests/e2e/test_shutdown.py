@@ -15,20 +15,20 @@ from datetime import timedelta
 from pathlib import Path
 import threading
 from typing import Any
-from unittest.mock import patch
 
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
-from tests.conftest import MOTION_ID, free_port
+from tests import harness
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
-from tests.hub.emulator import HomeHub, media_seconds
-from tests.media import ClipSpec, write_clip
+from tests.harness import STREAM_DEFAULTS, clip_file, live_camera, stream_motion_recording
+from tests.hub.emulator import HomeHub
+from tests.media import ClipSpec
+from tests.ports import free_port
 
 CLIP = ClipSpec(seconds=20.0, fps=25, gop_seconds=2.0)
 # A 10 s GOP joined mid-GOP: the probe is still waiting for its first GOP when HA stops.
@@ -72,10 +72,7 @@ def known_source(scenario: Scenario) -> dict[str, Any] | None:
     }
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture
@@ -83,16 +80,12 @@ async def camera_feed(
     hass: HomeAssistant, socket_enabled: None, scenario: Scenario, tmp_path: Path
 ) -> AsyncGenerator[LiveFeedSource | RtspSource]:
     """Run the scenario's camera and set up `stream`."""
-    spec = LONG_GOP_CLIP if scenario.during == "probe" else CLIP
-    clip = await hass.async_add_executor_job(write_clip, tmp_path / "clip.ts", spec)
-    assert await async_setup_component(hass, "stream", {})
+    clip = await clip_file(hass, tmp_path, LONG_GOP_CLIP if scenario.during == "probe" else CLIP)
     source: LiveFeedSource | RtspSource = (
         RtspSource(clip) if scenario.source == "rtsp" else LiveFeedSource(clip, free_port())
     )
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    async with live_camera(hass, source, stream_config=STREAM_DEFAULTS):
         yield source
-    await source.stop()
 
 
 @pytest.fixture
@@ -118,13 +111,7 @@ async def _start_recording(hass: HomeAssistant, entry: MockConfigEntry) -> Any:
     hub = HomeHub(bridge.port)
     await hub.pair(bridge.setup_code)
     await hub.enable_recording(await hub.select_from_offer())
-    await _wait_for(lambda: bridge.recorder.prebuffer.buffered_seconds >= 2)
-    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
-    client = await hub.open_data_stream()
-    client.timeout = 60
-    assert (await client.open_recording(1)).status == 0
-    await client.wait_until(lambda: media_seconds(client.recordings[1]) >= 2)
-    assert bridge.recorder.streaming
+    client = await stream_motion_recording(hass, bridge, hub, client_timeout=60)
     return hub, client
 
 

@@ -15,24 +15,25 @@ import io
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import av
 from homeassistant.components.stream import worker as ha_stream_worker
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.recording.fmp4 import build_fragment
 from custom_components.hksv.recording.prebuffer import LONG_PROBE_OPTIONS
-from tests.conftest import MOTION_ID, FakeCamera, free_port
+from tests import harness
+from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
+from tests.harness import STREAM_DEFAULTS, live_camera
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
 from tests.media import ClipSpec, read_frame_counter, write_clip
+from tests.ports import free_port
 
 FPS = 25
 LONG_GOP = ClipSpec(seconds=60.0, fps=FPS, gop_seconds=10.0)
@@ -46,10 +47,7 @@ def known_source() -> dict[str, Any]:
     return {"width": 640, "height": 360, "fps": 25.0, "audio_codec": None}
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture
@@ -69,16 +67,13 @@ async def camera(
     hass: HomeAssistant, socket_enabled: None, long_gop_clip: Path, camera_kind: str
 ) -> AsyncGenerator[RtspSource | LiveFeedSource]:
     """Run a 10 s-GOP camera of the given kind, and set up `stream`."""
-    assert await async_setup_component(hass, "stream", {})
     source: RtspSource | LiveFeedSource = (
         RtspSource(long_gop_clip)
         if camera_kind == "rtsp"
         else LiveFeedSource(long_gop_clip, free_port())
     )
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    async with live_camera(hass, source, stream_config=STREAM_DEFAULTS):
         yield source
-    await source.stop()
 
 
 @pytest.fixture

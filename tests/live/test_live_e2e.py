@@ -15,14 +15,12 @@ from datetime import timedelta
 import io
 from itertools import pairwise
 import json
-from pathlib import Path
 import threading
 from typing import Any
 from unittest.mock import patch
 
 import av
 from homeassistant.core import HomeAssistant
-from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
@@ -37,10 +35,12 @@ from custom_components.hksv.hap.rtp_stream import (
 )
 from custom_components.hksv.media.budget import TranscodeBudget
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
-from tests.conftest import MOTION_ID, free_port
+from tests import harness
+from tests.conftest import MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
+from tests.harness import Viewers, another_device, clip_file, live_camera, recording_hub
 from tests.hub.controller import HubController
-from tests.hub.emulator import HomeHub, media_seconds
+from tests.hub.emulator import media_seconds
 from tests.live.viewer import (
     AUDIO_PT,
     IPV4_UDP_HEADERS,
@@ -52,7 +52,8 @@ from tests.live.viewer import (
     decode_units,
     opus_durations,
 )
-from tests.media import ClipSpec, write_clip
+from tests.media import ClipSpec
+from tests.ports import free_port
 
 FPS = 25
 SPEC = ClipSpec(seconds=20.0, width=640, height=360, fps=FPS, gop_seconds=1.0)
@@ -62,12 +63,6 @@ WATCH_SECONDS = 4.0
 
 HEVC_SPEC = replace(SPEC, video_codec="hevc")
 B_FRAME_SPEC = replace(SPEC, h264_profile="high", b_frames=2)
-
-
-@pytest.fixture(scope="session")
-def clip_cache(tmp_path_factory: pytest.TempPathFactory) -> dict[ClipSpec, Path]:
-    """Return generated clips by spec (each made once per session)."""
-    return {}
 
 
 @pytest.fixture
@@ -80,20 +75,13 @@ def camera_spec() -> ClipSpec:
 async def live_source(
     hass: HomeAssistant,
     socket_enabled: None,
-    clip_cache: dict[ClipSpec, Path],
     camera_spec: ClipSpec,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncGenerator[LiveFeedSource]:
     """Serve the clip as a live feed and set up HA's stream (LL-HLS parts)."""
-    if camera_spec not in clip_cache:
-        path = tmp_path_factory.mktemp("live") / "camera.ts"
-        clip_cache[camera_spec] = await hass.async_add_executor_job(write_clip, path, camera_spec)
-    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
-    source = LiveFeedSource(clip_cache[camera_spec], free_port())
-    await source.start()
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    clip = await clip_file(hass, tmp_path_factory.getbasetemp() / "live", camera_spec)
+    async with live_camera(hass, LiveFeedSource(clip, free_port())) as source:
         yield source
-    await source.stop()
 
 
 @pytest.fixture
@@ -102,43 +90,14 @@ def stream_source(live_source: LiveFeedSource) -> str:
     return live_source.url
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell."""
-    return False
+with_doorbell = harness.no_doorbell
 
 
-@pytest.fixture
-async def controller(
-    hass: HomeAssistant, init_integration: MockConfigEntry
-) -> AsyncGenerator[HubController]:
-    """Return a paired iPhone-like controller."""
-    bridge = init_integration.runtime_data
-    hub = HubController(bridge.port, alias="iphone")
-    await hub.pair(bridge.setup_code)
-    yield hub
-    await hub.close()
+controller = harness.iphone_controller
 
 
-_OPEN: list[LiveViewer] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_viewers() -> AsyncGenerator[None]:
-    """Close every viewer a test opened, even when it fails."""
-    yield
-    while _OPEN:
-        await _OPEN.pop().close()
-
-
-async def _viewer(hub: HubController, slot: int = 0) -> LiveViewer:
-    """Open a viewer's sockets and set up endpoints on ``slot``."""
-    viewer = LiveViewer(hub, slot)
-    _OPEN.append(viewer)
-    await viewer.open()
-    response = await viewer.setup()
-    assert response.status == SetupStatus.SUCCESS
-    return viewer
+VIEWERS = Viewers()
+close_viewers = VIEWERS.closing_fixture()
 
 
 def _check_stream(
@@ -207,7 +166,7 @@ async def test_live_view_copy_and_end(
     bridge = init_integration.runtime_data
     bridge.live.feed.linger_seconds = 5.0
     assert not bridge.accessory.state.recording_possible
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert viewer.response is not None and viewer.response.address is not None
     assert viewer.response.address.address == "127.0.0.1"
     assert viewer.response.video_srtp is not None
@@ -262,8 +221,7 @@ async def test_dropped_hap_connection_ends_session(
 ) -> None:
     """SUSPEND pauses and RESUME restarts at a keyframe; closing the HAP connection ends it."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_packets(10)
     assert await viewer.select(SessionCommand.SUSPEND) == {}
     await asyncio.sleep(0.5)
@@ -288,8 +246,7 @@ async def test_silent_viewer_times_out(
     """A viewer that stops sending RTCP is ended after the idle timeout."""
     bridge = init_integration.runtime_data
     bridge.live.idle_timeout = 3.0
-    viewer = await _viewer(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_packets(10)
     await asyncio.sleep(4)
     assert bridge.live.viewers == 1, "a reporting viewer stays"
@@ -311,13 +268,10 @@ async def test_two_viewers_busy_and_camera_off(
 ) -> None:
     """Two viewers at once; a busy slot answers BUSY; turning the camera off ends both."""
     bridge = init_integration.runtime_data
-    second_hub = HubController(bridge.port, alias="ipad")
-    second_hub.adopt(controller.pairing_data)
-    second_hub.accessories = controller.accessories
-    first = await _viewer(controller, 0)
-    second = await _viewer(second_hub, 1)
-    intruder = LiveViewer(second_hub, 0)
-    _OPEN.append(intruder)
+    second_hub = another_device(controller, "ipad")
+    first = await VIEWERS.set_up(controller, 0)
+    second = await VIEWERS.set_up(second_hub, 1)
+    intruder = VIEWERS.add(second_hub, 0)
     await intruder.open()
     assert (await intruder.setup()).status == SetupStatus.BUSY
     assert await first.select() == {}
@@ -353,8 +307,7 @@ async def test_b_frame_camera_is_copied(
 ) -> None:
     """A High-profile camera with B-frames is copied and decodes in order."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_frames(WATCH_SECONDS, FPS)
     assert viewer.response is not None
     _check_stream(viewer, viewer.response.video_ssrc or 0)
@@ -369,7 +322,7 @@ async def test_watch_request_is_transcoded(
 ) -> None:
     """An Apple Watch asking for 320x240@15 gets a transcoded 320x240 stream; RECONFIGURE works."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
     await viewer.wait_frames(3, 15)
     assert viewer.response is not None
@@ -381,10 +334,8 @@ async def test_watch_request_is_transcoded(
     assert active["reason"].startswith("watch-sized request")
     assert [t["target"] for t in diagnostics["transcoders"]] == ["320x240@15"]
     # A second watch with the same request shares the transcoder.
-    second_hub = HubController(bridge.port, alias="watch2")
-    second_hub.adopt(controller.pairing_data)
-    second_hub.accessories = controller.accessories
-    second = await _viewer(second_hub, 1)
+    second_hub = another_device(controller, "watch2")
+    second = await VIEWERS.set_up(second_hub, 1)
     assert await second.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
     await second.wait_frames(2, 15)
     shared = bridge.live.diagnostics()["transcoders"]
@@ -415,8 +366,7 @@ async def test_hevc_camera_is_transcoded(
 ) -> None:
     """An HEVC camera's live view is transcoded to H.264 at the camera's size."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_frames(3, FPS)
     assert viewer.response is not None
     _check_stream(viewer, viewer.response.video_ssrc or 0)
@@ -434,8 +384,7 @@ async def test_worker_restart_resumes_at_next_keyframe(
 ) -> None:
     """A camera reconnect: same SSRC, continuous sequence numbers, resumes at an IDR."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_frames(2, FPS)
     restarts = bridge.recorder.prebuffer.stream_restarts
     await live_source.restart()
@@ -473,15 +422,8 @@ async def test_live_view_while_recording(
 ) -> None:
     """A hub records a motion event while an iPhone watches: one camera stream serves both."""
     bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:  # the startup probe learns the camera format
-            await asyncio.sleep(0.2)
-    hub = HomeHub(bridge.port)
-    await hub.pair(bridge.setup_code)
-    try:
-        await hub.enable_recording(await hub.select_from_offer(), audio=True)
-        viewer = await _viewer(hub)
-        assert await viewer.select() == {}
+    async with recording_hub(bridge) as hub:
+        viewer = await VIEWERS.start(hub)
         await viewer.wait_frames(2, FPS)
         hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
         client = await hub.open_data_stream()
@@ -501,8 +443,6 @@ async def test_live_view_while_recording(
         assert all((b - a) % CLIP_FRAMES == 1 for a, b in pairwise(clip))
         assert bridge.live.viewers == 1
         assert bridge.live.feed.holding and bridge.recorder.prebuffer.running
-    finally:
-        await hub.close()
 
 
 async def test_home_assistant_stop_while_watching(
@@ -511,8 +451,7 @@ async def test_home_assistant_stop_while_watching(
     """Stopping HA while someone watches (recording off) ends the stream worker for good."""
     bridge = init_integration.runtime_data
     assert not bridge.accessory.state.recording_possible
-    viewer = await _viewer(controller)
-    assert await viewer.select() == {}
+    viewer = await VIEWERS.start(controller)
     await viewer.wait_packets(10)
     assert bridge.live.feed.holding and bridge.recorder.prebuffer.running
     assert _stream_workers()
@@ -548,7 +487,7 @@ async def test_mute_mid_session_stops_audio_at_once(
     """Writing the Microphone's Mute during a session silences it at once; unmute resumes."""
     bridge = init_integration.runtime_data
     mute = controller.iid("112", "11A")
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_audio(25)
     assert await controller.write(mute, True) == {}
@@ -590,7 +529,7 @@ async def test_other_controller_cannot_read_keys_or_start(
 async def _other_controller_checks(
     bridge: Any, controller: HubController, other: HubController
 ) -> None:
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert viewer.response is not None and viewer.response.video_srtp is not None
     assert viewer.response.video_srtp.master_key == viewer.key
     raw = await other.read_tlv(viewer.iids["118"])
@@ -625,7 +564,7 @@ async def test_copy_relabels_in_band_sps(
 ) -> None:
     """A level 5.1 camera that repeats SPS in-band is copied with every SPS labelled 4.0."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_frames(3, FPS)
     active = bridge.live.diagnostics()["active"][0]
@@ -646,7 +585,7 @@ async def test_failed_media_task_ends_session_with_reason(
 ) -> None:
     """A session whose video task dies is ended with the error, not left looking alive."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_frames(1, FPS)
 
@@ -671,7 +610,7 @@ async def test_failed_transcoder_ends_its_sessions(
 ) -> None:
     """A transcoder thread that dies ends its viewers with the reason and leaves no thread."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
 
     def broken(self: Any, frame: Any) -> None:
         raise av.error.InvalidDataError(22, "Invalid argument")
@@ -703,7 +642,7 @@ async def test_failed_opus_encoder_stops_audio_with_reason(
 ) -> None:
     """An Opus encoder that fails stops only audio: one reason, video goes on, no thread left."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     await viewer.wait_audio(10)
 
@@ -738,7 +677,7 @@ async def test_live_transcode_holds_its_share_until_the_last_viewer_ends(
     controller: HubController,
 ) -> None:
     """A watch's transcoder reserves its share of the budget and frees it with its viewer."""
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
     await viewer.wait_frames(3, 15)
     assert transcode_budget.held == ["Front door live view 320x240@15"]
@@ -758,7 +697,7 @@ async def test_watch_over_the_transcode_budget_gets_the_camera_stream(
     bridge = init_integration.runtime_data
     held = transcode_budget.try_reserve(100.0, "another camera's recording")
     assert held is not None
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
     await viewer.wait_frames(3, FPS)
     assert viewer.response is not None
@@ -786,7 +725,7 @@ async def test_hevc_over_the_transcode_budget_is_refused(
     bridge = init_integration.runtime_data
     held = transcode_budget.try_reserve(100.0, "another camera's recording")
     assert held is not None
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select() == {}
     async with asyncio.timeout(60):
         while not bridge.live.diagnostics()["active"] or (
@@ -809,7 +748,7 @@ async def test_start_diagnostics_say_where_the_time_went(
     """Per session: camera connect (cold) or not (warm), first part, keyframe and packet."""
     bridge = init_integration.runtime_data
     assert not bridge.recorder.prebuffer.running  # recording is off: the first viewer is cold
-    cold = await _viewer(controller)
+    cold = await VIEWERS.set_up(controller)
     assert await cold.select() == {}
     await cold.wait_packets(10)
     start = bridge.live.diagnostics()["active"][0]["stats"]["start"]
@@ -822,7 +761,7 @@ async def test_start_diagnostics_say_where_the_time_went(
     await hass.async_block_till_done()
     assert bridge.live.history[-1]["stats"]["start"] == start
 
-    warm = await _viewer(controller)
+    warm = await VIEWERS.set_up(controller)
     assert await warm.select() == {}
     await warm.wait_packets(10)
     start = bridge.live.diagnostics()["active"][0]["stats"]["start"]
@@ -841,7 +780,7 @@ async def test_copy_viewer_asking_for_much_less_moves_to_a_transcoder(
 ) -> None:
     """RECONFIGURE to a far lower bitrate: same SSRC and sequence, transcoded from an IDR."""
     bridge = init_integration.runtime_data
-    viewer = await _viewer(controller)
+    viewer = await VIEWERS.set_up(controller)
     assert await viewer.select(fps=25) == {}
     await viewer.wait_frames(3, FPS)
     assert bridge.live.diagnostics()["active"][0]["mode"] == "copy"
