@@ -25,7 +25,7 @@ from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.recording.fmp4 import build_fragment
+from custom_components.hksv.media.fmp4 import build_fragment
 from custom_components.hksv.recording.prebuffer import PROVIDER_NAME
 from tests.conftest import CAMERA_ID, MOTION_ID, free_port
 from tests.e2e.live_source import LiveFeedSource

@@ -25,7 +25,7 @@ from custom_components.hksv.hap.recording_config import (
     VideoCodecConfiguration,
     VideoCodecParameters,
 )
-from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
 from tests.hub.controller import HOST, HubController
 from tests.hub.hds_client import HDSClient, Recording
 

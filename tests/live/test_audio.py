@@ -20,7 +20,7 @@ from custom_components.hksv.live.audio import (
     audio_config_from_init,
     combine_opus_frames,
 )
-from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
 from tests.media import ClipSpec, write_clip
 from tests.recording.ha_parts import ha_segments
 

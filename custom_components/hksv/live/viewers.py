@@ -32,7 +32,7 @@ from .shared import AudioSender, OpusFeed, TranscodedFeed
 from .transcode import LiveVideoTarget
 
 if TYPE_CHECKING:
-    from ..recording.fmp4 import InitSegment
+    from ..media.fmp4 import InitSegment
     from ..recording.gop import Gop
     from .source import LiveFeed, MediaPart
     from .transport import MediaEndpoint

@@ -1,0 +1,1 @@
+"""Codec facts and tools used by both recording and live view."""
