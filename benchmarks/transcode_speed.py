@@ -26,7 +26,7 @@ import time
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from custom_components.hksv.hap.recording_config import H264Level, H264Profile  # noqa: E402
+from custom_components.hksv.media.h264 import H264Level, H264Profile  # noqa: E402
 from custom_components.hksv.recording import av_media  # noqa: E402
 from custom_components.hksv.recording.transcode import (  # noqa: E402
     AudioTarget,

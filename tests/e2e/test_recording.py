@@ -32,7 +32,6 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.hksv.const import OPT_VIDEO_MODE
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
-from custom_components.hksv.hap.recording_config import H264_LEVEL_IDC, H264Profile
 from custom_components.hksv.issues import copy_issue_id
 from custom_components.hksv.media.fmp4 import (
     InitSegment,
@@ -41,6 +40,7 @@ from custom_components.hksv.media.fmp4 import (
     parse_fragments,
     parse_init,
 )
+from custom_components.hksv.media.h264 import H264_LEVEL_IDC, H264Profile
 from custom_components.hksv.recording.mode import ReasonCode
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests.conftest import MOTION_ID, FakeCamera, free_port

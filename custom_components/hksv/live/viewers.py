@@ -12,12 +12,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..hap.recording_config import H264Level, H264Profile
 from ..hap.rtp_stream import (
     RtpAudioCodec,
     RtpSampleRate,
     SelectedRTPStreamConfiguration,
 )
+from ..media.h264 import H264Level, H264Profile
 from .audio import PACKET_TIMES_MS
 from .policy import (
     LiveMode,
