@@ -43,7 +43,13 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-__all__ = ["AccessoryInfo", "CameraOwner", "HksvCamera", "SnapshotUnavailable"]
+__all__ = [
+    "AccessoryInfo",
+    "CameraOwner",
+    "HksvCamera",
+    "LiveStreamDelegate",  # defined in rtp_services.py; kept importable from here
+    "SnapshotUnavailable",  # defined in snapshots.py; bridge.py imports it from here
+]
 
 
 @dataclass(frozen=True, slots=True)
