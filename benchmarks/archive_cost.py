@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from custom_components.hksv.archive.layout import ClipPaths
 from custom_components.hksv.archive.writer import ArchiveClip, ClipMeta
-from custom_components.hksv.recording.fmp4 import iter_boxes
+from custom_components.hksv.media.fmp4 import iter_boxes
 from tests.media import ClipSpec, write_clip
 
 OUT = Path(__file__).resolve().parent / "out" / "archive"

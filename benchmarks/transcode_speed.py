@@ -32,7 +32,6 @@ import time
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from custom_components.hksv.hap.recording_config import H264Level, H264Profile  # noqa: E402
 from custom_components.hksv.media.budget import (  # noqa: E402
     HEADROOM,
     MEASURE_X264_PRESET,
@@ -43,6 +42,7 @@ from custom_components.hksv.media.budget import (  # noqa: E402
     transcode_cost,
 )
 from custom_components.hksv.media.encoders import EncoderChooser  # noqa: E402
+from custom_components.hksv.media.h264 import H264Level, H264Profile  # noqa: E402
 from custom_components.hksv.recording import av_media  # noqa: E402
 from custom_components.hksv.recording.transcode import (  # noqa: E402
     AudioTarget,

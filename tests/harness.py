@@ -35,7 +35,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.hap.rtp_stream import SetupStatus
-from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
 from tests.conftest import MOTION_ID
 from tests.hub.controller import HubController
 from tests.hub.emulator import HomeHub, media_seconds

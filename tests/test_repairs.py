@@ -26,7 +26,7 @@ from custom_components.hksv.issues import (
     copy_issue_id,
     port_issue_id,
 )
-from custom_components.hksv.recording.fmp4 import VideoTrackInfo
+from custom_components.hksv.media.fmp4 import VideoTrackInfo
 from custom_components.hksv.recording.gop import SourceProfile
 from custom_components.hksv.recording.mode import ModeReason, ReasonCode, video_problems
 from tests.conftest import FakeCamera

@@ -29,8 +29,8 @@ from custom_components.hksv.archive.manager import NO_SPACE_ISSUE, recover_parti
 from custom_components.hksv.const import DOMAIN
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 from custom_components.hksv.hds import DataSendCloseReason, RecordingPacket
+from custom_components.hksv.media.fmp4 import iter_boxes
 from custom_components.hksv.recording import recorder as recorder_module
-from custom_components.hksv.recording.fmp4 import iter_boxes
 from custom_components.hksv.recording.gop import Gop
 from tests.archive.conftest import ControllerFactory
 from tests.recording.ha_parts import decode

@@ -18,7 +18,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.hksv.archive import writer as writer_module
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
-from custom_components.hksv.recording.fmp4 import iter_boxes
+from custom_components.hksv.media.fmp4 import iter_boxes
 from tests.e2e import test_recording as recording_tests
 from tests.e2e.test_recording import CASES, _check_clip, _record_event
 from tests.hub.emulator import HomeHub

@@ -28,7 +28,7 @@ from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
-from custom_components.hksv.recording.fmp4 import build_fragment, parse_fragments, parse_init
+from custom_components.hksv.media.fmp4 import build_fragment, parse_fragments, parse_init
 from custom_components.hksv.recording.gop import GopAssembler
 from custom_components.hksv.recording.prebuffer import (
     HIDDEN_WORKER_ERROR,

@@ -24,7 +24,7 @@ from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.recording.fmp4 import build_fragment
+from custom_components.hksv.media.fmp4 import build_fragment
 from custom_components.hksv.recording.prebuffer import PROVIDER_NAME
 from tests import harness
 from tests.conftest import CAMERA_ID, MOTION_ID

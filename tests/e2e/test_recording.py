@@ -29,15 +29,15 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.hksv.const import OPT_VIDEO_MODE
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
-from custom_components.hksv.hap.recording_config import H264_LEVEL_IDC, H264Profile
 from custom_components.hksv.issues import copy_issue_id
-from custom_components.hksv.recording.fmp4 import (
+from custom_components.hksv.media.fmp4 import (
     InitSegment,
     build_fragment,
     iter_boxes,
     parse_fragments,
     parse_init,
 )
+from custom_components.hksv.media.h264 import H264_LEVEL_IDC, H264Profile
 from custom_components.hksv.recording.mode import ReasonCode
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests import harness

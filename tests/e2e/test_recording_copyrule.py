@@ -24,7 +24,7 @@ from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
 from tests.conftest import MOTION_ID, free_port
 from tests.e2e.wifi_source import WifiCameraSource, write_gapped_clip
 from tests.hub.emulator import HomeHub, media_seconds

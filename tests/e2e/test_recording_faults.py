@@ -23,12 +23,12 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
+from custom_components.hksv.media.fmp4 import parse_init
 from custom_components.hksv.recording import (
     av_media,
     recorder as recorder_module,
     transcode as transcode_module,
 )
-from custom_components.hksv.recording.fmp4 import parse_init
 from custom_components.hksv.recording.prebuffer import WATCHDOG_INTERVAL_SECONDS
 from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera

@@ -23,7 +23,7 @@ from homeassistant.helpers import issue_registry as ir
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.recording.fmp4 import build_fragment
+from custom_components.hksv.media.fmp4 import build_fragment
 from custom_components.hksv.recording.prebuffer import LONG_PROBE_OPTIONS
 from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera

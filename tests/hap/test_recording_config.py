@@ -12,8 +12,6 @@ import pytest
 from custom_components.hksv.hap.recording_config import (
     AudioSampleRate,
     EventTrigger,
-    H264Level,
-    H264Profile,
     SelectedCameraRecordingConfiguration,
     SelectionError,
     SourceVideo,
@@ -24,6 +22,7 @@ from custom_components.hksv.hap.recording_config import (
     build_offer,
     parse_selection,
 )
+from custom_components.hksv.media.h264 import H264Level, H264Profile
 
 VECTORS = {
     v["name"]: v

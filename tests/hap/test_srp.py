@@ -8,7 +8,7 @@ from aiohomekit.crypto.srp import SrpClient
 from pyhap.hsrp import Server
 from pyhap.params import get_srp_context
 
-from custom_components.hksv.hap.driver import HksvHandler
+from custom_components.hksv.hap.request_guard import HksvHandler
 from custom_components.hksv.hap.srp import FixedWidthSrpServer, fixed_width
 
 CODE = "031-45-154"

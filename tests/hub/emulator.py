@@ -16,7 +16,6 @@ from custom_components.hksv.hap.recording_config import (
     AudioCodecConfiguration,
     AudioCodecParameters,
     EventTrigger,
-    H264Profile,
     SelectedCameraRecordingConfiguration,
     SelectedRecordingConfiguration,
     SupportedAudioRecordingConfiguration,
@@ -25,7 +24,8 @@ from custom_components.hksv.hap.recording_config import (
     VideoCodecConfiguration,
     VideoCodecParameters,
 )
-from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.media.h264 import H264Profile
 from tests.hub.controller import HOST, HubController
 from tests.hub.hds_client import HDSClient, Recording
 

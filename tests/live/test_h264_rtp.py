@@ -391,7 +391,7 @@ def test_rejects_bad_settings() -> None:
 @pytest.mark.parametrize("bframes", [False, True], ids=["plain", "bframes"])
 def test_home_assistant_parts(tmp_path: Path, bframes: bool) -> None:
     """Samples from HA's real stream worker (avcC in the init) packetize into a decodable stream."""
-    from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+    from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
     from tests.media import write_clip
     from tests.recording.ha_parts import ha_segments
 

@@ -22,7 +22,7 @@ from custom_components.hksv.live.audio import OpusLiveEncoder
 from custom_components.hksv.live.shared import OpusFeed, TranscodedFeed
 from custom_components.hksv.live.source import MediaPart
 from custom_components.hksv.live.transcode import LiveVideoTarget
-from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
 from tests.media import ClipSpec, write_clip
 from tests.recording.ha_parts import ha_segments
 

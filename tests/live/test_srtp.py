@@ -103,8 +103,9 @@ def test_protect_decrypts_with_libsrtp_across_rollover(first_seq: int) -> None:
         protected = ours.protect(packet)
         assert len(protected) == len(packet) + AUTH_TAG_LENGTH
         assert protected[12:-10] != packet[12:]
+        # libsrtp tracks the rollover counter itself: past a wrap, its authentication check
+        # passes only if ours counted the wrap too (RFC 3711 §3.3.1, §4.2).
         assert theirs.unprotect(protected) == packet
-    assert ours.rollover_counter(SSRC) == (first_seq + 1199) >> 16
 
 
 def test_unprotect_reads_libsrtp_across_rollover() -> None:

@@ -39,7 +39,7 @@ import av
 
 from custom_components.hksv.hap.recording_config import SelectedCameraRecordingConfiguration
 from custom_components.hksv.hap.rtp_stream import SessionCommand
-from custom_components.hksv.recording.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
 from tests.hub.emulator import HomeHub
 from tests.hub.hds_client import Recording
 from tests.live.viewer import LiveViewer, access_units, decode_units

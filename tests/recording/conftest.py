@@ -8,7 +8,7 @@ from pathlib import Path
 from homeassistant.components.stream.core import Segment
 import pytest
 
-from custom_components.hksv.recording.fmp4 import InitSegment, parse_init
+from custom_components.hksv.media.fmp4 import InitSegment, parse_init
 from tests.media import ClipSpec, write_clip
 from tests.recording.ha_parts import HaWorker
 

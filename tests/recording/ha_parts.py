@@ -28,7 +28,7 @@ from homeassistant.components.stream.diagnostics import Diagnostics
 from homeassistant.components.stream.exceptions import StreamEndedError
 from homeassistant.components.stream.worker import StreamState, stream_worker
 
-from custom_components.hksv.recording.fmp4 import (
+from custom_components.hksv.media.fmp4 import (
     InitSegment,
     find_box,
     iter_boxes,

@@ -23,8 +23,8 @@ from custom_components.hksv.const import (
 )
 from custom_components.hksv.hds import DataSendCloseReason, HDSProtocolError
 from custom_components.hksv.media.budget import TranscodeBudget
+from custom_components.hksv.media.fmp4 import parse_init
 from custom_components.hksv.recording import recorder as recorder_module
-from custom_components.hksv.recording.fmp4 import parse_init
 from custom_components.hksv.recording.gop import Gop
 from custom_components.hksv.recording.prebuffer import LiveView
 from custom_components.hksv.recording.recorder import RecordingController, RecordingOutcome

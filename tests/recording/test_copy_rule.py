@@ -21,9 +21,7 @@ import pytest
 
 from custom_components.hksv.const import VIDEO_MODE_AUTO
 from custom_components.hksv.hap.recording_config import SourceVideo, build_offer, parse_selection
-from custom_components.hksv.recording import recorder as recorder_module
-from custom_components.hksv.recording.feed import CameraStreamLost, LiveFeed, MediaClock
-from custom_components.hksv.recording.fmp4 import (
+from custom_components.hksv.media.fmp4 import (
     NON_SYNC_SAMPLE_FLAGS,
     SYNC_SAMPLE_FLAGS,
     InitSegment,
@@ -32,6 +30,8 @@ from custom_components.hksv.recording.fmp4 import (
     parse_fragments,
     parse_init,
 )
+from custom_components.hksv.recording import recorder as recorder_module
+from custom_components.hksv.recording.feed import CameraStreamLost, LiveFeed, MediaClock
 from custom_components.hksv.recording.gop import Gop, profile_source
 from custom_components.hksv.recording.mode import ReasonCode, choose_mode
 from custom_components.hksv.recording.shaper import (

@@ -10,7 +10,7 @@ import tracemalloc
 import av
 import pytest
 
-from custom_components.hksv.recording.fmp4 import (
+from custom_components.hksv.media.fmp4 import (
     NON_SYNC_SAMPLE_FLAGS,
     SYNC_SAMPLE_FLAGS,
     TFHD_DEFAULT_BASE_IS_MOOF,

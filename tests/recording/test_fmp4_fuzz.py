@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
-from custom_components.hksv.recording.fmp4 import (
+from custom_components.hksv.media.fmp4 import (
     Fmp4Error,
     InitSegment,
     find_box,

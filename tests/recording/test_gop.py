@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from custom_components.hksv.recording.fmp4 import (
+from custom_components.hksv.media.fmp4 import (
     NON_SYNC_SAMPLE_FLAGS,
     SYNC_SAMPLE_FLAGS,
     Fmp4Error,

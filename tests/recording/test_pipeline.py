@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import pytest
 
-from custom_components.hksv.recording.fmp4 import InitSegment
+from custom_components.hksv.media.fmp4 import InitSegment
 from custom_components.hksv.recording.gop import Gop
 from custom_components.hksv.recording.shaper import (
     LENGTH_SLACK_MS,

@@ -20,8 +20,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.hksv.const import DEFAULT_OPTIONS, DOMAIN
 from custom_components.hksv.hap.recording_config import SourceVideo, build_offer, parse_selection
 from custom_components.hksv.hds import DataSendCloseReason, HDSProtocolError, RecordingPacket
+from custom_components.hksv.media.fmp4 import iter_boxes, parse_fragments, parse_init
 from custom_components.hksv.recording import feed as feed_module, recorder as recorder_module
-from custom_components.hksv.recording.fmp4 import iter_boxes, parse_fragments, parse_init
 from custom_components.hksv.recording.gop import Gop
 from custom_components.hksv.recording.prebuffer import LiveView
 from custom_components.hksv.recording.recorder import RecordingController, RecordingOutcome

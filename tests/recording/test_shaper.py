@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import pytest
 
-from custom_components.hksv.recording.fmp4 import (
+from custom_components.hksv.media.fmp4 import (
     InitSegment,
     Sample,
     iter_boxes,

@@ -14,7 +14,7 @@ import threading
 import av
 import pytest
 
-from custom_components.hksv.hap.recording_config import H264Level, H264Profile
+from custom_components.hksv.media.h264 import H264Level, H264Profile
 from custom_components.hksv.recording.transcode import (
     AudioTarget,
     Transcoder,

@@ -23,7 +23,7 @@ import av
 # (with the GIL held) out of the first finalize (benchmarks/README.md).
 import PIL.Image  # noqa: F401
 
-from ..recording.fmp4 import BOX_HEADER, LARGE_BOX_HEADER, Box, iter_boxes
+from ..media.fmp4.boxes import BOX_HEADER, LARGE_BOX_HEADER, Box, iter_boxes
 
 THUMBNAIL_WIDTH: Final = 320
 THUMBNAIL_QUALITY: Final = 80

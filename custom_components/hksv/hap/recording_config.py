@@ -15,6 +15,9 @@ from enum import IntEnum, IntFlag
 import hashlib
 from typing import Any, Final
 
+# The H.264 numbers are codec facts (media/h264.py); re-exported for modules changed on other
+# branches that still import them from here (issue 15: drop the re-export once they don't).
+from ..media.h264 import H264Level as H264Level, H264Profile as H264Profile  # noqa: PLC0414
 from .tlv8 import U8, U16, U32, Nested, TLVError, TLVStruct, UInt, tlv, tlv_list
 
 
@@ -36,22 +39,6 @@ class VideoCodecType(IntEnum):
 
     H264 = 0
     H265 = 1
-
-
-class H264Profile(IntEnum):
-    """H.264 profiles as HAP numbers them."""
-
-    BASELINE = 0
-    MAIN = 1
-    HIGH = 2
-
-
-class H264Level(IntEnum):
-    """H.264 levels as HAP numbers them."""
-
-    LEVEL3_1 = 0
-    LEVEL3_2 = 1
-    LEVEL4_0 = 2
 
 
 class AudioCodecType(IntEnum):
@@ -100,9 +87,6 @@ _SAMPLE_RATE_HZ: Final = {
     AudioSampleRate.KHZ_44_1: 44100,
     AudioSampleRate.KHZ_48: 48000,
 }
-
-# Level enum → level_idc, for comparing with a camera's SPS.
-H264_LEVEL_IDC: Final = {H264Level.LEVEL3_1: 31, H264Level.LEVEL3_2: 32, H264Level.LEVEL4_0: 40}
 
 # The trigger options are 8 bytes on the wire, but HAP-NodeJS reads only the low 32 bits, so
 # accept any width up to 8 rather than refuse a hub that sends fewer bytes.

@@ -13,7 +13,8 @@ from enum import IntEnum
 import struct
 from typing import Any, Final
 
-from .recording_config import H264Level, H264Profile, VideoAttributes
+from ..media.h264 import H264Level, H264Profile
+from .recording_config import VideoAttributes
 from .tlv8 import U8, U16, U32, Bytes, Kind, Nested, TLVError, TLVStruct, UInt, tlv, tlv_list
 
 SESSION_ID_LENGTH: Final = 16

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-import io
 import logging
 from struct import Struct
 from typing import TYPE_CHECKING, Final
@@ -59,21 +58,6 @@ def aac_audio_specific_config(sample_rate: int, channels: int, object_type: int 
         raise AudioError(f"no AudioSpecificConfig for {object_type}/{sample_rate}/{channels}")
     index = AAC_SAMPLE_RATES.index(sample_rate)
     return (object_type << 11 | index << 7 | channels << 3).to_bytes(2)
-
-
-def audio_config_from_init(init: bytes) -> bytes | None:
-    """Return the AAC AudioSpecificConfig of an fMP4 init segment's audio track, if any.
-
-    Blocking (PyAV): call it from a worker thread.
-    """
-    try:
-        with av.open(io.BytesIO(init), options={"probesize": "32"}) as container:
-            for stream in container.streams.audio:
-                if stream.codec_context.name == "aac" and stream.codec_context.extradata:
-                    return bytes(stream.codec_context.extradata)
-    except av.error.FFmpegError as err:
-        raise AudioError(f"unreadable init segment: {err}") from err
-    return None
 
 
 def combine_opus_frames(packets: Sequence[bytes]) -> bytes:
@@ -285,11 +269,6 @@ class OpusPacketizer:
     def sequence(self) -> int:
         """Return the sequence number of the next packet."""
         return self._sequence
-
-    @property
-    def timestamp_step(self) -> int:
-        """Return the RTP timestamp increment per packet (rate × packet time)."""
-        return self._step
 
     def packetize(self, opus_packet: bytes) -> bytes:
         """Return the RTP packet carrying ``opus_packet``."""

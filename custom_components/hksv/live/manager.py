@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     import socket
 
     from ..hap.driver import ClientAddress, HapClient
-    from ..recording.fmp4 import InitSegment
+    from ..media.fmp4 import InitSegment
     from ..recording.gop import Gop
     from .source import LiveFeed
 

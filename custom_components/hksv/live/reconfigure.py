@@ -22,7 +22,7 @@ from .transcode import LiveVideoTarget
 
 if TYPE_CHECKING:
     from ..hap.rtp_stream import SelectedRTPStreamConfiguration
-    from ..recording.fmp4 import InitSegment
+    from ..media.fmp4 import InitSegment
     from .policy import SourceVideoInfo, ViewerRequest
     from .source import LiveFeed
     from .viewers import Viewer

@@ -34,7 +34,7 @@ from .rtcp import sender_report
 from .start_timing import StartTimeline
 
 if TYPE_CHECKING:
-    from ..recording.fmp4 import InitSegment, Sample
+    from ..media.fmp4 import InitSegment, Sample
     from ..recording.gop import Gop
     from .source import MediaPart
     from .transport import MediaEndpoint, SessionTransport

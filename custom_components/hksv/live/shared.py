@@ -24,7 +24,7 @@ from .transcode import EncodedSample, LiveTranscodeError, LiveVideoTarget, LiveV
 
 if TYPE_CHECKING:
     from ..media.budget import Reservation
-    from ..recording.fmp4 import InitSegment, Sample
+    from ..media.fmp4 import InitSegment, Sample
     from ..recording.gop import Gop
     from .session import LiveSession
     from .source import MediaPart

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ..recording.fmp4 import Fmp4Error, InitSegment, Sample, parse_fragments, parse_init
+from ..media.fmp4 import Fmp4Error, InitSegment, Sample, parse_fragments, parse_init
 
 if TYPE_CHECKING:
     from ..recording.gop import Gop

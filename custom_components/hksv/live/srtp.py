@@ -167,11 +167,6 @@ class SrtpContext:
         self._rtcp_out: dict[int, int] = {}  # SSRC -> next SRTCP index
         self._rtcp_in: dict[int, _ReplayWindow] = {}
 
-    def rollover_counter(self, ssrc: int) -> int:
-        """Return the ROC of the outgoing RTP stream ``ssrc`` (0 before its first packet)."""
-        stream = self._rtp_out.get(ssrc)
-        return stream.roc if stream is not None else 0
-
     def protect(self, rtp: bytes) -> bytes:
         """Encrypt and authenticate one RTP packet."""
         header_end = _rtp_header_end(rtp)

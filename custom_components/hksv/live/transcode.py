@@ -30,7 +30,6 @@ from av.video.frame import PictureType
 from av.video.reformatter import Interpolation, VideoReformatter
 import numpy as np
 
-from ..hap.recording_config import H264Level, H264Profile
 from ..media.encoders import (
     SOFTWARE_ENCODER,
     EncoderChooser,
@@ -39,7 +38,7 @@ from ..media.encoders import (
     pixel_format,
     shared_chooser,
 )
-from ..recording.encoding import LEVEL_LIMITS
+from ..media.h264 import LEVEL_LIMITS, H264Level, H264Profile
 from .h264_rtp import avcc_parameter_sets, split_avcc
 
 if TYPE_CHECKING:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..hap.recording_config import H264Level, H264Profile
 from ..hap.rtp_stream import (
     RtpAudioCodec,
     RtpSampleRate,
     SelectedRTPStreamConfiguration,
 )
 from ..media.budget import shared_budget, transcode_cost
+from ..media.h264 import H264Level, H264Profile
 from .audio import PACKET_TIMES_MS
 from .policy import (
     LiveMode,
@@ -35,7 +35,7 @@ from .shared import AudioSender, OpusFeed, TranscodedFeed
 from .transcode import LiveVideoTarget
 
 if TYPE_CHECKING:
-    from ..recording.fmp4 import InitSegment
+    from ..media.fmp4 import InitSegment
     from ..recording.gop import Gop
     from .source import LiveFeed, MediaPart
     from .transport import MediaEndpoint

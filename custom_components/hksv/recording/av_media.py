@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from av.video.stream import VideoStream
 
 from ..media.encoders import SOFTWARE_ENCODER, hardware_options, pixel_format
+from ..media.h264 import LEVEL_LIMITS
 from .encoding import (
-    LEVEL_LIMITS,
     AudioTarget,
     Counters,
     TranscodeError,

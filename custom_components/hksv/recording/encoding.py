@@ -8,30 +8,13 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass
 from fractions import Fraction
 import math
-from typing import Final, NamedTuple
+from typing import Final
 
-from ..hap.recording_config import H264Level, H264Profile
+from ..media.h264 import LEVEL_LIMITS, H264Level, H264Profile
 
 _VBV_BUFFER_SECONDS: Final = 2
 _HIGH_PROFILE_RATE_FACTOR: Final = Fraction(5, 4)  # H.264 Table A-2 cpbBrVclFactor 1250/1000
 _AAC_SAMPLE_RATES: Final = frozenset({8000, 16000, 24000, 32000, 44100, 48000})
-
-
-class _LevelLimits(NamedTuple):
-    """Limits of one H.264 level (H.264 Table A-1; rates for Baseline/Main)."""
-
-    name: str
-    max_mbps: int
-    max_fs: int
-    max_br_kbps: int
-    max_cpb_kbits: int
-
-
-LEVEL_LIMITS: Final = {
-    H264Level.LEVEL3_1: _LevelLimits("3.1", 108_000, 3_600, 14_000, 14_000),
-    H264Level.LEVEL3_2: _LevelLimits("3.2", 216_000, 5_120, 20_000, 20_000),
-    H264Level.LEVEL4_0: _LevelLimits("4.0", 245_760, 8_192, 20_000, 25_000),
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Final
 
-from .fmp4 import (
+from ..media.fmp4 import (
     AudioTrackInfo,
     Fmp4Error,
     InitSegment,

@@ -18,7 +18,8 @@ from enum import StrEnum
 from typing import Final
 
 from ..const import VIDEO_MODE_COPY, VIDEO_MODE_TRANSCODE
-from ..hap.recording_config import H264_LEVEL_IDC, H264Level, SelectedCameraRecordingConfiguration
+from ..hap.recording_config import SelectedCameraRecordingConfiguration
+from ..media.h264 import H264_LEVEL_IDC, H264Level
 from .gop import SourceProfile
 from .shaper import fits_fragment
 

@@ -32,7 +32,7 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.event import async_track_time_interval
 
-from .fmp4 import Fmp4Error
+from ..media.fmp4 import Fmp4Error
 from .gop import Gop, GopAssembler
 
 if TYPE_CHECKING:

@@ -47,9 +47,9 @@ from ..issues import (
 )
 from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcode_cost
 from ..media.encoders import EncoderChooser
+from ..media.fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .clip_sink import ClipCopy, ClipSink
 from .feed import CameraStreamLost, LiveFeed, MediaClock
-from .fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
 from .gop import Gop, SourceProfile, profile_source
 from .mode import AudioPlan, ModeDecision, choose_mode, copy_instead
 from .prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
-from .fmp4 import Sample, build_fragment
+from ..media.fmp4 import Sample, build_fragment
 from .gop import Gop
 
 # Fragments may run this much over fragmentLength: 29.97 fps GOPs of 60 frames last 2002 ms,
