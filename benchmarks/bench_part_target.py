@@ -29,7 +29,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 import pytest
 
-from custom_components.hksv.recording.prebuffer import SHORT_PART_SECONDS, Prebuffer
+from custom_components.hksv.source.prebuffer import SHORT_PART_SECONDS, Prebuffer
 from tests.conftest import CAMERA_ID, FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.media import ClipSpec, write_clip

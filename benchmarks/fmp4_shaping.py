@@ -26,8 +26,8 @@ import time
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from custom_components.hksv.recording.gop import Gop, GopAssembler  # noqa: E402
 from custom_components.hksv.recording.shaper import FragmentShaper  # noqa: E402
+from custom_components.hksv.source.gop import Gop, GopAssembler  # noqa: E402
 from tests.media import ClipSpec, write_clip  # noqa: E402
 from tests.recording.ha_parts import HaWorker  # noqa: E402
 

@@ -15,7 +15,7 @@ class Import:
     """One imported module (or package module a ``from`` names), as an absolute name."""
 
     source: str  # the importing file, relative to the package: "live/source.py"
-    module: str  # absolute: "custom_components.hksv.recording.gop"
+    module: str  # absolute: "custom_components.hksv.source.gop"
     names: tuple[str, ...]
     line: int
     type_only: bool  # under ``if TYPE_CHECKING:``

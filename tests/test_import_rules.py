@@ -1,8 +1,9 @@
 """The package's layering, checked on the source: who may import whom, and no circles.
 
-- ``live/`` never imports ``recording/`` (issue 15: both sit on ``source/`` and ``media/``), nor
-  the HKSV recording TLV module for codec types (``media/h264.py`` holds them).
-- Only ``recording/prebuffer.py`` touches Home Assistant's stream package: its private modules
+- ``live/`` and ``recording/`` never import each other (both sit on ``source/`` and ``media/``),
+  and ``live/`` never imports the HKSV recording TLV module for codec types (``media/h264.py``
+  holds them).
+- Only ``source/prebuffer.py`` touches Home Assistant's stream package: its private modules
   (``stream.core``, ``stream.worker``), the provider API, private attributes.
 - No import circle between the package's modules at run time.
 """
@@ -24,26 +25,11 @@ from tests.import_graph import (
 )
 
 RECORDING = f"{PACKAGE_NAME}.recording"
+LIVE = f"{PACKAGE_NAME}.live"
 RECORDING_TLVS = f"{PACKAGE_NAME}.hap.recording_config"
 
-# Imports that remain until recording/gop.py and recording/prebuffer.py move to a source/
-# package (issue 15). The list may only shrink; nothing may be added.
-# (file, imported module, type-only)
-PENDING_LIVE_IMPORTS: frozenset[tuple[str, str, bool]] = frozenset(
-    {
-        # Types of the GOP ring and the prebuffer, which move from recording/ to source/ with
-        # recording/gop.py and recording/prebuffer.py (issue 15, not done yet).
-        ("live/manager.py", f"{RECORDING}.gop", True),
-        ("live/session.py", f"{RECORDING}.gop", True),
-        ("live/shared.py", f"{RECORDING}.gop", True),
-        ("live/source.py", f"{RECORDING}.gop", True),
-        ("live/source.py", f"{RECORDING}.prebuffer", True),
-        ("live/viewers.py", f"{RECORDING}.gop", True),
-    }
-)
-
 STREAM_PACKAGE = "homeassistant.components.stream"
-STREAM_OWNER = "recording/prebuffer.py"
+STREAM_OWNER = "source/prebuffer.py"
 # The provider API HA's own outputs (HLS, recorder) use: only the prebuffer may attach.
 STREAM_PROVIDER_API = frozenset({"add_provider", "remove_provider", "outputs", "pyav_options"})
 
@@ -59,6 +45,16 @@ def live_layer_violations(imports: list[Import]) -> set[tuple[str, str, bool]]:
             or found.module.startswith(f"{RECORDING}.")
             or found.module == RECORDING_TLVS
         )
+    }
+
+
+def recording_layer_violations(imports: list[Import]) -> set[tuple[str, str, bool]]:
+    """Return the recording/ imports of live/."""
+    return {
+        (found.source, found.module, found.type_only)
+        for found in imports
+        if found.source.startswith("recording/")
+        and (found.module == LIVE or found.module.startswith(f"{LIVE}."))
     }
 
 
@@ -99,19 +95,17 @@ def stream_api_violations(root: Path, owner: str = STREAM_OWNER) -> list[str]:
 
 
 def test_live_does_not_import_recording() -> None:
-    """live/ reaches recording/ (or the recording TLVs) only where another branch still must."""
-    found = live_layer_violations(package_imports())
-    assert found <= PENDING_LIVE_IMPORTS, sorted(found - PENDING_LIVE_IMPORTS)
+    """live/ reaches neither recording/ nor the recording TLVs, not even for a type."""
+    assert sorted(live_layer_violations(package_imports())) == []
 
 
-def test_pending_live_imports_are_still_needed() -> None:
-    """Every allow-listed import still exists: once one is gone, its entry must go too."""
-    found = live_layer_violations(package_imports())
-    assert found >= PENDING_LIVE_IMPORTS, sorted(PENDING_LIVE_IMPORTS - found)
+def test_recording_does_not_import_live() -> None:
+    """recording/ reaches nothing in live/, not even for a type."""
+    assert sorted(recording_layer_violations(package_imports())) == []
 
 
 def test_only_the_prebuffer_touches_ha_stream_internals() -> None:
-    """recording/prebuffer.py is the one module on HA's private stream API."""
+    """source/prebuffer.py is the one module on HA's private stream API."""
     assert stream_api_violations(PACKAGE) == []
 
 
@@ -157,6 +151,21 @@ def test_live_rule_catches(tmp_path: Path, text: str) -> None:
     root = _write(tmp_path / "hksv", {"live/new.py": text, "recording/gop.py": ""})
     imports = [found for path in sorted(root.rglob("*.py")) for found in imports_of(path, root)]
     assert live_layer_violations(imports)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "from ..live.session import LiveSession\n",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..live import manager\n",
+        "import custom_components.hksv.live.policy\n",
+    ],
+)
+def test_recording_rule_catches(tmp_path: Path, text: str) -> None:
+    """Any recording/ import of live/ is found, type-only or not."""
+    root = _write(tmp_path / "hksv", {"recording/new.py": text, "live/session.py": ""})
+    imports = [found for path in sorted(root.rglob("*.py")) for found in imports_of(path, root)]
+    assert recording_layer_violations(imports)
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,8 @@ from custom_components.hksv.issues import (
     port_issue_id,
 )
 from custom_components.hksv.media.fmp4 import VideoTrackInfo
-from custom_components.hksv.recording.gop import SourceProfile
 from custom_components.hksv.recording.mode import ModeReason, ReasonCode, video_problems
+from custom_components.hksv.source.gop import SourceProfile
 from tests.conftest import FakeCamera
 from tests.hub.controller import HubController
 from tests.hub.emulator import choose_selection

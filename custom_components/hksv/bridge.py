@@ -85,8 +85,8 @@ from .pairing import (
     setup_uri,
     show_pairing_notification,
 )
-from .recording.gop import profile_source
 from .recording.recorder import RecordingController
+from .source.gop import profile_source
 
 type HksvConfigEntry = ConfigEntry[CameraBridge]
 

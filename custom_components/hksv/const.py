@@ -57,7 +57,7 @@ DEFAULT_LIVE_MODE: Final = VIDEO_MODE_AUTO
 DEFAULT_LIVE_MAX_BITRATE: Final = 6000
 MIN_LIVE_BITRATE: Final = 500
 MAX_LIVE_BITRATE: Final = 20000
-# Short LL-HLS parts on the camera's stream (recording/prebuffer.py): live view lags less.
+# Short LL-HLS parts on the camera's stream (source/prebuffer.py): live view lags less.
 DEFAULT_LIVE_SHORT_PARTS: Final = True
 
 # Local archive (archive/, docs/local-clips.md): per camera on/off and days; the size cap

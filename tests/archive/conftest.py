@@ -25,8 +25,8 @@ from custom_components.hksv.const import DEFAULT_OPTIONS
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 from custom_components.hksv.hds import DataSendCloseReason
 from custom_components.hksv.recording import recorder as recorder_module
-from custom_components.hksv.recording.gop import Gop
 from custom_components.hksv.recording.recorder import RecordingController
+from custom_components.hksv.source.gop import Gop
 from tests.recording.conftest import ha_segments, make_clip
 from tests.recording.ha_parts import assemble
 from tests.recording.test_recorder import SPEC, StandInPrebuffer, _collect, _selection

@@ -31,7 +31,7 @@ from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 from custom_components.hksv.hds import DataSendCloseReason, RecordingPacket
 from custom_components.hksv.media.fmp4 import iter_boxes
 from custom_components.hksv.recording import recorder as recorder_module
-from custom_components.hksv.recording.gop import Gop
+from custom_components.hksv.source.gop import Gop
 from tests.archive.conftest import ControllerFactory
 from tests.recording.ha_parts import decode
 from tests.recording.test_recorder import _collect, _selection

@@ -24,7 +24,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.hksv.const import DOMAIN
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
-from custom_components.hksv.recording.gop import Gop
+from custom_components.hksv.source.gop import Gop
 from tests.conftest import MOTION_ID, free_port
 from tests.e2e.night_mode_source import FrameRateSchedule, NightModeFeed, Phase, write_schedule_clip
 from tests.hub.emulator import HomeHub, media_seconds

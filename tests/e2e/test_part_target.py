@@ -24,7 +24,7 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SHORT_PARTS
 from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
-from custom_components.hksv.recording.prebuffer import SHORT_PART_SECONDS
+from custom_components.hksv.source.prebuffer import SHORT_PART_SECONDS
 from tests.conftest import CAMERA_ID, MOTION_ID, FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.media import ClipSpec, write_clip

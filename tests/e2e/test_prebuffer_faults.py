@@ -29,8 +29,8 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.media.fmp4 import build_fragment, parse_fragments, parse_init
-from custom_components.hksv.recording.gop import GopAssembler
-from custom_components.hksv.recording.prebuffer import (
+from custom_components.hksv.source.gop import GopAssembler
+from custom_components.hksv.source.prebuffer import (
     HIDDEN_WORKER_ERROR,
     LONG_PROBE_OPTIONS,
     PROVIDER_NAME,

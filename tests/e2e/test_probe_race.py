@@ -25,7 +25,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.media.fmp4 import build_fragment
-from custom_components.hksv.recording.prebuffer import PROVIDER_NAME
+from custom_components.hksv.source.prebuffer import PROVIDER_NAME
 from tests import harness
 from tests.conftest import CAMERA_ID, MOTION_ID
 from tests.e2e.live_source import LiveFeedSource
@@ -47,7 +47,7 @@ with_doorbell = harness.no_doorbell
 @pytest.fixture(autouse=True)
 def no_watchdog_rescue() -> Generator[None]:
     """Keep the prebuffer's watchdog from re-attaching within the test."""
-    with patch("custom_components.hksv.recording.prebuffer.WATCHDOG_INTERVAL_SECONDS", 3600):
+    with patch("custom_components.hksv.source.prebuffer.WATCHDOG_INTERVAL_SECONDS", 3600):
         yield
 
 

@@ -24,7 +24,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.media.fmp4 import build_fragment
-from custom_components.hksv.recording.prebuffer import LONG_PROBE_OPTIONS
+from custom_components.hksv.source.prebuffer import LONG_PROBE_OPTIONS
 from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource

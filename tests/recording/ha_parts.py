@@ -36,8 +36,8 @@ from custom_components.hksv.media.fmp4 import (
     read_mfhd_sequence,
     read_tfdt,
 )
-from custom_components.hksv.recording.gop import Gop, GopAssembler
 from custom_components.hksv.recording.shaper import FragmentShaper, ShapedFragment
+from custom_components.hksv.source.gop import Gop, GopAssembler
 from tests.media import read_frame_counter
 
 # HA's defaults (stream/const.py): 6 s segments (5.9 min), 1 s parts, cut at 0.9 s.

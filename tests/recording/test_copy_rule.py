@@ -32,7 +32,6 @@ from custom_components.hksv.media.fmp4 import (
 )
 from custom_components.hksv.recording import recorder as recorder_module
 from custom_components.hksv.recording.feed import CameraStreamLost, LiveFeed, MediaClock
-from custom_components.hksv.recording.gop import Gop, profile_source
 from custom_components.hksv.recording.mode import ReasonCode, choose_mode
 from custom_components.hksv.recording.shaper import (
     LENGTH_SLACK_MS,
@@ -40,6 +39,7 @@ from custom_components.hksv.recording.shaper import (
     ShapedFragment,
     fits_fragment,
 )
+from custom_components.hksv.source.gop import Gop, profile_source
 from tests.hub.emulator import choose_selection
 from tests.recording.test_gop import audio
 from tests.recording.test_recorder import _controller, _selection, clip_gops  # noqa: F401

@@ -18,8 +18,8 @@ from custom_components.hksv.media.fmp4 import (
     parse_fragments,
     parse_init,
 )
-from custom_components.hksv.recording.gop import GopAssembler
 from custom_components.hksv.recording.shaper import FragmentShaper
+from custom_components.hksv.source.gop import GopAssembler
 from tests.media import ClipSpec
 from tests.recording.boxes import box, full_box, u32, u64
 from tests.recording.conftest import SegmentFactory

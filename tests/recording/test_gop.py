@@ -17,7 +17,7 @@ from custom_components.hksv.media.fmp4 import (
     parse_fragments,
     parse_init,
 )
-from custom_components.hksv.recording.gop import (
+from custom_components.hksv.source.gop import (
     MAX_GOP_SECONDS,
     Gop,
     GopAssembler,

@@ -9,12 +9,12 @@ from itertools import pairwise
 import pytest
 
 from custom_components.hksv.media.fmp4 import InitSegment
-from custom_components.hksv.recording.gop import Gop
 from custom_components.hksv.recording.shaper import (
     LENGTH_SLACK_MS,
     ShapedFragment,
     select_prebuffer,
 )
+from custom_components.hksv.source.gop import Gop
 from tests.media import ClipSpec
 from tests.recording.conftest import ClipFactory, SegmentFactory
 from tests.recording.ha_parts import HaWorker, assemble, decode, init_of, layout, shape

@@ -22,9 +22,9 @@ from custom_components.hksv.hap.recording_config import SourceVideo, build_offer
 from custom_components.hksv.hds import DataSendCloseReason, HDSProtocolError, RecordingPacket
 from custom_components.hksv.media.fmp4 import iter_boxes, parse_fragments, parse_init
 from custom_components.hksv.recording import feed as feed_module, recorder as recorder_module
-from custom_components.hksv.recording.gop import Gop
-from custom_components.hksv.recording.prebuffer import LiveView
 from custom_components.hksv.recording.recorder import RecordingController, RecordingOutcome
+from custom_components.hksv.source.gop import Gop
+from custom_components.hksv.source.prebuffer import LiveView
 from tests.hub.emulator import choose_selection
 from tests.media import ClipSpec
 from tests.recording.ha_parts import assemble

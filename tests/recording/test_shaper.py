@@ -15,13 +15,13 @@ from custom_components.hksv.media.fmp4 import (
     parse_fragments,
     parse_init,
 )
-from custom_components.hksv.recording.gop import Gop
 from custom_components.hksv.recording.shaper import (
     LENGTH_SLACK_MS,
     FragmentShaper,
     ShapedFragment,
     select_prebuffer,
 )
+from custom_components.hksv.source.gop import Gop
 from tests.recording.boxes import audio_entry, esds, make_init, trak, visual_entry
 from tests.recording.test_gop import FRAME, audio, video
 

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
     from ..hap.driver import ClientAddress, HapClient
     from ..media.fmp4 import InitSegment
-    from ..recording.gop import Gop
+    from ..source.gop import Gop
     from .source import LiveFeed
 
 

@@ -35,7 +35,7 @@ from .start_timing import StartTimeline
 
 if TYPE_CHECKING:
     from ..media.fmp4 import InitSegment, Sample
-    from ..recording.gop import Gop
+    from ..source.gop import Gop
     from .source import MediaPart
     from .transport import MediaEndpoint, SessionTransport
 

@@ -25,7 +25,7 @@ from .transcode import EncodedSample, LiveTranscodeError, LiveVideoTarget, LiveV
 if TYPE_CHECKING:
     from ..media.budget import Reservation
     from ..media.fmp4 import InitSegment, Sample
-    from ..recording.gop import Gop
+    from ..source.gop import Gop
     from .session import LiveSession
     from .source import MediaPart
     from .transport import MediaEndpoint

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 from ..media.fmp4 import Fmp4Error, InitSegment, Sample, parse_fragments, parse_init
 
 if TYPE_CHECKING:
-    from ..recording.gop import Gop
-    from ..recording.prebuffer import ConsumerErrorListener, LiveView, PartListener
+    from ..source.gop import Gop
+    from ..source.prebuffer import ConsumerErrorListener, LiveView, PartListener
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class MediaPart:
 
 
 class PrebufferLike(Protocol):
-    """What the feed needs from recording.prebuffer.Prebuffer."""
+    """What the feed needs from source.prebuffer.Prebuffer."""
 
     running: bool
 

@@ -36,7 +36,7 @@ from .transcode import LiveVideoTarget
 
 if TYPE_CHECKING:
     from ..media.fmp4 import InitSegment
-    from ..recording.gop import Gop
+    from ..source.gop import Gop
     from .source import LiveFeed, MediaPart
     from .transport import MediaEndpoint
 

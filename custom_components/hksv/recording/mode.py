@@ -20,7 +20,7 @@ from typing import Final
 from ..const import VIDEO_MODE_COPY, VIDEO_MODE_TRANSCODE
 from ..hap.recording_config import SelectedCameraRecordingConfiguration
 from ..media.h264 import H264_LEVEL_IDC, H264Level
-from .gop import SourceProfile
+from ..source.gop import SourceProfile
 from .shaper import fits_fragment
 
 # Allow a little measurement noise before calling a bitrate "over the cap".

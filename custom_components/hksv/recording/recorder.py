@@ -48,11 +48,11 @@ from ..issues import (
 from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcode_cost
 from ..media.encoders import EncoderChooser
 from ..media.fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
+from ..source.gop import Gop, SourceProfile, profile_source
+from ..source.prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer
 from .clip_sink import ClipCopy, ClipSink
 from .feed import CameraStreamLost, LiveFeed, MediaClock
-from .gop import Gop, SourceProfile, profile_source
 from .mode import AudioPlan, ModeDecision, choose_mode, copy_instead
-from .prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer
 from .shaper import FragmentShaper, select_prebuffer
 from .transcode import AudioTarget, Transcoder, TranscodeTarget
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from ..media.fmp4 import Sample, build_fragment
-from .gop import Gop
+from ..source.gop import Gop
 
 # Fragments may run this much over fragmentLength: 29.97 fps GOPs of 60 frames last 2002 ms,
 # and the real HKSV camera in shared/fixtures/hksv-spec-examples sends 4004 ms fragments.
