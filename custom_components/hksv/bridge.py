@@ -4,29 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
-from datetime import datetime
 from functools import partial
 import os
-import secrets
 import stat
 import time
 from typing import Any, Final
 
 from homeassistant.components import camera, network, zeroconf
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
-from homeassistant.core import (
-    CALLBACK_TYPE,
-    Event,
-    EventStateChangedData,
-    HomeAssistant,
-    callback,
-)
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
 from homeassistant.helpers import instance_id, issue_registry as ir
-from homeassistant.helpers.event import async_call_later, async_track_state_change_event
 from homeassistant.helpers.storage import Store
-from homeassistant.util import dt as dt_util
 from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL
 from pyhap.loader import get_loader
 from zeroconf import Error as ZeroconfError
@@ -42,7 +31,6 @@ from .const import (
     CONF_PORT,
     DEFAULT_OPTIONS,
     DOMAIN,
-    EVENT_MOTION_SECONDS,
     LOGGER,
     MANUFACTURER,
     MODEL,
@@ -57,7 +45,6 @@ from .const import (
     RESOLUTION_HEIGHT,
     VIDEO_MODE_COPY,
 )
-from .events import async_fire_doorbell, async_fire_motion
 from .hap.accessory import AccessoryInfo, CameraOwner, HksvCamera, SnapshotUnavailable
 from .hap.camera_state import FACTORY_STATE, CameraState
 from .hap.definitions import FIRMWARE_REVISION
@@ -77,16 +64,10 @@ from .live.manager import LiveStreamManager
 from .live.policy import LiveModeOption
 from .live.source import LiveFeed
 from .live.viewers import LiveOptions
-from .pairing import (
-    dismiss_pairing_notification,
-    generate_setup_code,
-    generate_setup_id,
-    qr_svg,
-    setup_uri,
-    show_pairing_notification,
-)
+from .pairing import CameraPairing, dismiss_pairing_notification
 from .recording.recorder import RecordingController
 from .source.gop import profile_source
+from .triggers import CameraTriggers
 
 type HksvConfigEntry = ConfigEntry[CameraBridge]
 
@@ -128,19 +109,29 @@ class CameraBridge(CameraOwner):
         self.recorder: RecordingController | None = None
         self.camera_health: CameraHealth | None = None
         self.live: LiveStreamManager | None = None
-        self.setup_code = ""
-        self.setup_id = ""
-        self.qr_secret = secrets.token_urlsafe(16)
-        self.pairing_qr = b""
+        self.pairing = CameraPairing(
+            hass,
+            entry_id=entry.entry_id,
+            name=self.name,
+            category=CATEGORY_VIDEO_DOOR_BELL if self.doorbell_entity_id else CATEGORY_CAMERA,
+        )
+        self.triggers = CameraTriggers(
+            hass,
+            entry_id=entry.entry_id,
+            name=self.name,
+            camera_entity_id=self.camera_entity_id,
+            motion_entity_id=self.motion_entity_id,
+            doorbell_entity_id=self.doorbell_entity_id,
+            accessory=lambda: self.accessory,
+            paired=lambda: self.paired,
+            on_change=self._async_notify_listeners,
+        )
         self._listeners: list[Callable[[], None]] = []
         self._unsubs: list[CALLBACK_TYPE] = []
         self._driver_started = False
-        self._motion_from_source = False
-        self._event_motion_until: CALLBACK_TYPE | None = None
         self._offer_change = LastingChange()
         self._stopped = False
         self.archive: CameraArchive | None = None
-        self._doorbell_pressed_at: datetime | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -150,11 +141,7 @@ class CameraBridge(CameraOwner):
         store_was_readable = await self.hass.async_add_executor_job(
             readable_by_others, self._store.path
         )
-        if not self._stored.get("setup_code"):
-            self._stored["setup_code"] = generate_setup_code()
-            self._stored["setup_id"] = generate_setup_id()
-        self.setup_code = self._stored["setup_code"]
-        self.setup_id = self._stored["setup_id"]
+        self.pairing.load(self._stored)
 
         source = SourceVideo.from_dict(self._stored.get("source"))
         offer = self._build_offer(source)
@@ -184,7 +171,7 @@ class CameraBridge(CameraOwner):
             entry_id=self.entry.entry_id,
             name=self.name,
             options=self.options,
-            doorbell_pressed_at=lambda: self._doorbell_pressed_at,
+            doorbell_pressed_at=lambda: self.triggers.doorbell_pressed_at,
             on_change=self._async_notify_listeners,
         )
         self._unsubs.append(await self.archive.archive.async_register(self.archive))
@@ -232,10 +219,10 @@ class CameraBridge(CameraOwner):
             if not self.paired:
                 self._rotate_setup_code()
             await self._store.async_save(self._stored)
-        self.pairing_qr = await self.hass.async_add_executor_job(qr_svg, self.setup_uri)
-        self._follow_entities()
+        await self.pairing.async_render_qr()
+        self.triggers.async_start()
         self._follow_camera(self.recorder)
-        self._update_pairing_message()
+        self.pairing.update_message(self.paired)
         self._async_save()
         await self.recorder.async_set_enabled(
             accessory.state.recording_possible, accessory.selection
@@ -358,9 +345,7 @@ class CameraBridge(CameraOwner):
         for unsub in self._unsubs:
             unsub()
         self._unsubs.clear()
-        if self._event_motion_until:
-            self._event_motion_until()
-            self._event_motion_until = None
+        self.triggers.async_stop()
         if self.live is not None:
             await self.live.async_stop()
         if self.recorder is not None:
@@ -394,10 +379,29 @@ class CameraBridge(CameraOwner):
         return self.driver is not None and self.driver.state.paired
 
     @property
+    def setup_code(self) -> str:
+        """Return the setup code (a secret until the camera is paired)."""
+        return self.pairing.setup_code
+
+    @property
+    def setup_id(self) -> str:
+        """Return the setup ID (part of the QR payload and mDNS hash)."""
+        return self.pairing.setup_id
+
+    @property
+    def qr_secret(self) -> str:
+        """Return the secret the QR view asks for (a new one with every new code)."""
+        return self.pairing.qr_secret
+
+    @property
+    def pairing_qr(self) -> bytes:
+        """Return the QR code (SVG) the image entity and the notification show."""
+        return self.pairing.qr
+
+    @property
     def setup_uri(self) -> str:
         """Return the X-HM setup URI shown as the QR code."""
-        category = CATEGORY_VIDEO_DOOR_BELL if self.doorbell_entity_id else CATEGORY_CAMERA
-        return setup_uri(category, self.setup_code, self.setup_id)
+        return self.pairing.uri
 
     @property
     def mac(self) -> str:
@@ -435,7 +439,7 @@ class CameraBridge(CameraOwner):
             )
             return
         ir.async_delete_issue(self.hass, DOMAIN, f"pairing_lost_{self.entry.entry_id}")
-        self._update_pairing_message()
+        self.pairing.update_message(self.paired)
         self._async_notify_listeners()
 
     async def _async_pairing_lost(self) -> None:
@@ -457,28 +461,16 @@ class CameraBridge(CameraOwner):
 
     def _rotate_setup_code(self) -> None:
         """Replace the setup code (and the QR view's secret); pair-setup uses it at once."""
-        self.setup_code = generate_setup_code()
-        self._stored["setup_code"] = self.setup_code
-        self.qr_secret = secrets.token_urlsafe(16)
-        self.pairing_qr = b""
+        self.pairing.rotate(self._stored)
         if self.driver is not None:
             self.driver.state.pincode = self.setup_code.encode()
 
     async def _async_publish_new_code(self) -> None:
         """Save the new code now, then show it (notification, QR image)."""
         await self._store.async_save(self._stored)
-        self.pairing_qr = await self.hass.async_add_executor_job(qr_svg, self.setup_uri)
-        self._update_pairing_message()
+        await self.pairing.async_render_qr()
+        self.pairing.update_message(self.paired)
         self._async_notify_listeners()
-
-    def _update_pairing_message(self) -> None:
-        """Show the setup code while unpaired, hide it once paired."""
-        if self.paired:
-            dismiss_pairing_notification(self.hass, self.entry.entry_id)
-        else:
-            show_pairing_notification(
-                self.hass, self.entry.entry_id, self.name, self.setup_code, self.qr_secret
-            )
 
     async def async_reset_pairing(self) -> None:
         """Remove every pairing (the user asked in HA), as if the last hub unpaired."""
@@ -593,22 +585,6 @@ class CameraBridge(CameraOwner):
 
     # -- Home Assistant entities ----------------------------------------------------------
 
-    def _follow_entities(self) -> None:
-        """Track the motion and doorbell entities."""
-        if self.motion_entity_id:
-            self._unsubs.append(
-                async_track_state_change_event(
-                    self.hass, [self.motion_entity_id], self._async_motion_event
-                )
-            )
-            self._apply_motion_state(self.hass.states.get(self.motion_entity_id))
-        if self.doorbell_entity_id:
-            self._unsubs.append(
-                async_track_state_change_event(
-                    self.hass, [self.doorbell_entity_id], self._async_doorbell_event
-                )
-            )
-
     def _follow_camera(self, recorder: RecordingController) -> None:
         """Follow the camera entity and its stream: entities depending on it follow them."""
         health = self.camera_health = CameraHealth(
@@ -620,76 +596,6 @@ class CameraBridge(CameraOwner):
         )
         recorder.prebuffer.on_source_change = health.async_check
         self._unsubs.append(health.async_start())
-
-    def _apply_motion_state(self, state: Any) -> None:
-        """Mirror a binary_sensor motion state."""
-        if state is None or state.domain != "binary_sensor":
-            return
-        self._motion_from_source = state.state == STATE_ON
-        self._update_motion()
-
-    @callback
-    def _async_motion_event(self, event: Event[EventStateChangedData]) -> None:
-        """Follow the motion entity: binary_sensor on/off, or an `event` entity's pulses."""
-        new = event.data["new_state"]
-        if new is None:
-            return
-        if new.domain == "binary_sensor":
-            self._apply_motion_state(new)
-        elif _is_new_event(event):
-            self._pulse_motion()
-
-    @callback
-    def _async_doorbell_event(self, event: Event[EventStateChangedData]) -> None:
-        """Ring on a doorbell event (or a binary_sensor turning on) and count it as motion."""
-        new, old = event.data["new_state"], event.data["old_state"]
-        if new is None:
-            return
-        if new.domain == "binary_sensor":
-            pressed = new.state == STATE_ON and (old is None or old.state != STATE_ON)
-        else:
-            pressed = _is_new_event(event)
-        if pressed and self.accessory is not None:
-            self._doorbell_pressed_at = dt_util.utcnow()
-            self.accessory.ring()
-            async_fire_doorbell(
-                self.hass,
-                entry_id=self.entry.entry_id,
-                name=self.name,
-                camera_entity_id=self.camera_entity_id,
-                paired=self.paired,
-            )
-            self._pulse_motion()
-
-    def _pulse_motion(self) -> None:
-        """Hold motion for a while after an event; the hub records while motion lasts."""
-        if self._event_motion_until:
-            self._event_motion_until()
-
-        @callback
-        def _expire(_now: Any) -> None:
-            self._event_motion_until = None
-            self._update_motion()
-
-        self._event_motion_until = async_call_later(self.hass, EVENT_MOTION_SECONDS, _expire)
-        self._update_motion()
-
-    def _update_motion(self) -> None:
-        """Publish motion = source motion or a recent event."""
-        if self.accessory is None:
-            return
-        detected = self._motion_from_source or self._event_motion_until is not None
-        if detected != self.accessory.motion_detected:
-            self.accessory.set_motion(detected)
-            async_fire_motion(
-                self.hass,
-                entry_id=self.entry.entry_id,
-                name=self.name,
-                camera_entity_id=self.camera_entity_id,
-                detected=detected,
-                paired=self.paired,
-            )
-            self._async_notify_listeners()
 
     @callback
     def _async_save(self) -> None:
@@ -703,17 +609,6 @@ def readable_by_others(path: str) -> bool:
         return stat.S_IMODE(os.stat(path).st_mode) & 0o077 != 0
     except FileNotFoundError:
         return False
-
-
-def _is_new_event(event: Event[EventStateChangedData]) -> bool:
-    """Return True if an `event` entity fired (its state, a timestamp, changed)."""
-    new, old = event.data["new_state"], event.data["old_state"]
-    if new is None or old is None or new.state in (STATE_UNAVAILABLE, STATE_UNKNOWN):
-        return False
-    if old.state == STATE_UNAVAILABLE:
-        # The entity coming back (reload, restart) restores its last event; not a new one.
-        return False
-    return new.state != old.state
 
 
 def listen_address(entry: ConfigEntry) -> str | None:

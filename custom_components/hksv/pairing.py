@@ -1,11 +1,15 @@
-"""Pairing UX: setup code and ID, the X-HM setup URI, its QR code, the notification and view."""
+"""Pairing UX: setup code and ID, the X-HM setup URI, its QR code, the notification and view.
+
+``CameraPairing`` holds one camera's pairing state; the bridge owns it, and the QR view finds it
+through the entry's runtime data (``PairingOwner``) without importing the bridge.
+"""
 
 from __future__ import annotations
 
 import io
 import secrets
 import string
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 from homeassistant.components import persistent_notification
@@ -14,9 +18,6 @@ from homeassistant.helpers.http import HomeAssistantView
 import pyqrcode
 
 from .const import DOMAIN
-
-if TYPE_CHECKING:
-    from .bridge import HksvConfigEntry
 
 # HAP spec §5.6.3.1: codes a user could guess are not allowed.
 _INVALID_CODES: Final = frozenset(
@@ -88,6 +89,66 @@ def dismiss_pairing_notification(hass: HomeAssistant, entry_id: str) -> None:
     persistent_notification.async_dismiss(hass, notification_id(entry_id))
 
 
+class CameraPairing:
+    """One camera's setup code, setup ID, QR code and the secret that guards the QR view."""
+
+    def __init__(self, hass: HomeAssistant, *, entry_id: str, name: str, category: int) -> None:
+        """Start without a code; ``load`` reads or makes one."""
+        self._hass = hass
+        self._entry_id = entry_id
+        self._name = name
+        self._category = category
+        self.setup_code = ""
+        self.setup_id = ""
+        self.qr_secret = secrets.token_urlsafe(16)
+        self.qr = b""
+
+    def load(self, stored: dict[str, Any]) -> None:
+        """Take the code and ID from ``stored``; a new install gets new ones (stored too)."""
+        if not stored.get("setup_code"):
+            stored["setup_code"] = generate_setup_code()
+            stored["setup_id"] = generate_setup_id()
+        self.setup_code = stored["setup_code"]
+        self.setup_id = stored["setup_id"]
+
+    def rotate(self, stored: dict[str, Any]) -> None:
+        """Replace the setup code (stored too) and the QR view's secret; the QR waits a render."""
+        self.setup_code = generate_setup_code()
+        stored["setup_code"] = self.setup_code
+        self.qr_secret = secrets.token_urlsafe(16)
+        self.qr = b""
+
+    @property
+    def uri(self) -> str:
+        """Return the X-HM setup URI shown as the QR code."""
+        return setup_uri(self._category, self.setup_code, self.setup_id)
+
+    async def async_render_qr(self) -> None:
+        """Render the QR code of the current code (executor: it is CPU work)."""
+        self.qr = await self._hass.async_add_executor_job(qr_svg, self.uri)
+
+    def update_message(self, paired: bool) -> None:
+        """Show the setup code while unpaired, hide it once paired."""
+        if paired:
+            dismiss_pairing_notification(self._hass, self._entry_id)
+        else:
+            show_pairing_notification(
+                self._hass, self._entry_id, self._name, self.setup_code, self.qr_secret
+            )
+
+
+class PairingOwner(Protocol):
+    """What the QR view needs from an entry's runtime data."""
+
+    @property
+    def paired(self) -> bool:
+        """Return True if at least one controller is paired."""
+
+    @property
+    def pairing(self) -> CameraPairing:
+        """Return the camera's pairing state."""
+
+
 class PairingQRView(HomeAssistantView):
     """Serve an unpaired camera's QR code to the notification (the secret guards it)."""
 
@@ -98,15 +159,15 @@ class PairingQRView(HomeAssistantView):
     async def get(self, request: web.Request, entry_id: str) -> web.Response:
         """Return the QR SVG if the secret matches and the camera is unpaired."""
         hass: HomeAssistant = request.app["hass"]
-        entry: HksvConfigEntry | None = hass.config_entries.async_get_entry(entry_id)
+        entry = hass.config_entries.async_get_entry(entry_id)
         secret = request.query.get("secret", "")
-        bridge = getattr(entry, "runtime_data", None) if entry else None
+        owner: PairingOwner | None = getattr(entry, "runtime_data", None) if entry else None
         if (
             entry is None
             or entry.domain != DOMAIN
-            or bridge is None
-            or bridge.paired
-            or not secrets.compare_digest(secret, bridge.qr_secret)
+            or owner is None
+            or owner.paired
+            or not secrets.compare_digest(secret, owner.pairing.qr_secret)
         ):
             return web.Response(status=404)
-        return web.Response(body=bridge.pairing_qr, content_type="image/svg+xml")
+        return web.Response(body=owner.pairing.qr, content_type="image/svg+xml")
