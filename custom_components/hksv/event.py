@@ -16,7 +16,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from .bridge import CameraBridge, HksvConfigEntry
 from .entity import HksvEntity
 from .events import EVENT_RECORDING_FINISHED
-from .recording.recorder import RecordingOutcome
+from .recording.summary import RecordingOutcome
 
 PARALLEL_UPDATES = 0
 # Recovered after a restart (archive/manager.py): no hub outcome is known.

@@ -25,7 +25,7 @@ from .bridge import CameraBridge, HksvConfigEntry
 from .const import DOMAIN
 from .entity import HksvEntity
 from .hap.camera_state import HomeAppMode
-from .recording.recorder import RecordingOutcome
+from .recording.summary import RecordingOutcome
 
 PARALLEL_UPDATES = 0
 REMOVED_SETUP_CODE_KEY = "setup_code"

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from enum import StrEnum
 import logging
 import time
 from typing import Any, Final
@@ -47,14 +44,30 @@ from ..issues import (
 )
 from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcode_cost
 from ..media.encoders import EncoderChooser
-from ..media.fmp4 import InitSegment, build_fragment, parse_fragments, parse_init
+from ..media.fmp4 import InitSegment, parse_init
 from ..source.gop import Gop, SourceProfile, profile_source
 from ..source.prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer
+from .clip_media import (
+    SendState,
+    copy_invariants,
+    gop_fragment,
+    transcode_target,
+    video_duration_ms,
+    who_fell_behind,
+)
 from .clip_sink import ClipCopy, ClipSink
 from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .mode import AudioPlan, ModeDecision, choose_mode, copy_instead
 from .shaper import FragmentShaper, select_prebuffer
-from .transcode import AudioTarget, Transcoder, TranscodeTarget
+from .summary import (
+    ACCESSORY_CLOSES,
+    FINAL_OUTCOMES,
+    SUCCESSFUL_OUTCOMES,
+    RecordingOutcome,
+    RecordingSummary,
+    outcome_of_close,
+)
+from .transcode import Transcoder
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -78,104 +91,12 @@ MEDIA_STALL_SECONDS: Final = 5.0
 # Worker errors meaning the stream cannot start between keyframes: no picture size before the
 # first keyframe (ffmpeg's probe ended first), or no timestamps before it (RTSP joined mid-GOP).
 STREAM_START_ERRORS: Final = ("Error muxing first keyframe", "No dts in")
-DEFAULT_AUDIO_BITRATE_KBPS: Final = 64
 # Opens refused for want of a selection, in a row, before a repair asks the user to act.
 REFUSALS_FOR_REPAIR: Final = 2
 # How long a recording that needs a video transcode waits for room in the transcode budget
 # before it copies instead (or, where copying cannot work, is refused): the clip starts from
 # the prebuffer either way, and hubs want data within about 5 s.
 ADMISSION_WAIT_SECONDS: Final = 1.5
-
-
-class RecordingOutcome(StrEnum):
-    """How a recording ended."""
-
-    COMPLETED = "completed"  # the hub closed it normally, or acknowledged its end
-    HUB_ERROR = "hub_error"  # the hub closed it with an error (TIMEOUT, BAD_DATA, ...)
-    MAX_DURATION = "max_duration"
-    CAMERA_STREAM_LOST = "camera_stream_lost"
-    HUB_NOT_READING = "hub_not_reading"
-    CAMERA_TURNED_OFF = "camera_turned_off"
-    CONNECTION_LOST = "connection_lost"
-    TIMED_OUT = "timed_out"
-    FAILED = "failed"
-    # The hub asked to record but has no selected configuration: the open was refused.
-    NOT_CONFIGURED = "not_configured"
-
-
-# A recording that reached the hub; one clears the not-configured repair.
-_SUCCESSFUL_OUTCOMES: Final = frozenset({RecordingOutcome.COMPLETED, RecordingOutcome.MAX_DURATION})
-
-# Outcomes the recording itself decided; how the stream closes afterwards does not change them.
-_FINAL_OUTCOMES: Final = frozenset(
-    {
-        RecordingOutcome.CAMERA_STREAM_LOST,
-        RecordingOutcome.HUB_NOT_READING,
-        RecordingOutcome.FAILED,
-    }
-)
-
-
-@dataclass(slots=True)
-class RecordingSummary:
-    """What happened to one recording, for the "last recording" sensor and diagnostics."""
-
-    stream_id: int
-    started_at: datetime
-    mode: str = ""
-    mode_reasons: list[str] = field(default_factory=list)
-    # The same reasons as codes with the measured values (mode.ModeReason.as_dict).
-    mode_reason_codes: list[dict[str, str]] = field(default_factory=list)
-    fragments: int = 0
-    bytes: int = 0
-    media_seconds: float = 0.0
-    prebuffer_seconds: float = 0.0
-    first_data_ms: float | None = None
-    encoder: str = ""  # the H.264 encoder of a transcoded clip
-    ended_at: datetime | None = None
-    outcome: RecordingOutcome | None = None
-    hub_close_reason: str | None = None
-    error: str | None = None
-
-    def as_attributes(self) -> dict[str, Any]:
-        """Return JSON-able details."""
-        data = asdict(self)
-        data["started_at"] = self.started_at.isoformat()
-        data["ended_at"] = self.ended_at.isoformat() if self.ended_at else None
-        data["outcome"] = self.outcome.value if self.outcome else None
-        data["media_seconds"] = round(self.media_seconds, 3)
-        data["prebuffer_seconds"] = round(self.prebuffer_seconds, 3)
-        return data
-
-
-def transcode_target(
-    selection: SelectedCameraRecordingConfiguration,
-    decision: ModeDecision,
-    max_bitrate_kbps: int,
-) -> TranscodeTarget:
-    """Map the hub's selection and the user's cap onto the transcoder's target."""
-    video = selection.video
-    attrs = video.attributes[0]
-    params = video.parameters
-    audio = None
-    if decision.audio is not AudioPlan.NONE:
-        wanted = selection.audio.parameters
-        audio = AudioTarget(
-            sample_rate=wanted.sample_rates[0].hertz,
-            channels=wanted.channels,
-            bitrate_kbps=wanted.max_bitrate or DEFAULT_AUDIO_BITRATE_KBPS,
-        )
-    return TranscodeTarget(
-        width=attrs.width,
-        height=attrs.height,
-        fps=attrs.frame_rate,
-        profile=params.profiles[0],
-        level=params.levels[0],
-        bitrate_kbps=min(params.bitrate or max_bitrate_kbps, max_bitrate_kbps),
-        fragment_length_ms=selection.recording.media_container_configuration.parameters.fragment_length,
-        audio=audio,
-        copy_video=decision.copy_video,
-    )
 
 
 class RecordingController:
@@ -345,9 +266,9 @@ class RecordingController:
             return
         summary.ended_at = dt_util.utcnow()
         if summary.outcome is None or (
-            summary.outcome not in _FINAL_OUTCOMES and reason in _ACCESSORY_CLOSES
+            summary.outcome not in FINAL_OUTCOMES and reason in ACCESSORY_CLOSES
         ):
-            summary.outcome = _outcome(reason)
+            summary.outcome = outcome_of_close(reason)
         if reason is not None:
             summary.hub_close_reason = reason.name
         self._finish(summary, self._clips.pop(stream_id, None))
@@ -361,7 +282,7 @@ class RecordingController:
             summary.media_seconds,
             summary.bytes,
         )
-        if summary.outcome in _SUCCESSFUL_OUTCOMES:
+        if summary.outcome in SUCCESSFUL_OUTCOMES:
             async_recording_configured(self._hass, self._entry_id)
         if not self._enabled and not self._active:
             self._entry.async_create_task(
@@ -442,7 +363,7 @@ class RecordingController:
         media = MediaClock(MEDIA_STALL_SECONDS)
         live: LiveView | None = None
         reservation: Reservation | None = None
-        sending = _SendState()
+        sending = SendState()
 
         def on_part(*part: Any) -> None:
             media.touch()
@@ -642,7 +563,7 @@ class RecordingController:
         yield RecordingPacket(init.data, False), 0.0
         fragment_ms = selection.recording.media_container_configuration.parameters.fragment_length
         shaper = FragmentShaper(fragment_ms, include_audio)
-        video_config = _video_config(start)
+        video_config = copy_invariants(start)
         total_ms = 0.0
 
         async def gops() -> AsyncIterator[Gop | None]:
@@ -666,7 +587,7 @@ class RecordingController:
                 if gop is None:
                     fragments = shaper.flush()
                 else:
-                    if _video_config(gop) != video_config:
+                    if copy_invariants(gop) != video_config:
                         raise HDSProtocolError(
                             DataSendCloseReason.UNEXPECTED_FAILURE,
                             "the camera's video format changed during the recording",
@@ -698,7 +619,7 @@ class RecordingController:
         # The camera stopped: end on what it sent, the GOP in progress included.
         in_progress = self.prebuffer.open_live().pending
         tail = []
-        if in_progress is not None and _video_config(in_progress) == video_config:
+        if in_progress is not None and copy_invariants(in_progress) == video_config:
             tail = shaper.push(in_progress)
         tail += shaper.flush()
         if not tail:
@@ -717,7 +638,7 @@ class RecordingController:
         selection: SelectedCameraRecordingConfiguration,
         decision: ModeDecision,
         summary: RecordingSummary,
-        sending: _SendState,
+        sending: SendState,
     ) -> AsyncGenerator[tuple[RecordingPacket, float]]:
         """Re-encode from the prebuffer on: the clip still starts before the event."""
         target = transcode_target(selection, decision, int(self._options[OPT_MAX_BITRATE]))
@@ -732,7 +653,7 @@ class RecordingController:
             )
             transcoder.stop()
 
-        parts.describe_overflow = lambda: _who_fell_behind(transcoder, sending)
+        parts.describe_overflow = lambda: who_fell_behind(transcoder, sending)
         parts.on_overflow = on_overflow
         await transcoder.start(init.data)
 
@@ -745,7 +666,7 @@ class RecordingController:
                     if gop.init.fingerprint != current:
                         current = gop.init.fingerprint
                         await transcoder.new_source_init(gop.init.data)
-                    await transcoder.feed(_gop_fragment(gop, sequence))
+                    await transcoder.feed(gop_fragment(gop, sequence))
                 async for part_init, data, _epoch in parts.items(media):
                     if part_init != last_init:
                         last_init = part_init
@@ -780,7 +701,7 @@ class RecordingController:
             while (data := await transcoder.read()) is not None:
                 if overflow:
                     break
-                duration_ms = _video_duration_ms(data, parsed_init)
+                duration_ms = video_duration_ms(data, parsed_init)
                 total_ms += duration_ms
                 last = total_ms >= MAX_RECORDING_SECONDS * 1000
                 if media.lost and not last:
@@ -874,79 +795,3 @@ class RecordingController:
 def _stall_limit(keyframe_interval_ms: float) -> float:
     """Return how long a recording waits for the camera's media before ending the clip."""
     return max(MEDIA_STALL_SECONDS, 1.5 * keyframe_interval_ms / 1000)
-
-
-@dataclass(slots=True)
-class _SendState:
-    """Whether a recording is waiting for HomeKit Data Stream to take its last packet."""
-
-    active: bool = False
-
-
-def _who_fell_behind(transcoder: Transcoder, sending: _SendState) -> str:
-    """Say whether the hub or the local encoder let live video pile up, from where it waits.
-
-    The hub: the encoder waits for room to put its output (the recording is not taking it
-    because HomeKit Data Stream's send waits for the hub), or encoded fragments wait while the
-    recording is suspended in that send. The encoder: neither, yet camera parts wait for it.
-    """
-    stats = transcoder.stats
-    waiting = transcoder.output_backlog
-    if transcoder.waiting_for_output or (sending.active and waiting > 0):
-        return (
-            f"the hub is not keeping up with live video ({waiting} encoded fragments wait "
-            "to be sent; HomeKit Data Stream's send queue is full)"
-        )
-    encoder = stats.encoder or "the encoder"
-    return (
-        f"the local encoder is not keeping up with live video ({encoder} codes "
-        f"{stats.width}x{stats.height}@{stats.fps} at {stats.speed:.2f}x real time; "
-        f"{transcoder.input_backlog} camera parts wait for it)"
-    )
-
-
-def _video_config(gop: Gop) -> tuple[Any, ...]:
-    """Return what must not change within a copied recording."""
-    video = gop.init.video
-    return (video.codec, video.width, video.height, video.avcc) if video else ()
-
-
-def _video_duration_ms(fragment: bytes, init: InitSegment) -> float:
-    """Return the video duration of one moof+mdat."""
-    video = init.video
-    if video is None:
-        return 0.0
-    samples = parse_fragments(fragment, init).get(video.track_id, [])
-    return sum(sample.duration for sample in samples) * 1000 / video.timescale
-
-
-def _gop_fragment(gop: Gop, sequence: int) -> bytes:
-    """Return one GOP as a moof+mdat for the transcoder's demuxer."""
-    tracks: list[tuple[int, int, Sequence[Any]]] = []
-    if gop.init.video is not None and gop.video:
-        tracks.append((gop.init.video.track_id, gop.video[0].decode_time, gop.video))
-    if gop.init.audio is not None and gop.audio:
-        tracks.append((gop.init.audio.track_id, gop.audio[0].decode_time, gop.audio))
-    return build_fragment(sequence, tracks)
-
-
-# Closes the accessory itself sends: they say more than "reached the maximum length".
-_ACCESSORY_CLOSES: Final = frozenset(
-    {
-        DataSendCloseReason.NOT_ALLOWED,
-        DataSendCloseReason.CANCELLED,
-        DataSendCloseReason.UNEXPECTED_FAILURE,
-    }
-)
-
-
-def _outcome(reason: DataSendCloseReason | None) -> RecordingOutcome:
-    """Map a close reason to how the recording ended."""
-    if reason is None:
-        return RecordingOutcome.CONNECTION_LOST
-    return {
-        DataSendCloseReason.NORMAL: RecordingOutcome.COMPLETED,
-        DataSendCloseReason.NOT_ALLOWED: RecordingOutcome.CAMERA_TURNED_OFF,
-        DataSendCloseReason.CANCELLED: RecordingOutcome.TIMED_OUT,
-        DataSendCloseReason.UNEXPECTED_FAILURE: RecordingOutcome.FAILED,
-    }.get(reason, RecordingOutcome.HUB_ERROR)
