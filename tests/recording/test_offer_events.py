@@ -23,7 +23,8 @@ from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 from custom_components.hksv.hap.recording_config import SourceVideo
 from custom_components.hksv.hds import DataSendCloseReason
 from custom_components.hksv.issues import not_configured_issue_id
-from custom_components.hksv.recording.recorder import REFUSALS_FOR_REPAIR, RecordingController
+from custom_components.hksv.recording.recorder import RecordingController
+from custom_components.hksv.recording.reports import REFUSALS_FOR_REPAIR
 from custom_components.hksv.source.gop import Gop
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.media import ClipSpec

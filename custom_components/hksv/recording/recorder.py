@@ -10,7 +10,7 @@ stream; a 3-minute ceiling ends on a real fragment marked ``is_last``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 import logging
 import time
@@ -18,7 +18,6 @@ from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import dt as dt_util
 
 from ..const import (
@@ -30,18 +29,12 @@ from ..const import (
     OPT_VIDEO_MODE,
     VIDEO_MODE_COPY,
 )
-from ..events import async_fire_recording_finished
 from ..hap.recording_config import (
     FRAGMENT_LENGTH_MS,
     SelectedCameraRecordingConfiguration,
     SourceVideo,
 )
 from ..hds import DataSendCloseReason, HDSProtocolError, HDSSendStalledError, RecordingPacket
-from ..issues import (
-    async_copy_problems,
-    async_recording_configured,
-    async_recording_not_configured,
-)
 from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcode_cost
 from ..media.encoders import EncoderChooser
 from ..media.fmp4 import InitSegment, parse_init
@@ -58,11 +51,11 @@ from .clip_media import (
 from .clip_sink import ClipCopy, ClipSink
 from .feed import CameraStreamLost, LiveFeed, MediaClock
 from .mode import AudioPlan, ModeDecision, choose_mode, copy_instead
+from .reports import RecordingReports
 from .shaper import FragmentShaper, select_prebuffer
 from .summary import (
     ACCESSORY_CLOSES,
     FINAL_OUTCOMES,
-    SUCCESSFUL_OUTCOMES,
     RecordingOutcome,
     RecordingSummary,
     outcome_of_close,
@@ -88,11 +81,6 @@ PROFILE_EVERY_GOPS: Final = 8
 # Hubs close a stream about 8 s after its last fragment (docs/architecture.md, Recording):
 # the clip must end well before that, not as late.
 MEDIA_STALL_SECONDS: Final = 5.0
-# Worker errors meaning the stream cannot start between keyframes: no picture size before the
-# first keyframe (ffmpeg's probe ended first), or no timestamps before it (RTSP joined mid-GOP).
-STREAM_START_ERRORS: Final = ("Error muxing first keyframe", "No dts in")
-# Opens refused for want of a selection, in a row, before a repair asks the user to act.
-REFUSALS_FOR_REPAIR: Final = 2
 # How long a recording that needs a video transcode waits for room in the transcode budget
 # before it copies instead (or, where copying cannot work, is refused): the clip starts from
 # the prebuffer either way, and hubs want data within about 5 s.
@@ -143,9 +131,9 @@ class RecordingController:
         self._profile_unsub = self.prebuffer.subscribe(self._on_gop)
         self._profile_report: asyncio.Handle | None = None
         self.prebuffer.on_worker_health = self._on_worker_health
-        self._start_issue = False
-        self._refused_in_a_row = 0
-        self.last_recording: RecordingSummary | None = None
+        self.reports = RecordingReports(
+            hass, entry_id=entry.entry_id, name=name, camera_entity_id=camera_entity_id
+        )
         self.recordings = 0
         # Shared with every camera and with live view (media/budget.py).
         self.budget: TranscodeBudget = shared_budget()
@@ -242,7 +230,7 @@ class RecordingController:
     ) -> AsyncIterator[RecordingPacket]:
         """Start a recording for the hub."""
         summary = RecordingSummary(stream_id=stream_id, started_at=dt_util.utcnow())
-        self._refused_in_a_row = 0
+        self.reports.opened()
         self._active[stream_id] = summary
         if self._clip_sink is not None:
             clip = self._clip_sink.open_clip(stream_id, summary.started_at)
@@ -271,19 +259,7 @@ class RecordingController:
             summary.outcome = outcome_of_close(reason)
         if reason is not None:
             summary.hub_close_reason = reason.name
-        self._finish(summary, self._clips.pop(stream_id, None))
-        _LOGGER.info(
-            "%s: recording %s ended (%s, %s): %d fragments, %.1f s, %d bytes",
-            self._name,
-            stream_id,
-            summary.outcome,
-            summary.hub_close_reason,
-            summary.fragments,
-            summary.media_seconds,
-            summary.bytes,
-        )
-        if summary.outcome in SUCCESSFUL_OUTCOMES:
-            async_recording_configured(self._hass, self._entry_id)
+        self.reports.closed(summary, self._clips.pop(stream_id, None))
         if not self._enabled and not self._active:
             self._entry.async_create_task(
                 self._hass, self.prebuffer.async_stop(), f"{DOMAIN} prebuffer stop", False
@@ -298,57 +274,13 @@ class RecordingController:
         """
         if reason is not DataSendCloseReason.INVALID_CONFIGURATION:
             return
-        now = dt_util.utcnow()
-        summary = RecordingSummary(
-            stream_id=stream_id,
-            started_at=now,
-            ended_at=now,
-            outcome=RecordingOutcome.NOT_CONFIGURED,
-            hub_close_reason=reason.name,
-            error=(
-                "the home hub asked to record, but it has not selected a recording "
-                "configuration for this camera"
-            ),
-        )
-        self._refused_in_a_row += 1
-        _LOGGER.warning(
-            "%s: refused recording %s: the home hub has selected no recording configuration "
-            "(%d in a row); choosing the camera's Recording Options in the Home app again "
-            "makes it select one",
-            self._name,
-            stream_id,
-            self._refused_in_a_row,
-        )
-        self._finish(summary)
-        if self._refused_in_a_row >= REFUSALS_FOR_REPAIR:
-            async_recording_not_configured(
-                self._hass, self._entry_id, self._name, self._refused_in_a_row
-            )
+        self.reports.refused(stream_id, reason)
         self._on_update()
 
-    def _finish(self, summary: RecordingSummary, copy: ClipCopy | None = None) -> None:
-        """Make ``summary`` the last recording and announce it on the event bus.
-
-        With a copy being kept (archive/), the event waits for it, so automations get a
-        playable file.
-        """
-        self.last_recording = summary
-        attributes = summary.as_attributes()
-
-        def announce(clip: Mapping[str, Any] | None) -> None:
-            async_fire_recording_finished(
-                self._hass,
-                entry_id=self._entry_id,
-                name=self._name,
-                camera_entity_id=self._camera_entity_id,
-                summary=attributes,
-                clip=clip,
-            )
-
-        if copy is None:
-            announce(None)
-        else:
-            copy.finish(attributes, announce)
+    @property
+    def last_recording(self) -> RecordingSummary | None:
+        """Return the summary of the recording that ended last."""
+        return self.reports.last_recording
 
     async def _record(
         self,
@@ -737,47 +669,13 @@ class RecordingController:
 
     def _note_copy_problems(self, decision: ModeDecision) -> None:
         """Raise (or clear) the repairs that explain why copy-only cannot work."""
-        problems = decision.copy_problems
-        if self._options[OPT_VIDEO_MODE] != VIDEO_MODE_COPY:
-            problems = ()
-        if problems:
-            _LOGGER.warning(
-                "%s: copy-only recording does not fit: %s",
-                self._name,
-                "; ".join(p.problem for p in problems),
-            )
-        async_copy_problems(self._hass, self._entry_id, self._name, problems)
+        copy_only = self._options[OPT_VIDEO_MODE] == VIDEO_MODE_COPY
+        self.reports.copy_problems(decision.copy_problems if copy_only else ())
 
     @callback
     def _on_worker_health(self) -> None:
-        """Raise the repair while the worker cannot start the stream; clear it once video flows."""
-        issue_id = f"stream_cannot_start_{self._entry_id}"
-        error = self.prebuffer.worker_error
-        if error is None:
-            if self._start_issue:
-                self._start_issue = False
-                ir.async_delete_issue(self._hass, DOMAIN, issue_id)
-                _LOGGER.info("%s: the camera stream runs again; recording works", self._name)
-            return
-        if self._start_issue or not error.startswith(STREAM_START_ERRORS):
-            return
-        self._start_issue = True
-        _LOGGER.warning(
-            "%s: Home Assistant's stream worker cannot start the camera stream (%s); "
-            "recordings fail until it does: set the camera's keyframe interval to 4 s or "
-            "less, or use an RTSP stream with the H.264 parameters in its SDP",
-            self._name,
-            error,
-        )
-        ir.async_create_issue(
-            self._hass,
-            DOMAIN,
-            issue_id,
-            is_fixable=False,
-            severity=ir.IssueSeverity.ERROR,
-            translation_key="stream_cannot_start",
-            translation_placeholders={"name": self._name, "error": error},
-        )
+        """Follow whether HA's stream worker can start the camera stream (reports.py)."""
+        self.reports.worker_health(self.prebuffer.worker_error)
 
     def diagnostics(self) -> dict[str, Any]:
         """Return prebuffer and recording counters."""
@@ -785,7 +683,7 @@ class RecordingController:
             "enabled": self._enabled,
             "recordings": self.recordings,
             "active_streams": list(self._active),
-            "not_configured_in_a_row": self._refused_in_a_row,
+            "not_configured_in_a_row": self.reports.refused_in_a_row,
             "prebuffer": self.prebuffer.diagnostics(),
             # Per process: the encoder choice and the transcodes running for every camera.
             "transcoding": self.budget.diagnostics(),
