@@ -21,7 +21,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.hksv.archive.manager import CameraArchive, async_get_archive
-from custom_components.hksv.const import DEFAULT_OPTIONS
+from custom_components.hksv.const import DEFAULT_OPTIONS, DOMAIN
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 from custom_components.hksv.hds import DataSendCloseReason
 from custom_components.hksv.recording import recorder as recorder_module
@@ -75,7 +75,7 @@ def archived_controller(hass: HomeAssistant, media_dir: Path) -> Iterator[Contro
             hass,
             camera_entity_id="camera.test",
             name="Front door",
-            entry_id="entry",
+            entry=MockConfigEntry(domain=DOMAIN, entry_id="entry"),
             options=merged,
             on_update=lambda: None,
             on_source_profile=lambda _source: None,

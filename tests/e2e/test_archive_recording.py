@@ -26,7 +26,6 @@ from tests.media import decode_counters
 
 # The recording tests' fixtures: the paced camera, its stream source and the paired hub.
 case = recording_tests.case
-clips = recording_tests.clips
 home_hub = recording_tests.home_hub
 known_source = recording_tests.known_source
 paced_source = recording_tests.paced_source

@@ -41,7 +41,7 @@ class _SlowStopPrebuffer:
         finally:
             self.stopping -= 1
 
-    def open_live(self, on_gop: None = None, on_part: Any = None) -> LiveView:
+    def open_live(self, on_gop: None = None, on_part: Any = None, on_error: Any = None) -> LiveView:
         return LiveView(history=(), pending=None, unsubscribe=lambda: None)
 
 

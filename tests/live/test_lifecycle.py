@@ -80,7 +80,7 @@ class _Prebuffer:
     async def async_stop(self) -> None:
         self.running = False
 
-    def open_live(self, on_gop: None = None, on_part: Any = None) -> _View:
+    def open_live(self, on_gop: None = None, on_part: Any = None, on_error: Any = None) -> _View:
         if on_part is None:
             return _View()
         self.part_listeners += 1

@@ -59,7 +59,7 @@ class PartsPrebuffer(StandInPrebuffer):
         super().__init__(history)
         self.on_part: Any = None
 
-    def open_live(self, on_gop: Any = None, on_part: Any = None) -> LiveView:
+    def open_live(self, on_gop: Any = None, on_part: Any = None, on_error: Any = None) -> LiveView:
         """Snapshot and follow new GOPs and parts."""
         if on_part is not None:
             self.on_part = on_part

@@ -37,6 +37,7 @@ SPEC = ClipSpec(seconds=20.0, width=640, height=360, fps=25, gop_seconds=2.0)
 EVENT_FIELDS = {
     "entry_id", "name", "camera_entity_id", "outcome", "reason", "error", "duration", "mode",
     "mode_reasons", "mode_reason_codes", "fragments", "bytes", "started_at", "ended_at",
+    "media_content_id", "url", "thumbnail_url",
 }  # fmt: skip
 
 
