@@ -593,9 +593,24 @@ class CameraBridge(CameraOwner):
             camera_entity_id=self.camera_entity_id,
             stream_problem=lambda: recorder.prebuffer.source_problem,
             on_change=self._async_notify_listeners,
+            on_camera_state=partial(self._async_camera_state_changed, recorder),
         )
         recorder.prebuffer.on_source_change = health.async_check
         self._unsubs.append(health.async_start())
+
+    @callback
+    def _async_camera_state_changed(self, recorder: RecordingController) -> None:
+        """Attach the prebuffer at once when a camera it could not find shows up.
+
+        After a restart the camera's integration may load after hksv: the first attach then
+        fails ("Camera not found") and the watchdog would retry only 15 s later, so a hub's
+        first open after the restart found no video (seen in benchmarks/soak.py runs).
+        """
+        prebuffer = recorder.prebuffer
+        if prebuffer.running and prebuffer.source_problem is not None:
+            self.entry.async_create_background_task(
+                self.hass, prebuffer.async_attach_now(), f"{self.name} prebuffer attach"
+            )
 
     @callback
     def _async_save(self) -> None:

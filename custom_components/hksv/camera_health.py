@@ -35,6 +35,7 @@ class CameraHealth:
         camera_entity_id: str,
         stream_problem: Callable[[], str | None],
         on_change: Callable[[], None],
+        on_camera_state: Callable[[], None] | None = None,
     ) -> None:
         """Prepare; ``stream_problem`` returns why the camera's stream cannot be used, or None."""
         self._hass = hass
@@ -42,6 +43,8 @@ class CameraHealth:
         self._camera_entity_id = camera_entity_id
         self._stream_problem = stream_problem
         self._on_change = on_change
+        # Called at every state change of the camera entity (its appearance included).
+        self._on_camera_state = on_camera_state
         self.problem: str | None = None
 
     @property
@@ -72,6 +75,8 @@ class CameraHealth:
     @callback
     def _async_camera_changed(self, _event: Event[EventStateChangedData]) -> None:
         """Re-check when the camera entity changes."""
+        if self._on_camera_state is not None:
+            self._on_camera_state()
         self.async_check()
 
     @callback

@@ -23,12 +23,14 @@ import aiohttp
 import av
 from homeassistant.components.stream.const import HLS_PROVIDER
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.media.fmp4 import build_fragment, parse_fragments, parse_init
+from custom_components.hksv.source import prebuffer as prebuffer_module
 from custom_components.hksv.source.gop import GopAssembler
 from custom_components.hksv.source.prebuffer import (
     HIDDEN_WORKER_ERROR,
@@ -36,7 +38,7 @@ from custom_components.hksv.source.prebuffer import (
     PROVIDER_NAME,
     WATCHDOG_INTERVAL_SECONDS,
 )
-from tests.conftest import MOTION_ID, FakeCamera, free_port
+from tests.conftest import CAMERA_ID, MOTION_ID, FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.hub.hds_client import HDSClient
@@ -430,6 +432,45 @@ async def test_first_attach_failing_with_any_error_is_retried(
         recorded = await _record(hass, hub, 1, PREBUFFER_S + 2)
         assert media_seconds(recorded.recordings[1]) >= PREBUFFER_S + 2
         assert bridge.recorder.last_recording.outcome.value == "completed"
+    finally:
+        await hub.close()
+
+
+async def test_a_camera_that_comes_back_is_attached_without_waiting_for_the_watchdog(
+    hass: HomeAssistant,
+    live_feed: LiveFeedSource,
+    fake_camera: FakeCamera,
+    init_integration: MockConfigEntry,
+    session_keys: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a restart the camera's integration may load after hksv: the first attach fails,
+    and the camera entity's next state change attaches at once (no 15 s watchdog wait), so
+    the hub's first event after the restart records.
+    """
+    # The watchdog (armed when recording starts below) must not be what attaches it.
+    monkeypatch.setattr(prebuffer_module, "WATCHDOG_INTERVAL_SECONDS", 24 * 3600)
+    bridge = init_integration.runtime_data
+    prebuffer = bridge.recorder.prebuffer
+    fake_camera.stream_error = HomeAssistantError("Camera not found")
+    hub = HomeHub(bridge.port)
+    try:
+        await hub.pair(bridge.setup_code)
+        await hub.enable_recording(await hub.select_from_offer(), audio=True)
+        await hass.async_block_till_done()
+        assert prebuffer.running and prebuffer.source_problem is not None
+        attachments = prebuffer.reattachments
+
+        fake_camera.stream_error = None
+        state = hass.states.get(CAMERA_ID)
+        assert state is not None
+        hass.states.async_set(CAMERA_ID, state.state, {**state.attributes, "reloaded": True})
+        # No time is fired: only the state change can attach it.
+        await _wait_for(lambda: prebuffer.buffered_seconds >= PREBUFFER_S + 2)
+        assert prebuffer.source_problem is None
+        assert prebuffer.reattachments == attachments + 1
+        recorded = await _record(hass, hub, 1, PREBUFFER_S + 2)
+        assert media_seconds(recorded.recordings[1]) >= PREBUFFER_S + 2
     finally:
         await hub.close()
 

@@ -448,6 +448,8 @@ class RecordingController:
         """Wait briefly for the camera's next keyframe (the prebuffer was empty at the open)."""
         if not self.prebuffer.running:
             await self.prebuffer.async_start()
+        else:
+            await self.prebuffer.async_attach_now()  # e.g. the camera appeared since setup
         arrived = asyncio.Event()
 
         def on_part(*_part: Any) -> None:

@@ -390,6 +390,21 @@ class Prebuffer:
             output.cleanup()
             await stream.remove_provider(output)
 
+    async def async_attach_now(self) -> None:
+        """Attach at once when running but not attached, without waiting for the watchdog.
+
+        For a camera entity that appears after hksv started (its integration loaded later,
+        as after a restart) and for a hub's open that finds no stream attached.
+        """
+        async with self._lock:
+            if (
+                self.running
+                and self._output is None
+                and not self._closed
+                and not self._hass.is_stopping
+            ):
+                await self._async_reattach()
+
     async def _async_check_attached(self, _now: datetime) -> None:
         """Re-attach after a camera reload or an idled-out provider."""
         async with self._lock:
