@@ -407,7 +407,9 @@ async def test_worker_restart_resumes_at_next_keyframe(
     assert 5 in resumed.types, "the first frame after the restart is an IDR"
     # The RTP clock went forward by about the time the camera was away.
     assert frame_step < (resumed.timestamp - units[jumps[0] - 1].timestamp) % 2**32 < 60 * 90000
-    assert len(decode_units(units)) >= len(units) - 2
+    # The capture can end inside the last access unit (a part's frames now leave in one burst:
+    # its SPS/PPS may have arrived without the IDR's slices), so that one is not decoded.
+    assert len(decode_units(units[:-1])) >= len(units) - 2
     stats = bridge.live.diagnostics()["active"][0]["stats"]
     assert stats["stream_restarts"] >= 1
     await viewer.close()
