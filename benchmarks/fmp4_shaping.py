@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from custom_components.hksv.recording.shaper import FragmentShaper  # noqa: E402
-from custom_components.hksv.source.gop import Gop, GopAssembler  # noqa: E402
+from custom_components.hksv.source.gop import Gop  # noqa: E402
 from tests.media import ClipSpec, write_clip  # noqa: E402
-from tests.recording.ha_parts import HaWorker  # noqa: E402
+from tests.recording.ha_parts import HaWorker, RawPartAssembler  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "fmp4_shaping"
 FRAGMENT_MS = 4000
@@ -107,7 +107,7 @@ def main() -> None:
     parts = [(segment.init, data, segment.stream_id) for segment, data in worker.parts()]
 
     def assemble() -> list[Gop]:
-        assembler = GopAssembler()
+        assembler = RawPartAssembler()
         gops = [gop for init, data, epoch in parts for gop in assembler.feed(init, data, epoch)]
         last = assembler.flush()
         return [*gops, last] if last else gops
@@ -124,7 +124,7 @@ def main() -> None:
 
     def both() -> int:
         shaper = FragmentShaper(FRAGMENT_MS, include_audio=True)
-        assembler = GopAssembler()
+        assembler = RawPartAssembler()
         size = 0
         for init, data, epoch in parts:
             for gop in assembler.feed(init, data, epoch):

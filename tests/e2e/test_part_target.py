@@ -23,7 +23,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SHORT_PARTS
-from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.source.part import MediaPart
 from custom_components.hksv.source.prebuffer import SHORT_PART_SECONDS
 from tests.conftest import CAMERA_ID, MOTION_ID, FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
@@ -102,11 +102,9 @@ async def _part_seconds(prebuffer: Any, count: int) -> list[float]:
     """Return the video duration of the next ``count`` parts HA's worker delivers."""
     durations: list[float] = []
 
-    def on_part(init: bytes, data: bytes, _epoch: int) -> None:
-        parsed = parse_init(init)
-        assert parsed.video is not None
-        samples = parse_fragments(data, parsed).get(parsed.video.track_id, [])
-        durations.append(sum(s.duration for s in samples) / parsed.video.timescale)
+    def on_part(part: MediaPart) -> None:
+        assert part.init.video is not None
+        durations.append(sum(s.duration for s in part.video) / part.init.video.timescale)
 
     view = prebuffer.open_live(on_part=on_part)
     try:

@@ -32,6 +32,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from custom_components.hksv.media.fmp4 import build_fragment, parse_fragments, parse_init
 from custom_components.hksv.source import prebuffer as prebuffer_module
 from custom_components.hksv.source.gop import GopAssembler
+from custom_components.hksv.source.part import MediaPart
 from custom_components.hksv.source.prebuffer import (
     HIDDEN_WORKER_ERROR,
     LONG_PROBE_OPTIONS,
@@ -272,7 +273,7 @@ async def test_failing_consumers_leave_hls_and_recording_working(
         on_part=failing_part, on_error=lambda err: told.append(("part", err))
     )
     healthy_view = prebuffer.open_live(
-        healthy_gops.append, lambda _i, _d, epoch: healthy_parts.append(epoch)
+        healthy_gops.append, lambda part: healthy_parts.append(part.epoch)
     )
     feed = bridge.live.feed
     counting = _CountingFeedListener()
@@ -328,9 +329,9 @@ async def test_a_prebuffer_fault_leaves_parts_flowing(
     prebuffer = bridge.recorder.prebuffer
     await _wait_for(lambda: prebuffer.buffered_seconds >= 2)
     parts: list[int] = []
-    view = prebuffer.open_live(on_part=lambda _i, _d, epoch: parts.append(epoch))
+    view = prebuffer.open_live(on_part=lambda part: parts.append(part.epoch))
     try:
-        with patch.object(GopAssembler, "feed", side_effect=RuntimeError("assembler broke")):
+        with patch.object(GopAssembler, "add", side_effect=RuntimeError("assembler broke")):
             await _wait_for(lambda: len(parts) >= 6)
         assert len(_hksv_errors(caplog, "could not read a part")) == 1
         gops: list[Any] = []
@@ -495,11 +496,9 @@ async def test_reattach_starts_a_new_epoch_without_stale_media(
 
     parts: list[tuple[int, int]] = []  # (epoch, first video decode time) per part
 
-    def on_part(init: bytes, data: bytes, epoch: int) -> None:
-        parsed = parse_init(init)
-        samples = parse_fragments(data, parsed).get(parsed.video.track_id, [])
-        if samples:
-            parts.append((epoch, samples[0].decode_time))
+    def on_part(part: MediaPart) -> None:
+        if part.video:
+            parts.append((part.epoch, part.video[0].decode_time))
 
     view = prebuffer.open_live(on_part=on_part)
     try:

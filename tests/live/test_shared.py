@@ -20,9 +20,8 @@ import pytest
 from custom_components.hksv.live import shared as shared_module
 from custom_components.hksv.live.audio import OpusLiveEncoder
 from custom_components.hksv.live.shared import OpusFeed, TranscodedFeed
-from custom_components.hksv.live.source import MediaPart
 from custom_components.hksv.live.transcode import LiveVideoTarget
-from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
+from custom_components.hksv.source.part import MediaPart, PartParser
 from tests.media import ClipSpec, write_clip
 from tests.recording.ha_parts import ha_segments
 
@@ -32,17 +31,12 @@ TIMEOUT = 60.0  # generous: the machine is shared
 def _parts(path: Path, spec: ClipSpec) -> list[MediaPart]:
     """Return HA's parts of a clip made to ``spec``, as the live feed hands them out."""
     segments = ha_segments(write_clip(path, spec), ll_hls=True)
-    parts = []
-    for segment in segments:
-        init = parse_init(segment.init)
-        assert init.video is not None
-        for part in segment.parts:
-            tracks = parse_fragments(part.data, init)
-            audio = tracks.get(init.audio.track_id, []) if init.audio else []
-            parts.append(
-                MediaPart(1, init, tracks.get(init.video.track_id, []), audio, time.monotonic())
-            )
-    return parts
+    parser = PartParser()
+    return [
+        parser.parse(segment.init, part.data, 1, time.monotonic())
+        for segment in segments
+        for part in segment.parts
+    ]
 
 
 @pytest.fixture(scope="module")

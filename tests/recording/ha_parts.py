@@ -29,6 +29,7 @@ from homeassistant.components.stream.exceptions import StreamEndedError
 from homeassistant.components.stream.worker import StreamState, stream_worker
 
 from custom_components.hksv.media.fmp4 import (
+    Fmp4Error,
     InitSegment,
     find_box,
     iter_boxes,
@@ -38,6 +39,7 @@ from custom_components.hksv.media.fmp4 import (
 )
 from custom_components.hksv.recording.shaper import FragmentShaper, ShapedFragment
 from custom_components.hksv.source.gop import Gop, GopAssembler
+from custom_components.hksv.source.part import PartParser
 from tests.media import read_frame_counter
 
 # HA's defaults (stream/const.py): 6 s segments (5.9 min), 1 s parts, cut at 0.9 s.
@@ -110,9 +112,28 @@ def ha_segments(source: Path, *, ll_hls: bool) -> list[Segment]:
     return worker.segments
 
 
+class RawPartAssembler(GopAssembler):
+    """A GopAssembler fed raw (init, part) bytes, parsed the way the prebuffer parses them."""
+
+    def __init__(self) -> None:
+        """Start empty, with one part parser."""
+        super().__init__()
+        self._parser = PartParser()
+
+    def feed(self, init: bytes | InitSegment, data: bytes, epoch: int) -> list[Gop]:
+        """Parse one part and add it; a malformed part loses the GOP in progress."""
+        raw = init.data if isinstance(init, InitSegment) else init
+        try:
+            part = self._parser.parse(raw, data, epoch, 0.0)
+        except Fmp4Error:
+            self.lost_part()
+            raise
+        return self.add(part)
+
+
 def assemble(parts: Iterator[tuple[Segment, bytes]] | Sequence[tuple[Segment, bytes]]) -> list[Gop]:
     """Feed HA parts through a GopAssembler and return every GOP, the last one flushed."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     gops: list[Gop] = []
     for segment, data in parts:
         gops.extend(assembler.feed(segment.init, data, segment.stream_id))

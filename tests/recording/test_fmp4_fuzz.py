@@ -19,10 +19,10 @@ from custom_components.hksv.media.fmp4 import (
     parse_init,
 )
 from custom_components.hksv.recording.shaper import FragmentShaper
-from custom_components.hksv.source.gop import GopAssembler
 from tests.media import ClipSpec
 from tests.recording.boxes import box, full_box, u32, u64
 from tests.recording.conftest import SegmentFactory
+from tests.recording.ha_parts import RawPartAssembler
 
 # A generous deadline per example turns a hang or a quadratic blow-up into a failure.
 FUZZ = settings(
@@ -60,7 +60,7 @@ def walk_all(data: bytes) -> None:
 
 def feed_all(init: bytes, parts: list[bytes]) -> None:
     """Feed parts to one assembler (epochs changing now and then) and shape the GOPs."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     shaper = FragmentShaper(4000, True)
     for index, data in enumerate(parts):
         for gop in assembler.feed(init, data, index // 3):

@@ -20,13 +20,13 @@ from custom_components.hksv.media.fmp4 import (
 from custom_components.hksv.source.gop import (
     MAX_GOP_SECONDS,
     Gop,
-    GopAssembler,
     profile_source,
 )
+from custom_components.hksv.source.part import INIT_CACHE_SIZE, PartParser
 from tests.media import ClipSpec
 from tests.recording.boxes import make_init, trak, visual_entry
 from tests.recording.conftest import SEQUENCES, SegmentFactory
-from tests.recording.ha_parts import assemble
+from tests.recording.ha_parts import RawPartAssembler, assemble
 
 # The spec init: video track 1 at 1000 Hz, audio track 2 at 32000 Hz. Test video runs at
 # 10 fps (100 ms frames), audio in 1024-sample AAC frames (32 ms).
@@ -75,7 +75,7 @@ def keyframes_every(count: int, total: int = 200) -> list[int]:
 
 def test_keyframe_in_the_middle_of_parts(spec_init: InitSegment) -> None:
     """Complete a GOP when the next keyframe arrives, wherever it lies in a part."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     keys = keyframes_every(10)
     done: list[Gop] = []
     for first in range(0, 35, 7):  # parts of 7 frames; keyframes every 10
@@ -100,11 +100,11 @@ def test_keyframe_in_the_middle_of_parts(spec_init: InitSegment) -> None:
 
 def test_several_keyframes_in_one_part(spec_init: InitSegment) -> None:
     """Return every GOP a part completes, in order."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     gops = assembler.feed(spec_init, part(video(0, 25, keyframes_every(5))), 3)
     assert [frames(g)[0] for g in gops] == [0, 5, 10, 15]
     assert {g.epoch for g in gops} == {3}
-    assert all(g.init is spec_init for g in gops)
+    assert all(g.init.data == spec_init.data for g in gops)
     assert all(g.duration_seconds == 0.5 for g in gops)
     assert gops[2].start_seconds == 1.0
     assert gops[0].nbytes == 5 * 4
@@ -112,7 +112,7 @@ def test_several_keyframes_in_one_part(spec_init: InitSegment) -> None:
 
 def test_video_before_the_first_keyframe_is_dropped(spec_init: InitSegment) -> None:
     """Start the first GOP at the first keyframe, dropping earlier frames and audio."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     keys = [10, 20]
     assert assembler.feed(spec_init.data, part(video(3, 7, keys), audio(300, 1000)), 0) == []
     assert assembler.feed(spec_init.data, part(video(10, 8, keys), audio(1000, 1800)), 0) == []
@@ -128,7 +128,7 @@ def test_audio_follows_video_time_and_late_audio_joins_the_next_gop(
     spec_init: InitSegment,
 ) -> None:
     """Split audio at the keyframe time; a frame muxed after its GOP closed is not lost."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     keys = keyframes_every(10)
     assert assembler.feed(spec_init.data, part(video(0, 10, keys), audio(0, 900)), 0) == []
     # The keyframe at 1.0 s arrives while audio only reached 0.9 s ...
@@ -143,7 +143,7 @@ def test_audio_follows_video_time_and_late_audio_joins_the_next_gop(
 
 def test_epoch_change_flushes_and_restarts(spec_init: InitSegment) -> None:
     """A new epoch closes the GOP in progress; the new one may restart its clock at 0."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     keys = keyframes_every(10)
     (first,) = assembler.feed(spec_init.data, part(video(0, 15, keys), audio(0, 1500)), 0)
     cut, restarted = assembler.feed(spec_init.data, part(video(0, 12, keys), audio(0, 1200)), 1)
@@ -170,7 +170,7 @@ def test_init_change_flushes_but_bitrate_statistics_do_not(spec_init: InitSegmen
     restated = parse_init(spec_init.data.replace(rates, b"\x00\x01\x00\x00\x00\x00\xfb\x00"))
     assert restated.data != spec_init.data
     assert restated.fingerprint == spec_init.fingerprint
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     keys = keyframes_every(10)
     assert assembler.feed(spec_init.data, part(video(0, 5, keys)), 0) == []
     assert assembler.feed(restated.data, part(video(5, 5, keys)), 0) == []
@@ -187,7 +187,7 @@ def test_init_change_flushes_but_bitrate_statistics_do_not(spec_init: InitSegmen
 
 def test_gaps_overlaps_and_endless_gops(spec_init: InitSegment) -> None:
     """Stretch a frame over a gap, restart on time going back, cap a keyframe-less GOP."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     samples = video(0, 5, [0]) + video(8, 2)  # frames 5-7 lost
     assert assembler.feed(spec_init.data, part(samples[:5]), 0) == []
     assert assembler.feed(spec_init.data, part(samples[5:]), 0) == []
@@ -206,7 +206,7 @@ def test_gaps_overlaps_and_endless_gops(spec_init: InitSegment) -> None:
 
 def test_rejects_inits_without_video(spec_init: InitSegment) -> None:
     """Refuse an init with no video track, and malformed parts, with Fmp4Error."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     no_video = make_init([], [])
     with pytest.raises(Fmp4Error, match="no video"):
         assembler.feed(no_video, b"", 0)
@@ -216,7 +216,7 @@ def test_rejects_inits_without_video(spec_init: InitSegment) -> None:
 
 def test_malformed_part_discards_the_gop_in_progress(spec_init: InitSegment) -> None:
     """Raise Fmp4Error for a broken part and restart at the next keyframe."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     keys = keyframes_every(10)
     assert assembler.feed(spec_init.data, part(video(0, 5, keys)), 0) == []
     broken = bytearray(part(video(5, 5, keys)))
@@ -228,15 +228,17 @@ def test_malformed_part_discards_the_gop_in_progress(spec_init: InitSegment) -> 
 
 
 def test_init_cache_holds_a_few(spec_init: InitSegment) -> None:
-    """Parse each distinct init once and keep the cache small."""
-    assembler = GopAssembler()
-    keys = [0]
-    for timescale in range(1000, 1010):
+    """Parse each distinct init once (every part shares it) and keep only the newest few."""
+    parser = PartParser()
+    first = parser.parse(spec_init.data, part(video(0, 1, [0])), 0, 0.0).init
+    assert parser.parse(spec_init.data, part(video(1, 1, [0])), 0, 0.0).init is first
+    for timescale in range(1000, 1000 + INIT_CACHE_SIZE):
         init = make_init([trak(1, b"vide", timescale, visual_entry())], [1])
-        assembler.feed(init, part(video(0, 1, keys)), 0)
-    assert len(assembler._inits) <= 4
-    assert assembler._resolve(spec_init) is spec_init
-    assert assembler._resolve(spec_init.data) is spec_init
+        parser.parse(init, part(video(0, 1, [0])), 0, 0.0)
+    # Evicted by the newer ones: parsed again, equal but a new object.
+    again = parser.parse(spec_init.data, part(video(2, 1, [0])), 0, 0.0).init
+    assert again is not first
+    assert again.data == first.data
 
 
 # -- real HA parts ----------------------------------------------------------------------------
@@ -314,7 +316,7 @@ def test_profile_of_the_spec_camera(
     spec_init: InitSegment, spec_fragments: dict[int, bytes]
 ) -> None:
     """Measure the real HKSV camera: 16 fps, 4 s keyframe interval, constant."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     gops = [g for n in SEQUENCES for g in assembler.feed(spec_init.data, spec_fragments[n], 0)]
     last = assembler.flush()
     assert last is not None
@@ -340,7 +342,7 @@ def test_profile_edge_cases(spec_init: InitSegment) -> None:
         0,
     )
     assert not empty.keyframe_interval_constant
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     gops = assembler.feed(spec_init, part(video(0, 40, [0, 10, 30, 35])), 0)
     profile = profile_source(gops)
     assert [g.duration for g in gops] == [1000, 2000, 500]
@@ -348,7 +350,7 @@ def test_profile_edge_cases(spec_init: InitSegment) -> None:
     assert (profile.keyframe_interval_min_ms, profile.keyframe_interval_max_ms) == (500, 2000)
     assert not profile.keyframe_interval_constant
     other = parse_init(make_init([trak(1, b"vide", 1000, visual_entry())], [1]))
-    mixed = [*gops, *GopAssembler().feed(other, part(video(0, 11, [0, 10])), 0)]
+    mixed = [*gops, *RawPartAssembler().feed(other, part(video(0, 11, [0, 10])), 0)]
     assert profile_source(mixed).gop_count == 1  # only the GOPs of the newest init
 
 
@@ -357,7 +359,7 @@ def test_profile_ignores_each_epochs_first_gop(
     spec_init: InitSegment, first_gop_frames: int
 ) -> None:
     """A join or restart cuts the epoch's first GOP short or long: steady state is judged."""
-    assembler = GopAssembler()
+    assembler = RawPartAssembler()
     gops: list[Gop] = []
     for epoch in range(2):
         # The worker joins mid-stream: an odd first GOP, then keyframes every 10 frames.

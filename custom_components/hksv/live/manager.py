@@ -668,7 +668,6 @@ class LiveStreamManager:
             "feed": {
                 "holding_stream": self._feed.holding,
                 "parts": self._feed.parts,
-                "malformed_parts": self._feed.malformed_parts,
             },
             "direct": self._direct.diagnostics() if self._direct is not None else None,
             "active": active,

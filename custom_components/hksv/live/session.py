@@ -36,7 +36,7 @@ from .start_timing import StartTimeline
 if TYPE_CHECKING:
     from ..media.fmp4 import InitSegment, Sample
     from ..source.gop import Gop
-    from .source import MediaPart
+    from ..source.part import MediaPart
     from .transport import MediaEndpoint, SessionTransport
 
 _LOGGER = logging.getLogger(__name__)

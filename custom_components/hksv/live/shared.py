@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ..media.budget import Reservation
     from ..media.fmp4 import InitSegment, Sample
     from ..source.gop import Gop
+    from ..source.part import MediaPart
     from .session import LiveSession
-    from .source import MediaPart
     from .transport import MediaEndpoint
 
 _LOGGER = logging.getLogger(__name__)

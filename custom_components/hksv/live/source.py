@@ -2,24 +2,22 @@
 
 The feed rides on the recording prebuffer (one connection to the camera, shared with HLS and
 recording). It holds the prebuffer running while anyone watches, even with recording off, and
-lets it go ``linger`` seconds after the last viewer so a quick re-open starts at once. Each part
-is parsed once into samples and handed to every session; a new session also gets the GOP in
-progress, so it can start from its keyframe without waiting for the next one.
+lets it go ``linger`` seconds after the last viewer so a quick re-open starts at once. The
+prebuffer parses each part once (source/part.py) for recording and live view alike; the feed
+hands that parsed part to every session. A new session also gets the GOP in progress, so it can
+start from its keyframe without waiting for the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 import logging
-import time
 from typing import TYPE_CHECKING, Final, Protocol
-
-from ..media.fmp4 import Fmp4Error, InitSegment, Sample, parse_fragments, parse_init
 
 if TYPE_CHECKING:
     from ..source.gop import Gop
+    from ..source.part import MediaPart
     from ..source.prebuffer import ConsumerErrorListener, LiveView, PartListener
 
 _LOGGER = logging.getLogger(__name__)
@@ -27,19 +25,6 @@ _LOGGER = logging.getLogger(__name__)
 HOLDER: Final = "live_view"
 # Keep the stream a while after the last viewer: the Home app re-opens streams often.
 DEFAULT_LINGER_SECONDS: Final = 30.0
-# HA muxes a fresh (equal) init per segment; a few parsed ones are plenty.
-_INIT_CACHE_SIZE: Final = 4
-
-
-@dataclass(frozen=True, slots=True)
-class MediaPart:
-    """One HA part: its samples (views into HA's buffer) and when it reached us."""
-
-    epoch: int
-    init: InitSegment
-    video: list[Sample]
-    audio: list[Sample]
-    arrived: float  # time.monotonic()
 
 
 class PrebufferLike(Protocol):
@@ -95,13 +80,10 @@ class LiveFeed:
         self._unsubscribe: Callable[[], None] | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._release_task: asyncio.Task[None] | None = None  # async_stop waits for it
-        self._inits: dict[bytes, InitSegment] = {}
         self.parts = 0
-        self.malformed_parts = 0
         # A listener that raised is dropped; its owner is told so it can end its session.
         self.on_listener_failed: Callable[[FeedListener, Exception], None] | None = None
         self.failed_listeners = 0
-        self._parse_failed = False
 
     @property
     def viewers(self) -> int:
@@ -193,34 +175,9 @@ class LiveFeed:
             await asyncio.gather(self._release_task, return_exceptions=True)
         await self.async_release()
 
-    def _on_part(self, init: bytes, data: bytes, epoch: int) -> None:
-        """Parse one part and hand it to every listener (event loop)."""
+    def _on_part(self, part: MediaPart) -> None:
+        """Hand one part (parsed once by the prebuffer) to every listener (event loop)."""
         self.parts += 1
-        if not self._listeners:
-            return
-        try:
-            segment_init = self._resolve(init)
-            if segment_init.video is None:
-                raise Fmp4Error("no video track")
-            tracks = parse_fragments(data, segment_init)
-        except Fmp4Error as err:
-            self.malformed_parts += 1
-            _LOGGER.debug("%s: live view skips a malformed part: %s", self._log_name, err)
-            return
-        except Exception:
-            self.malformed_parts += 1
-            if not self._parse_failed:
-                self._parse_failed = True
-                _LOGGER.exception("%s: live view could not read a part", self._log_name)
-            return
-        audio = segment_init.audio
-        part = MediaPart(
-            epoch,
-            segment_init,
-            tracks.get(segment_init.video.track_id, []),
-            tracks.get(audio.track_id, []) if audio is not None else [],
-            time.monotonic(),
-        )
         for listener in list(self._listeners):
             if listener not in self._listeners:
                 continue  # dropped while this part was handed out
@@ -242,13 +199,3 @@ class LiveFeed:
         self.remove(listener)
         if self.on_listener_failed is not None:
             self.on_listener_failed(listener, err)
-
-    def _resolve(self, init: bytes) -> InitSegment:
-        """Return the parsed init, parsing each distinct one once."""
-        parsed = self._inits.get(init)
-        if parsed is None:
-            parsed = parse_init(init)
-            if len(self._inits) >= _INIT_CACHE_SIZE:
-                self._inits.pop(next(iter(self._inits)))
-            self._inits[init] = parsed
-        return parsed

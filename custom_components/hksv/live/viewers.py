@@ -37,7 +37,8 @@ from .transcode import LiveVideoTarget
 if TYPE_CHECKING:
     from ..media.fmp4 import InitSegment
     from ..source.gop import Gop
-    from .source import LiveFeed, MediaPart
+    from ..source.part import MediaPart
+    from .source import LiveFeed
     from .transport import MediaEndpoint
 
 _LOGGER = logging.getLogger(__name__)

@@ -12,23 +12,14 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Final
 
-from ..media.fmp4 import (
-    AudioTrackInfo,
-    Fmp4Error,
-    InitSegment,
-    Sample,
-    VideoTrackInfo,
-    parse_fragments,
-    parse_init,
-)
+from ..media.fmp4 import AudioTrackInfo, Fmp4Error, InitSegment, Sample, VideoTrackInfo
+from .part import MediaPart
 
 # A GOP still open after this long is closed anyway, so a stream that stops sending keyframes
 # cannot grow the assembler without bound (HA itself only restarts after a 30 s DTS gap).
 MAX_GOP_SECONDS: Final = 30.0
 # Audio samples waiting for their GOP: minutes of AAC, far more than a GOP's worth.
 MAX_PENDING_AUDIO: Final = 8192
-# HA muxes a fresh init per segment (equal but for bitrate statistics): a few are plenty.
-INIT_CACHE_SIZE: Final = 4
 
 
 @dataclass(slots=True)
@@ -91,27 +82,18 @@ class _Pending:
 
 
 class GopAssembler:
-    """Turn a stream of (init, part) pairs into complete GOPs."""
+    """Turn a stream of parsed parts into complete GOPs."""
 
     def __init__(self) -> None:
         """Start empty."""
-        self._inits: dict[bytes, InitSegment] = {}
         self._state: _Pending | None = None
 
-    def feed(self, init: bytes | InitSegment, part_data: bytes, epoch: int) -> list[Gop]:
-        """Add one part; return the GOPs it completed, oldest first."""
-        segment_init = self._resolve(init)
+    def add(self, part: MediaPart) -> list[Gop]:
+        """Add one parsed part; return the GOPs it completed, oldest first."""
+        segment_init, epoch = part.init, part.epoch
         video = segment_init.video
         if video is None:
             raise Fmp4Error("the init segment has no video track")
-        try:
-            tracks = parse_fragments(part_data, segment_init)
-        except Fmp4Error:
-            if self._state is not None:
-                # A GOP missing a part cannot be decoded intact: wait for the next keyframe.
-                self._state.video = []
-                self._state.emitted = False
-            raise
         done: list[Gop] = []
         state = self._state
         if (
@@ -131,14 +113,20 @@ class GopAssembler:
                 audio.timescale if audio else 1,
             )
         if state.audio_track is not None:
-            state.audio.extend(tracks.get(state.audio_track, ()))
+            state.audio.extend(part.audio)
             # Audio stamped far ahead of the video would wait forever: keep the newest only.
             del state.audio[:-MAX_PENDING_AUDIO]
-        for sample in tracks.get(state.video_track, ()):
+        for sample in part.video:
             self._add_video(state, sample, done)
         if not state.video:
             self._drop_orphan_audio(state)
         return done
+
+    def lost_part(self) -> None:
+        """Forget the GOP in progress: missing a part, it cannot be decoded intact."""
+        if self._state is not None:
+            self._state.video = []
+            self._state.emitted = False
 
     def has_pending(self) -> bool:
         """Return True if a GOP is in progress (its keyframe has arrived)."""
@@ -172,17 +160,6 @@ class GopAssembler:
         self._close(state, None, done)
         self._state = None
         return done[0] if done else None
-
-    def _resolve(self, init: bytes | InitSegment) -> InitSegment:
-        """Return the parsed init, parsing each distinct init once."""
-        key = init.data if isinstance(init, InitSegment) else init
-        parsed = self._inits.get(key)
-        if parsed is None:
-            parsed = init if isinstance(init, InitSegment) else parse_init(init)
-            if len(self._inits) >= INIT_CACHE_SIZE:
-                self._inits.pop(next(iter(self._inits)))
-            self._inits[key] = parsed
-        return parsed
 
     def _add_video(self, state: _Pending, sample: Sample, done: list[Gop]) -> None:
         """Append one video sample, closing the GOP in progress at a keyframe."""

@@ -16,6 +16,7 @@ import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Final, override
 
 from homeassistant.components.camera.helper import get_camera_from_entity_id
@@ -34,6 +35,7 @@ from homeassistant.helpers.event import async_track_time_interval
 
 from ..media.fmp4 import Fmp4Error
 from .gop import Gop, GopAssembler
+from .part import MediaPart, PartParser
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -63,7 +65,7 @@ LONG_PROBE_OPTIONS: Final = {"analyzeduration": "20000000", "probesize": "335544
 SHORT_PART_SECONDS: Final = 0.3
 
 type GopListener = Callable[[Gop], None]
-type PartListener = Callable[[bytes, bytes, int], None]  # (init, moof+mdat, epoch)
+type PartListener = Callable[[MediaPart], None]  # each HA part, parsed once
 # Told once when its consumer raised and was dropped (so it can end its clip or session).
 type ConsumerErrorListener = Callable[[Exception], None]
 # The worker's failure when its log is silenced: its error text comes only from its log.
@@ -213,6 +215,7 @@ class Prebuffer:
         self._seconds = 0.0
         self._listeners: list[_Consumer[GopListener]] = []
         self._part_listeners: list[_Consumer[PartListener]] = []
+        self._parser = PartParser()  # the one parse of each part, for every consumer
         self._assembler = GopAssembler()
         self._assembler_failed = False  # the assembler raised once since the last attach
         self._stream: Stream | None = None
@@ -247,6 +250,7 @@ class Prebuffer:
         # Called when worker_error changes (an error, or video flowing again).
         self.on_worker_health: Callable[[], None] | None = None
         self.parts_received = 0
+        self.malformed_parts = 0
         self.stream_restarts = 0  # new epochs: worker restarts and re-attaches
         self.reattachments = 0  # the watchdog found our provider gone and added it again
         self.failed_consumers = 0  # listeners dropped because they raised
@@ -576,11 +580,18 @@ class Prebuffer:
             if self.on_worker_health is not None:
                 self.on_worker_health()
         epoch = self._epoch(segment)
+        try:
+            part = self._parser.parse(segment.init, data, epoch, time.monotonic())
+        except Fmp4Error as err:
+            self.malformed_parts += 1
+            self._assembler.lost_part()
+            # Once as a warning, then quietly: a broken stream must not flood the log.
+            log = _LOGGER.warning if self.malformed_parts == 1 else _LOGGER.debug
+            log("%s: skipping a malformed stream part: %s", self._log_name, err)
+            return
         gops: list[Gop] = []
         try:
-            gops = self._assembler.feed(segment.init, data, epoch)
-        except Fmp4Error as err:
-            _LOGGER.warning("%s: skipping a malformed stream part: %s", self._log_name, err)
+            gops = self._assembler.add(part)
         except Exception:
             # A fault of ours must not cost live view its parts: start over at a keyframe.
             self._assembler = GopAssembler()
@@ -590,7 +601,7 @@ class Prebuffer:
         for gop in gops:
             self._append(gop)
         for consumer in list(self._part_listeners):
-            self._call(self._part_listeners, consumer, segment.init, data, epoch)
+            self._call(self._part_listeners, consumer, part)
 
     def _call[*Args](
         self,
@@ -732,6 +743,7 @@ class Prebuffer:
             "buffered_seconds": round(self.buffered_seconds, 3),
             "buffered_bytes": self._bytes,
             "parts_received": self.parts_received,
+            "malformed_parts": self.malformed_parts,
             "stream_restarts": self.stream_restarts,
             "reattachments": self.reattachments,
             "failed_consumers": self.failed_consumers,
