@@ -157,11 +157,21 @@ class HassConfig:
     cameras: list[dict[str, Any]]
 
 
-def write_config(directory: Path, feeds: list[CameraFeed]) -> HassConfig:
-    """Write a configuration folder: hksv, the helper, the cameras' feeds and HAP ports."""
+def write_config(
+    directory: Path,
+    feeds: list[CameraFeed],
+    *,
+    hksv: Path = ROOT / "custom_components" / "hksv",
+    entry_options: dict[str, Any] | None = None,
+) -> HassConfig:
+    """Write a configuration folder: hksv, the helper, the cameras' feeds and HAP ports.
+
+    ``hksv`` is the integration's folder (another commit's, for a before/after benchmark);
+    ``entry_options`` are given to every hksv entry the helper creates.
+    """
     components = directory / "custom_components"
     components.mkdir(parents=True, exist_ok=True)
-    for name, target in (("hksv", ROOT / "custom_components" / "hksv"), ("hksv_soak", HELPER)):
+    for name, target in (("hksv", hksv), ("hksv_soak", HELPER)):
         link = components / name
         if not link.exists():
             link.symlink_to(target)
@@ -181,6 +191,7 @@ def write_config(directory: Path, feeds: list[CameraFeed]) -> HassConfig:
         "hksv_soak:",
         f"  control: {control}",
         f"  cameras: {json.dumps(cameras)}",
+        f"  entry_options: {json.dumps(entry_options or {})}",
     ]
     if not has_http_store():
         lines += ["http:", f"  server_port: {http_port}", "  server_host: 127.0.0.1"]

@@ -9,7 +9,8 @@ Configured in YAML (written by tests/real_hass/harness.py)::
 On the first start it adds one hksv entry per camera through hksv's own config flow, then
 moves it to the harness's HAP port on 127.0.0.1. The control socket takes one JSON object per
 line and answers one: ``status``, ``motion``, ``metrics`` (this process's RSS, open fds,
-threads, asyncio tasks and event-loop lag, measured here, inside Home Assistant) and
+threads, asyncio tasks, event-loop lag and the loop thread's CPU time, measured here, inside
+Home Assistant) and
 ``events`` (the ``hksv_recording_finished`` events since the last call).
 """
 
@@ -45,6 +46,8 @@ class Helper:
         """Keep the configuration."""
         self.hass = hass
         self.cameras: list[dict[str, Any]] = config["cameras"]
+        # Options every new hksv entry gets (a benchmark comparing settings).
+        self.entry_options: dict[str, Any] = config.get("entry_options", {})
         self.control = Path(config["control"])
         self.motion: list[Any] = []
         self.started = False
@@ -141,6 +144,8 @@ class Helper:
                 }
         return {
             **proc,
+            # CPU seconds of the event-loop thread so far (this runs on it).
+            "loop_cpu_seconds": time.thread_time(),
             "threads_python": threading.active_count(),
             "tasks": len(asyncio.all_tasks()),
             "lag_p99_ms": statistics.quantiles(lags, n=100)[98] if len(lags) >= 2 else None,
@@ -170,7 +175,9 @@ class Helper:
             )
             entry = result["result"]
             self.hass.config_entries.async_update_entry(
-                entry, data={**entry.data, "port": camera["port"], "address": "127.0.0.1"}
+                entry,
+                data={**entry.data, "port": camera["port"], "address": "127.0.0.1"},
+                options={**entry.options, **self.entry_options},
             )
             await self.hass.config_entries.async_reload(entry.entry_id)
             _LOGGER.warning("hksv entry for %s on port %s", camera_id, camera["port"])
