@@ -63,10 +63,6 @@ LONG_PROBE_OPTIONS: Final = {"analyzeduration": "20000000", "probesize": "335544
 # Live view can send a part only once HA's worker has finished it: the LL-HLS part target of
 # the streams hksv serves (HA accepts 0.2-1.5 s and defaults to 1 s) bounds its latency.
 SHORT_PART_SECONDS: Final = 0.3
-# ffmpeg's probe reads 20 frames to guess a frame rate nobody here uses: 0.67 s of a 30 fps
-# camera, 1.3 s at 15 fps, on every worker (re)start (docs/home-assistant.md §1.1). hksv's
-# streams skip it (with the short parts); the width, height and codec are still probed.
-QUICK_PROBE_OPTIONS: Final = {"fpsprobesize": "0"}
 
 type GopListener = Callable[[Gop], None]
 type PartListener = Callable[[MediaPart], None]  # each HA part, parsed once
@@ -251,8 +247,6 @@ class Prebuffer:
         self.long_probe = False
         self.long_probes = 0
         self._probe_replaced: dict[str, str | None] = {}
-        # QUICK_PROBE_OPTIONS are on the camera's Stream now; what they replaced.
-        self._quick_probe_replaced: dict[str, str | None] | None = None
         # Called when worker_error changes (an error, or video flowing again).
         self.on_worker_health: Callable[[], None] | None = None
         self.parts_received = 0
@@ -356,7 +350,6 @@ class Prebuffer:
         output.on_part = self._on_part
         self._stream, self._output = stream, output
         self._shorten_parts(stream)
-        self._quicken_probe(stream)
         self._watch_worker(stream)
         try:
             await stream.start()
@@ -393,7 +386,6 @@ class Prebuffer:
         if stream is not None:
             self._revert_long_probe(stream)
             self._restore_parts()
-            self._restore_probe(stream)
         if stream is not None and output is not None:
             output.on_part = None
             # HA's Stream.stop (its shutdown, a camera going away) drops outputs without
@@ -486,29 +478,6 @@ class Prebuffer:
         settings.part_target_duration = part_target
         settings.hls_advance_part_limit = advance_limit
         settings.hls_part_timeout = part_timeout
-
-    def _quicken_probe(self, stream: Stream) -> None:
-        """Let this camera's worker start without ffmpeg's frame-rate probe (short parts on)."""
-        if self.part_target_seconds is None or self._quick_probe_replaced is not None:
-            return
-        options = dict(stream.pyav_options)
-        self._quick_probe_replaced = {key: options.get(key) for key in QUICK_PROBE_OPTIONS}
-        options.update(QUICK_PROBE_OPTIONS)
-        # A new dict, not an update: the worker thread may be reading the current one.
-        stream.pyav_options = options
-
-    def _restore_probe(self, stream: Stream) -> None:
-        """Give the Stream its own probe options back (detach, unload)."""
-        replaced, self._quick_probe_replaced = self._quick_probe_replaced, None
-        if replaced is None:
-            return
-        options = dict(stream.pyav_options)
-        for key, value in replaced.items():
-            if value is None:
-                options.pop(key, None)
-            else:
-                options[key] = value
-        stream.pyav_options = options
 
     # -- the worker's health ----------------------------------------------------------------
 
