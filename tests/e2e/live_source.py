@@ -17,6 +17,7 @@ the data on open connections (a camera that hangs without closing).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import contextlib
 from pathlib import Path
 import shutil
@@ -27,6 +28,12 @@ TS_PACKET = 188
 READ_PACKETS = 7
 # A client that cannot keep up is dropped rather than buffered without bound.
 CLIENT_BACKLOG_BYTES = 8 * 1024 * 1024
+# ffmpeg's MPEG-TS muxer puts the first stream (the clip's video) on PID 0x100 and flags the TS
+# packet that starts a keyframe's PES with the adaptation field's random_access_indicator.
+VIDEO_PID = 0x100
+RANDOM_ACCESS = 0x40
+# Moments kept: connections and keyframes of the last minutes are plenty for a benchmark.
+MOMENTS_KEPT = 512
 
 
 class LiveFeedSource:
@@ -44,6 +51,18 @@ class LiveFeedSource:
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
         self._stalled = False
+        # time.monotonic() of each client connection and of each video keyframe sent out.
+        self.connected_at: deque[float] = deque(maxlen=MOMENTS_KEPT)
+        self.keyframes_at: deque[float] = deque(maxlen=MOMENTS_KEPT)
+
+    @property
+    def clients(self) -> int:
+        """Return how many clients are connected."""
+        return len(self._clients)
+
+    def next_keyframe_after(self, moment: float) -> float | None:
+        """Return when the feed sent its first keyframe after ``moment`` (None: not yet)."""
+        return next((at for at in self.keyframes_at if at > moment), None)
 
     async def start(self) -> None:
         """Start the ffmpeg feed and the TCP server."""
@@ -63,6 +82,7 @@ class LiveFeedSource:
     async def _on_client(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Add a client; it receives the feed from the next TS packet on."""
         self.connections += 1
+        self.connected_at.append(asyncio.get_running_loop().time())
         self._clients.add(writer)
 
     async def _feed(self) -> None:
@@ -78,6 +98,8 @@ class LiveFeedSource:
             self.bytes_fed += len(chunk)
             if self._stalled:
                 continue
+            if _starts_keyframe(chunk):
+                self.keyframes_at.append(asyncio.get_running_loop().time())
             for writer in list(self._clients):
                 if writer.is_closing():
                     self._clients.discard(writer)
@@ -119,3 +141,18 @@ class LiveFeedSource:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
+
+
+def _starts_keyframe(chunk: bytes) -> bool:
+    """Return True if a video TS packet in ``chunk`` starts a keyframe (random access)."""
+    for offset in range(0, len(chunk), TS_PACKET):
+        pid = ((chunk[offset + 1] & 0x1F) << 8) | chunk[offset + 2]
+        if (
+            pid == VIDEO_PID
+            and chunk[offset + 1] & 0x40  # payload unit start
+            and chunk[offset + 3] & 0x20  # adaptation field present
+            and chunk[offset + 4] > 0
+            and chunk[offset + 5] & RANDOM_ACCESS
+        ):
+            return True
+    return False

@@ -39,6 +39,7 @@ from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcod
 from ..media.encoders import EncoderChooser
 from ..media.fmp4 import InitSegment, parse_init
 from ..source.gop import Gop, SourceProfile, profile_source
+from ..source.part import MediaPart
 from ..source.prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer
 from .clip_media import (
     SendState,
@@ -291,13 +292,13 @@ class RecordingController:
         """Yield init, prebuffer and live fragments for one recording."""
         started = time.monotonic()
         gops: LiveFeed[Gop] = LiveFeed(MAX_QUEUED_GOPS)
-        parts: LiveFeed[tuple[bytes, bytes, int]] = LiveFeed(MAX_QUEUED_PARTS)
+        parts: LiveFeed[MediaPart] = LiveFeed(MAX_QUEUED_PARTS)
         media = MediaClock(MEDIA_STALL_SECONDS)
         live: LiveView | None = None
         reservation: Reservation | None = None
         sending = SendState()
 
-        def on_part(*part: Any) -> None:
+        def on_part(part: MediaPart) -> None:
             media.touch()
             parts.put(part)
 
@@ -566,7 +567,7 @@ class RecordingController:
         first: Sequence[Gop],
         *,
         pending: Gop | None,
-        parts: LiveFeed[tuple[bytes, bytes, int]],
+        parts: LiveFeed[MediaPart],
         media: MediaClock,
         init: InitSegment,
         selection: SelectedCameraRecordingConfiguration,
@@ -594,21 +595,18 @@ class RecordingController:
         async def feed() -> None:
             """Hand the prebuffer GOPs, the GOP in progress and then live parts to PyAV."""
             current = init.fingerprint
-            last_init = b""
             try:
                 for sequence, gop in enumerate([*first, *([pending] if pending else [])], 1):
                     if gop.init.fingerprint != current:
                         current = gop.init.fingerprint
                         await transcoder.new_source_init(gop.init.data)
                     await transcoder.feed(gop_fragment(gop, sequence))
-                async for part_init, data, _epoch in parts.items(media):
-                    if part_init != last_init:
-                        last_init = part_init
-                        fingerprint = parse_init(part_init).fingerprint
-                        if fingerprint != current:
-                            current = fingerprint
-                            await transcoder.new_source_init(part_init)
-                    await transcoder.feed(data)
+                async for part in parts.items(media):
+                    # Parsed once by the prebuffer: the fingerprint comes with the part.
+                    if part.init.fingerprint != current:
+                        current = part.init.fingerprint
+                        await transcoder.new_source_init(part.init.data)
+                    await transcoder.feed(part.data)
             except CameraStreamLost:
                 pass  # the encoder flushes what it has: the clip's last fragment
             except HDSProtocolError:

@@ -23,6 +23,7 @@ import logging
 import os
 from pathlib import Path
 import statistics
+import sys
 import threading
 import time
 from typing import Any
@@ -96,7 +97,12 @@ class Helper:
     async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request["cmd"]
         if command == "status":
-            return {"started": self.started, "entries": self._entries()}
+            hksv = sys.modules.get("custom_components.hksv")
+            return {
+                "started": self.started,
+                "entries": self._entries(),
+                "hksv_file": getattr(hksv, "__file__", None),
+            }
         if command == "motion":
             self.motion[request["camera"]].set_motion(bool(request["on"]))
             return {}
