@@ -52,6 +52,7 @@ CLIP = ClipSpec(
     seconds=60.0, width=1280, height=720, fps=30, gop_seconds=2.0, video_bitrate_kbps=1200
 )
 TICKS = os.sysconf("SC_CLK_TCK")
+RECORDING_SECONDS = 150.0  # each recording the hub reads (hksv's own limit is 180 s)
 SETTLE_SECONDS = 4.0  # after the viewers' first packets, before the window opens
 
 
@@ -157,7 +158,9 @@ async def _variant(
         hass = HassProcess(config, workdir / "hass.log")
         stack.push_async_callback(hass.stop)
         await hass.start()
-        (entry,) = (await hass.request({"cmd": "status"}))["entries"]
+        status = await hass.request({"cmd": "status"})
+        print(f"  {label}: hksv loaded from {status['hksv_file']}", flush=True)
+        (entry,) = status["entries"]
         hub = CameraHub(0, entry["port"])
         stack.push_async_callback(hub.close)
         await hub.pair(entry["setup_code"])
@@ -166,21 +169,27 @@ async def _variant(
             await hass.request({"cmd": "motion", "camera": 0, "on": on})
 
         counts = [int(c) for c in args.viewers.split(",")]
-        total = len(counts) * (args.window_seconds + 20) + 30
-        clip = Clip(0, time.time())
-        recording = asyncio.create_task(hub.record(motion, total, clip))
+        clips: list[Clip] = []
+
+        async def record() -> None:
+            # hksv ends a recording after 3 minutes: the hub opens the next one at once.
+            while True:
+                clips.append(Clip(0, time.time()))
+                await hub.record(motion, RECORDING_SECONDS, clips[-1])
+
+        recording = asyncio.create_task(record())
         await asyncio.sleep(10)  # the recording is open and past its pre-roll
         windows = []
         for count in counts:
-            if recording.done():
-                break
             windows.append(await _measure(hass, hub, count, args.window_seconds))
             print(f"  {label}: {_row(windows[-1])}", flush=True)
         recording.cancel()
         with suppress(asyncio.CancelledError):
             await recording
-        if clip.problems and not all("Cancelled" in p for p in clip.problems):
-            print(f"  {label}: recording problems: {clip.problems}", flush=True)
+        # The last clip was cut short by the cancel; every earlier one must be whole.
+        for clip in clips[:-1]:
+            if clip.problems:
+                print(f"  {label}: recording problems: {clip.problems}", flush=True)
     return windows
 
 
@@ -241,6 +250,7 @@ async def _ffmpeg_baseline(url: str, seconds: float) -> tuple[float, int]:
 
 
 async def _run(args: argparse.Namespace) -> None:
+    args.out = args.out.resolve()  # the configuration's symlinks point into it
     args.out.mkdir(parents=True, exist_ok=True)
     clips = await asyncio.get_running_loop().run_in_executor(
         None, make_clips, ROOT / "benchmarks" / "out" / "soak-clips", CLIP
