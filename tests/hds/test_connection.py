@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
-from custom_components.hksv.hds import connection as connection_module
+from custom_components.hksv.hds import connection as connection_module, send_flow
 from custom_components.hksv.hds.connection import (
     HDS_STATE_AWAITING_HELLO,
     HDS_STATE_CLOSED,
@@ -395,8 +395,8 @@ async def test_drain_fails_on_close(harness: Harness) -> None:
 @pytest.fixture
 def quick_stall(monkeypatch: pytest.MonkeyPatch) -> float:
     """Shorten the send-stall timeout; return it."""
-    monkeypatch.setattr(connection_module, "SEND_STALL_TIMEOUT", 0.2)
-    monkeypatch.setattr(connection_module, "SEND_STALL_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(send_flow, "SEND_STALL_TIMEOUT", 0.2)
+    monkeypatch.setattr(send_flow, "SEND_STALL_CHECK_INTERVAL", 0.02)
     return 0.2
 
 
@@ -463,7 +463,7 @@ async def test_stall_clears_when_the_hub_reads_again(harness: Harness, quick_sta
     await harness.conn.drain()
     harness.transport.buffer_size = 0
     await asyncio.sleep(quick_stall / 2)
-    assert harness.conn._stall_timer is None
+    assert not harness.conn._send_flow.watching
     await asyncio.sleep(quick_stall * 2)
     await harness.conn.drain()
 
@@ -472,9 +472,9 @@ async def test_close_stops_the_send_watch(harness: Harness, quick_stall: float) 
     """No timer outlives the connection."""
     harness.ready()
     send_queued(harness, 100)
-    assert harness.conn._stall_timer is not None
+    assert harness.conn._send_flow.watching
     harness.conn.close()
-    assert harness.conn._stall_timer is None
+    assert not harness.conn._send_flow.watching
 
 
 async def test_awaiting_hello_state(harness: Harness) -> None:

@@ -18,7 +18,8 @@ from custom_components.hksv.hds.messages import (
     request_header,
     response_header,
 )
-from custom_components.hksv.hds.opack import Int64, encode
+from custom_components.hksv.hds.opack import Int64
+from custom_components.hksv.hds.opack_encoder import encode
 
 
 @pytest.mark.parametrize(

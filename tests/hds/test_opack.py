@@ -9,7 +9,6 @@ import uuid
 from hypothesis import given, settings, strategies as st
 import pytest
 
-from custom_components.hksv.hds import opack
 from custom_components.hksv.hds.opack import (
     Date,
     Float32,
@@ -18,10 +17,9 @@ from custom_components.hksv.hds.opack import (
     Int32,
     Int64,
     OpackError,
-    decode,
-    decode_prefix,
-    encode,
 )
+from custom_components.hksv.hds.opack_decoder import decode, decode_prefix
+from custom_components.hksv.hds.opack_encoder import encode, encode_into
 
 from .common import CODEC_VECTORS, from_json, typed
 
@@ -118,7 +116,7 @@ def test_encode_long_forms() -> None:
 def test_encode_into_appends() -> None:
     """encode_into appends to an existing buffer."""
     out = bytearray(b"\xff")
-    opack.encode_into(out, {"a": 1})
+    encode_into(out, {"a": 1})
     assert out == b"\xff\xe1\x41\x61\x09"
 
 

@@ -63,9 +63,9 @@ for name, path in (("custom_components", {str(root / "custom_components")!r}),
     module.__path__ = [path]
     sys.modules[name] = module
 import custom_components.hksv.hds as hds
-for name in ("connection", "datasend", "errors", "frame", "messages", "opack", "server"):
+for name in {[path.stem for path in SOURCES if path.stem != "__init__"]!r}:
     __import__(f"custom_components.hksv.hds.{{name}}")
-assert hds.opack.decode(hds.opack.encode({{"a": [1, b"x"]}})) == {{"a": [1, b"x"]}}
+assert hds.opack_decoder.decode(hds.opack_encoder.encode({{"a": [1, b"x"]}})) == {{"a": [1, b"x"]}}
 print("ok")
 """
     result = subprocess.run(

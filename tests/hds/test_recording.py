@@ -18,6 +18,7 @@ from custom_components.hksv.hds import (
     RecordingPacket,
     connection as connection_module,
     datasend,
+    send_flow,
 )
 from custom_components.hksv.hds.datasend import MAX_CHUNK_SIZE
 from custom_components.hksv.hds.frame import encode_payload
@@ -597,8 +598,8 @@ async def test_hub_that_reads_nothing_loses_its_stream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No send progress for SEND_STALL_TIMEOUT: TIMEOUT close, the generator told why."""
-    monkeypatch.setattr(connection_module, "SEND_STALL_TIMEOUT", 0.5)
-    monkeypatch.setattr(connection_module, "SEND_STALL_CHECK_INTERVAL", 0.1)
+    monkeypatch.setattr(send_flow, "SEND_STALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(send_flow, "SEND_STALL_CHECK_INTERVAL", 0.1)
     seen: list[BaseException] = []
     generate = delegate._generate
 
@@ -662,8 +663,8 @@ async def test_stall_found_at_the_socket_below_the_high_water_mark(
     """
     monkeypatch.setattr(connection_module, "WRITE_BUFFER_HIGH", 1 << 30)
     monkeypatch.setattr(connection_module, "WRITE_BUFFER_LOW", 1 << 29)
-    monkeypatch.setattr(connection_module, "SEND_STALL_TIMEOUT", 0.5)
-    monkeypatch.setattr(connection_module, "SEND_STALL_CHECK_INTERVAL", 0.1)
+    monkeypatch.setattr(send_flow, "SEND_STALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(send_flow, "SEND_STALL_CHECK_INTERVAL", 0.1)
     _paced(delegate, os.urandom(16 * 1024), None, 0.01)
     server = DataStreamServer(
         host="127.0.0.1", delegate=delegate, log_name="cam", salt_factory=bytes
@@ -705,8 +706,8 @@ async def test_slow_but_steady_reader_keeps_its_stream(
     The producer waits at the high-water mark for longer than SEND_STALL_TIMEOUT in all, yet
     every pause of the reader is shorter than it: the whole recording arrives.
     """
-    monkeypatch.setattr(connection_module, "SEND_STALL_TIMEOUT", 1.0)
-    monkeypatch.setattr(connection_module, "SEND_STALL_CHECK_INTERVAL", 0.1)
+    monkeypatch.setattr(send_flow, "SEND_STALL_TIMEOUT", 1.0)
+    monkeypatch.setattr(send_flow, "SEND_STALL_CHECK_INTERVAL", 0.1)
     block = os.urandom(64 * 1024)
     count = 48
     _paced(delegate, block, count, 0.005)
@@ -728,7 +729,7 @@ async def test_slow_but_steady_reader_keeps_its_stream(
     assert server.recording_stream_active
     # The reader was slower than the camera and the transfer outlasted the stall timeout.
     assert paused_checks > 0
-    assert elapsed > connection_module.SEND_STALL_TIMEOUT
+    assert elapsed > send_flow.SEND_STALL_TIMEOUT
     client.ack(1)
     await asyncio.wait_for(delegate.ended.wait(), 10)
     assert delegate.calls[-1] == ("acknowledgeStream", 1)

@@ -3,7 +3,7 @@
 Pure asyncio + `cryptography`; no Home Assistant imports (see docs/hksv-protocol.md §3-§5).
 """
 
-from .datasend import RecordingDelegate, RecordingPacket
+from .delegate import RecordingDelegate, RecordingPacket
 from .errors import (
     HDSClosedError,
     HDSConnectionError,

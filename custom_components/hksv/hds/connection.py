@@ -1,4 +1,7 @@
-"""One HDS connection: matching, hello, dispatch, sending with backpressure (§3.4-§5.1)."""
+"""One HDS connection: matching, hello, frames in and out, closing (§3.4-§5.1).
+
+Message routing is in `dispatch.py`, backpressure and the send-progress watch in `send_flow.py`.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,12 @@ import reprlib
 import socket
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
+from .dispatch import EventHandler, MessageRouter, RequestHandler
 from .errors import (
     HDSClosedError,
     HDSDecryptError,
     HDSError,
     HDSProtocolError,
-    HDSSendStalledError,
     HDSTimeoutError,
     OpackError,
 )
@@ -29,18 +32,16 @@ from .frame import (
     encode_payload,
 )
 from .messages import (
-    HDS_VERSION,
     PROTOCOL_CONTROL,
     TOPIC_HELLO,
-    TOPIC_VERSION,
     DataSendCloseReason,
     HDSStatus,
-    Header,
     MessageType,
     event_header,
     parse_header,
     response_header,
 )
+from .send_flow import SendFlow
 
 if TYPE_CHECKING:
     from asyncio import Transport
@@ -63,22 +64,12 @@ WRITE_BUFFER_LOW: Final = 1 << 17
 # a 5-50 ms LAN/Wi-Fi round trip it still carries 2.6-26 MB/s, ten times more than that
 # recording, so a 1 MB fragment leaves in well under a second.
 SOCKET_SEND_BUFFER: Final = 1 << 17
-# No byte of a non-empty send queue taken by the kernel for this long: the hub stopped
-# reading, and sending fails (dataSend closes the stream with TIMEOUT) so that it does not
-# hold the camera's only recording slot. Longer than a 4 s fragment and a few TCP
-# retransmission backoffs, so a slow or briefly lossy hub that still reads is never cut off.
-SEND_STALL_TIMEOUT: Final = 5.0
-# How often a non-empty send queue is checked for progress.
-SEND_STALL_CHECK_INTERVAL: Final = 0.5
 
 HDS_STATE_MATCHING: Final = 0
 HDS_STATE_AWAITING_HELLO: Final = 1
 HDS_STATE_READY: Final = 2
 HDS_STATE_CLOSED: Final = 3
 _STATE_NAMES: Final = ("MATCHING", "AWAITING_HELLO", "READY", "CLOSED")
-
-type RequestHandler = Callable[[HDSConnection, int, dict[Any, Any]], None]
-type EventHandler = Callable[[HDSConnection, dict[Any, Any]], None]
 
 
 class SessionMatch(NamedTuple):
@@ -109,20 +100,13 @@ class HDSConnection(asyncio.Protocol):
     __slots__ = (
         "_debug",
         "_decrypt",
-        "_drain_waiters",
         "_encrypt",
-        "_event_handlers",
         "_log_name",
         "_loop",
         "_owner",
-        "_paused",
-        "_protocols",
         "_reader",
-        "_request_handlers",
-        "_send_stall",
-        "_sent_mark",
-        "_sent_mark_time",
-        "_stall_timer",
+        "_router",
+        "_send_flow",
         "_state",
         "_timer",
         "_transport",
@@ -150,20 +134,9 @@ class HDSConnection(asyncio.Protocol):
         self._encrypt: EncryptCipher | None = None
         self._decrypt: DecryptCipher | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        # Send progress at the socket: bytes the kernel took, and when that last grew.
-        self._stall_timer: asyncio.TimerHandle | None = None
-        self._sent_mark = 0
-        self._sent_mark_time = 0.0
-        self._send_stall: HDSSendStalledError | None = None
+        self._send_flow = SendFlow(self, loop, log_name)
         self._debug = _LOGGER.isEnabledFor(logging.DEBUG)
-        self._request_handlers: dict[tuple[str, str], RequestHandler] = {
-            (PROTOCOL_CONTROL, TOPIC_HELLO): HDSConnection._handle_hello,
-            (PROTOCOL_CONTROL, TOPIC_VERSION): HDSConnection._handle_version,
-        }
-        self._event_handlers: dict[tuple[str, str], EventHandler] = {}
-        self._protocols: set[str] = {PROTOCOL_CONTROL}
+        self._router = MessageRouter(log_name, HDSConnection._handle_hello)
         self.hap_connection: Hashable | None = None
         self.peer = "?"
         self.peer_host = ""
@@ -199,7 +172,7 @@ class HDSConnection(asyncio.Protocol):
     @property
     def writing_paused(self) -> bool:
         """Return True while the transport is above its high-water mark."""
-        return self._paused
+        return self._send_flow.paused
 
     @property
     def write_buffer_size(self) -> int:
@@ -209,13 +182,11 @@ class HDSConnection(asyncio.Protocol):
 
     def add_request_handler(self, protocol: str, topic: str, handler: RequestHandler) -> None:
         """Route requests for (protocol, topic) to handler."""
-        self._request_handlers[(protocol, topic)] = handler
-        self._protocols.add(protocol)
+        self._router.add_request_handler(protocol, topic, handler)
 
     def add_event_handler(self, protocol: str, topic: str, handler: EventHandler) -> None:
         """Route events for (protocol, topic) to handler."""
-        self._event_handlers[(protocol, topic)] = handler
-        self._protocols.add(protocol)
+        self._router.add_event_handler(protocol, topic, handler)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -269,15 +240,11 @@ class HDSConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """Stop producers: the transport buffer reached the high-water mark."""
-        self._paused = True
+        self._send_flow.pause()
 
     def resume_writing(self) -> None:
         """Wake producers waiting in drain()."""
-        self._paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._send_flow.resume()
 
     async def drain(self) -> None:
         """Wait until the transport accepts more data.
@@ -286,13 +253,7 @@ class HDSConnection(asyncio.Protocol):
         """
         if self._state == HDS_STATE_CLOSED:
             raise HDSClosedError(f"{self._log_name}: HDS connection closed")
-        if self._send_stall is not None:
-            raise self._send_stall
-        if not self._paused:
-            return
-        waiter = self._loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
+        await self._send_flow.wait()
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -334,64 +295,7 @@ class HDSConnection(asyncio.Protocol):
             raise HDSProtocolError(
                 DataSendCloseReason.PROTOCOL_ERROR, "first message is not a control/hello request"
             )
-        if header is None:
-            _LOGGER.warning(
-                "%s: ignoring HDS message with header %s",
-                self._log_name,
-                reprlib.repr(raw_header),
-            )
-        elif header.type is MessageType.REQUEST:
-            self._dispatch_request(header, message)
-        elif header.type is MessageType.EVENT:
-            self._dispatch_event(header, message)
-        elif self._debug:
-            _LOGGER.debug("%s: ignoring unsolicited HDS response %r", self._log_name, header)
-
-    def _dispatch_request(self, header: Header, message: dict[Any, Any]) -> None:
-        """Call the request's handler, or answer with an error status (ADK, not HN)."""
-        handler = self._request_handlers.get((header.protocol, header.topic))
-        if TYPE_CHECKING:
-            assert header.id is not None
-        if handler is None:
-            if header.protocol in self._protocols:
-                status = HDSStatus.HEADER_ERROR
-            else:
-                status = HDSStatus.MISSING_PROTOCOL
-            _LOGGER.info(
-                "%s: no handler for HDS request %s/%s, answering %s",
-                self._log_name,
-                header.protocol,
-                header.topic,
-                status.name,
-            )
-            self.send_response(header.protocol, header.topic, header.id, status, {})
-            return
-        self._call_handler(handler, header, self, header.id, message)
-
-    def _dispatch_event(self, header: Header, message: dict[Any, Any]) -> None:
-        """Call the event's handler; events nobody handles are ignored."""
-        handler = self._event_handlers.get((header.protocol, header.topic))
-        if handler is None:
-            _LOGGER.debug(
-                "%s: ignoring HDS event %s/%s", self._log_name, header.protocol, header.topic
-            )
-            return
-        self._call_handler(handler, header, self, message)
-
-    def _call_handler(self, handler: Callable[..., None], header: Header, *args: Any) -> None:
-        """Run one handler so that a failing consumer cannot kill the session."""
-        try:
-            handler(*args)
-        except HDSError, OpackError:
-            raise
-        except Exception:  # per-handler isolation (STYLE Layer 2 §10)
-            _LOGGER.exception(
-                "%s: unexpected error in handler %r for %s/%s",
-                self._log_name,
-                handler,
-                header.protocol,
-                header.topic,
-            )
+        self._router.route(self, raw_header, header, message)
 
     def _handle_hello(self, request_id: int, message: dict[Any, Any]) -> None:
         """Answer hello; the first one makes the connection ready (§5.1)."""
@@ -402,16 +306,6 @@ class HDSConnection(asyncio.Protocol):
                 self._timer.cancel()
                 self._timer = None
             _LOGGER.debug("%s: HDS connection %s ready", self._log_name, self.peer)
-
-    def _handle_version(self, request_id: int, message: dict[Any, Any]) -> None:
-        """Answer control/version with HDS 1.1 like the ADK (HN does not answer)."""
-        self.send_response(
-            PROTOCOL_CONTROL,
-            TOPIC_VERSION,
-            request_id,
-            HDSStatus.SUCCESS,
-            {"version": HDS_VERSION},
-        )
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -435,59 +329,9 @@ class HDSConnection(asyncio.Protocol):
         writelines((frame_header, sealed))
         self.frames_sent += 1
         self.bytes_sent += HEADER_LENGTH + len(sealed)
-        if self._stall_timer is None and self.write_buffer_size:
-            self._watch_send_progress()
+        self._send_flow.frame_sent()
         if self._debug:
             _LOGGER.debug("%s: HDS -> %s %r", self._log_name, self.peer, header)
-
-    # -- send progress ----------------------------------------------------------------------
-
-    def _bytes_taken_by_kernel(self) -> int:
-        """Return the bytes the socket accepted so far (sent minus still queued)."""
-        return self.bytes_sent - self.write_buffer_size
-
-    def _watch_send_progress(self) -> None:
-        """Start checking a non-empty send queue for progress at the socket."""
-        self._sent_mark = self._bytes_taken_by_kernel()
-        self._sent_mark_time = self._loop.time()
-        self._stall_timer = self._loop.call_at(
-            self._sent_mark_time + SEND_STALL_CHECK_INTERVAL, self._check_send_progress
-        )
-
-    def _check_send_progress(self) -> None:
-        """Note progress; fail sending once the kernel took nothing for SEND_STALL_TIMEOUT."""
-        self._stall_timer = None
-        if self._state == HDS_STATE_CLOSED:
-            return
-        now = self._loop.time()
-        if (taken := self._bytes_taken_by_kernel()) != self._sent_mark:
-            self._sent_mark = taken
-            self._sent_mark_time = now
-            self._send_stall = None
-        elif self._send_stall is None and now - self._sent_mark_time >= SEND_STALL_TIMEOUT:
-            self._on_send_stall()
-        if self.write_buffer_size:
-            self._stall_timer = self._loop.call_at(
-                now + SEND_STALL_CHECK_INTERVAL, self._check_send_progress
-            )
-        else:
-            self._send_stall = None
-
-    def _on_send_stall(self) -> None:
-        """Fail the producers: the hub keeps the connection open but reads nothing."""
-        stall = HDSSendStalledError(f"the hub read nothing for {SEND_STALL_TIMEOUT:g} s")
-        self._send_stall = stall
-        _LOGGER.info(
-            "%s: HDS connection %s: %s with %d bytes queued",
-            self._log_name,
-            self.peer,
-            stall,
-            self.write_buffer_size,
-        )
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(stall)
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -518,13 +362,7 @@ class HDSConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(HDSClosedError(f"{self._log_name}: HDS connection closed"))
+        self._send_flow.close(f"{self._log_name}: HDS connection closed")
         self._reader = HDSFrameReader()
         if (transport := self._transport) is not None:
             # Queued data for a failed or vanished peer is dropped rather than kept in memory.

@@ -1,14 +1,18 @@
-"""The dataSend recording stream: open checks, chunking, ack/close and release (§5.2-§5.4)."""
+"""The dataSend recording stream: open checks, chunking, ack/close and release (§5.2-§5.4).
+
+The camera's side, its packets and how its generator is pulled and closed, is `delegate.py`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
+from .delegate import RecordingDelegate, RecordingPacket, close_iterator, next_packet
 from .errors import HDSClosedError, HDSError, HDSProtocolError, OpackError
 from .messages import (
     PROTOCOL_DATA_SEND,
@@ -43,41 +47,6 @@ TARGET_CONTROLLER: Final = "controller"
 TYPE_RECORDING: Final = "ipcamera.recording"
 DATA_TYPE_INIT: Final = "mediaInitialization"
 DATA_TYPE_FRAGMENT: Final = "mediaFragment"
-
-
-class RecordingPacket(NamedTuple):
-    """One MP4 segment from the delegate: the init segment first, then moof+mdat fragments."""
-
-    data: bytes | memoryview
-    is_last: bool
-
-
-class RecordingDelegate(Protocol):
-    """The camera behind a DataStreamServer."""
-
-    @property
-    def recording_active(self) -> bool:
-        """Return the recording Active characteristic."""
-
-    @property
-    def camera_active(self) -> bool:
-        """Return HomeKitCameraActive."""
-
-    @property
-    def has_selected_configuration(self) -> bool:
-        """Return True once the hub selected a recording configuration."""
-
-    def handle_recording_stream_request(self, stream_id: int) -> AsyncIterator[RecordingPacket]:
-        """Return the packets of a recording; called after the open response is sent."""
-
-    def acknowledge_stream(self, stream_id: int) -> None:
-        """Handle the hub's ack of endOfStream."""
-
-    def close_recording_stream(self, stream_id: int, reason: DataSendCloseReason | None) -> None:
-        """Handle the end of a stream; reason is None when the HDS socket was lost."""
-
-    def recording_stream_refused(self, stream_id: int, reason: DataSendCloseReason) -> None:
-        """Note a well-formed open that was refused (so the refusal can be shown)."""
 
 
 class RecordingStream:
@@ -268,7 +237,7 @@ class RecordingStreams:
         except (HDSError, OpackError) as err:
             failure = HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, str(err))
         finally:
-            await self._close_iterator(stream, iterator, failure)
+            await close_iterator(iterator, failure, self._log_name, stream.stream_id)
         if stream.released():
             return
         if failure is not None:
@@ -287,7 +256,7 @@ class RecordingStreams:
             await self._drain(stream)
             if stream.released():
                 return False
-            packet = await self._next_packet(iterator)
+            packet = await next_packet(iterator, self._log_name)
             if stream.released():
                 return False
             if packet is None:
@@ -315,30 +284,6 @@ class RecordingStreams:
                 return False
             if is_last:
                 return True
-
-    async def _next_packet(
-        self, iterator: AsyncIterator[RecordingPacket]
-    ) -> tuple[memoryview, bool] | None:
-        """Return the next packet as a byte view, None at the end; delegate errors as HDS."""
-        try:
-            packet = await anext(iterator)
-        except StopAsyncIteration:
-            return None
-        except HDSProtocolError:
-            raise
-        except Exception as err:  # a failing delegate ends only its stream
-            _LOGGER.exception("%s: recording delegate failed", self._log_name)
-            raise HDSProtocolError(
-                DataSendCloseReason.UNEXPECTED_FAILURE, f"delegate failed: {err!r}"
-            ) from err
-        try:
-            data, is_last = packet
-            view = memoryview(data).cast("B")
-        except (TypeError, ValueError) as err:
-            raise HDSProtocolError(
-                DataSendCloseReason.UNEXPECTED_FAILURE, f"delegate yielded {type(packet)!r}"
-            ) from err
-        return view, bool(is_last)
 
     async def _send_packet(
         self, stream: RecordingStream, sequence: int, view: memoryview, is_last: bool
@@ -382,29 +327,6 @@ class RecordingStreams:
         the stream fails at its next send, or at once while it waits here.
         """
         await stream.connection.drain()
-
-    async def _close_iterator(
-        self,
-        stream: RecordingStream,
-        iterator: AsyncIterator[RecordingPacket],
-        failure: HDSProtocolError | None = None,
-    ) -> None:
-        """Close the delegate's generator on every exit path, telling it why it failed."""
-        athrow: Callable[[BaseException], Any] | None = getattr(iterator, "athrow", None)
-        aclose: Callable[[], Any] | None = getattr(iterator, "aclose", None)
-        try:
-            if failure is not None and athrow is not None:
-                # The generator learns the stream's failure (e.g. the hub stopped reading).
-                with contextlib.suppress(HDSProtocolError, StopAsyncIteration):
-                    await athrow(failure)
-            if aclose is not None:
-                await aclose()
-        except Exception:  # a failing delegate ends only its stream
-            _LOGGER.exception(
-                "%s: recording generator of stream %s failed to close",
-                self._log_name,
-                stream.stream_id,
-            )
 
     def _on_closing_timeout(self, stream: RecordingStream) -> None:
         """Close a finished stream the hub never acknowledged or closed."""

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import HDSDecryptError, HDSFrameError, HDSProtocolError, OpackError
 from .messages import DataSendCloseReason
-from .opack import decode_range, encode_into
+from .opack_decoder import decode_range
+from .opack_encoder import encode_into
 
 # Info strings are named from the controller's point of view (§3.2).
 HKDF_INFO_ACCESSORY_TO_CONTROLLER: Final = b"HDS-Read-Encryption-Key"

@@ -12,7 +12,8 @@ import socket
 from typing import Any, Final
 
 from .connection import HDSConnection, SessionMatch
-from .datasend import RecordingDelegate, RecordingStreams
+from .datasend import RecordingStreams
+from .delegate import RecordingDelegate
 from .errors import HDSConnectionError, HDSDecryptError, HDSError
 from .frame import DecryptCipher, EncryptCipher, HDSKeys, derive_keys
 from .messages import DataSendCloseReason
