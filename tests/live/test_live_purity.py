@@ -8,7 +8,24 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "custom_components/hksv"
-LIVE = ("manager", "viewers", "session", "source", "transport", "policy", "shared")
+LIVE = (
+    "manager",
+    "slot_sessions",
+    "slots",
+    "endpoint_setup",
+    "viewer_start",
+    "viewer_reports",
+    "viewers",
+    "session",
+    "source_switch",
+    "video_sender",
+    "source",
+    "transport",
+    "policy",
+    "transcoded_feed",
+    "opus_feed",
+    "audio_sender",
+)
 
 
 def _runtime_imports(path: Path) -> set[str]:

@@ -10,15 +10,14 @@ from typing import Any
 import pytest
 
 from custom_components.hksv.live.session import (
-    BURST_BYTES,
     MAX_QUEUE_SECONDS,
     RTP_CLOCK,
-    SEND_RATE_BYTES,
     AccessUnit,
     LiveSession,
     ParameterSets,
     VideoConfig,
 )
+from custom_components.hksv.live.video_sender import BURST_BYTES, SEND_RATE_BYTES
 
 SPS = bytes.fromhex("6742c01e95a0501ed808")
 PPS = bytes.fromhex("68ce3c80")
@@ -91,11 +90,12 @@ def test_waits_for_a_keyframe_then_queues() -> None:
 def _send_times(session: LiveSession, sizes: list[int], start: float) -> list[float]:
     """Return when the send loop lets each AU of ``sizes`` go, all queued at ``start``."""
     now, times = start, []
-    session._budget_at = min(session._budget_at, start)  # a fresh session: full budget at start
+    budget = session._budget
+    budget.refilled_at = min(budget.refilled_at, start)  # a fresh session: full budget at start
     for size in sizes:
-        while (wait := session._budget_wait(now)) > 0:
+        while (wait := budget.wait(now)) > 0:
             now += wait
-        session._budget -= size
+        budget.spend(size)
         times.append(now)
     return times
 
@@ -125,7 +125,7 @@ def test_the_budget_refills_between_parts() -> None:
     """After a pause as long as a part, a new part gets the whole burst again."""
     session = _session()
     _send_times(session, [BURST_BYTES], 100.0)
-    assert session._budget_wait(100.0) > 0  # spent
+    assert session._budget.wait(100.0) > 0  # spent
     assert _send_times(session, [BURST_BYTES // 2] * 2, 100.3) == [100.3, 100.3]
 
 

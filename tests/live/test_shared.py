@@ -18,10 +18,11 @@ from typing import Any
 import av
 import pytest
 
-from custom_components.hksv.live import shared as shared_module
+from custom_components.hksv.live import opus_feed as opus_feed_module
 from custom_components.hksv.live.audio import OpusLiveEncoder
-from custom_components.hksv.live.shared import OpusFeed, TranscodedFeed
+from custom_components.hksv.live.opus_feed import OpusFeed
 from custom_components.hksv.live.transcode import LiveVideoTarget
+from custom_components.hksv.live.transcoded_feed import TranscodedFeed
 from custom_components.hksv.source.part import MediaPart, PartParser
 from tests.media import ClipSpec, write_clip
 from tests.recording.ha_parts import ha_segments
@@ -87,7 +88,7 @@ async def test_opus_codec_setup_runs_off_the_loop(
             opened_on.append(threading.get_ident())
             super().__init__(**kwargs)
 
-    monkeypatch.setattr(shared_module, "OpusLiveEncoder", Recording)
+    monkeypatch.setattr(opus_feed_module, "OpusLiveEncoder", Recording)
     feed = OpusFeed(sample_rate=16000, packet_time_ms=20, bitrate_kbps=24, log_name="test")
     sender = _Sender()
     feed.senders.append(sender)  # type: ignore[arg-type]
@@ -119,7 +120,7 @@ async def test_opus_codec_setup_failure_ends_only_that_encoder(
         on_failed=failed.append,
     )
     feed.senders.append(_Sender())  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger=shared_module.__name__):
+    with caplog.at_level(logging.WARNING, logger=opus_feed_module.__name__):
         for part in parts_32k:
             feed.on_part(part)  # must not raise into Home Assistant's part loop
             await asyncio.sleep(0)
@@ -130,7 +131,7 @@ async def test_opus_codec_setup_failure_ends_only_that_encoder(
     assert failed == [feed]
     assert feed.failed is not None and "Invalid data" in feed.failed
     assert attempts == [1]
-    warnings = [r for r in caplog.records if r.name == shared_module.__name__]
+    warnings = [r for r in caplog.records if r.name == opus_feed_module.__name__]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     await feed.async_close()
     assert _threads("hksv_opus") == 0

@@ -1,14 +1,11 @@
-"""One live viewer: start at a keyframe, send access units as they come, RTP out, reports.
+"""One live viewer: start at a keyframe, queue access units as they come, send them, report.
 
 Start (docs/live-view.md §2.7): when the GOP in progress began less than ``catchup_seconds``
 ago its frames go out at once, so the viewer has a picture right away; otherwise the session
-waits for the next keyframe. Sending (docs/live-view.md §2.8): HA hands over a part at a time,
-and every frame of it is already late by the media time to the part's end, so each access unit
-goes out as soon as it is queued. The only pacing is a byte budget (a token bucket) that keeps a
-burst within what a receiver's socket buffer takes. The queue is bounded in media time and
+waits for the next keyframe. Each access unit is sent as soon as it is queued, within a byte
+budget (``video_sender.py``, docs/live-view.md §2.8). The queue is bounded in media time and
 drops whole access units, skipping to the next keyframe. A worker restart (new epoch) resumes
-at the next keyframe with the same SSRC and continuous sequence numbers; the RTP clock jumps
-forward by the wall-clock gap.
+at the next keyframe; a move to another source follows ``source_switch.py``.
 """
 
 from __future__ import annotations
@@ -17,63 +14,35 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 import logging
-import secrets
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from .h264_rtp import (
-    LEVEL_4_0,
-    H264Packetizer,
-    avcc_nal_length_size,
-    avcc_parameter_sets,
-    patch_sps_level,
-)
-from .rtcp import sender_report
+from .h264_rtp import avcc_nal_length_size, avcc_parameter_sets, patch_sps_level
+from .source_switch import SourceSwitch, SwitchStep
 from .start_timing import StartTimeline
+from .video_sender import ByteBudget, VideoSender
 
 if TYPE_CHECKING:
     from ..media.fmp4 import InitSegment, Sample
     from ..source.gop import Gop
     from ..source.part import MediaPart
-    from .transport import MediaEndpoint, SessionTransport
+    from .transport import SessionTransport
 
 _LOGGER = logging.getLogger(__name__)
 
 RTP_CLOCK: Final = 90_000
 # Start from the GOP in progress when its keyframe is at most this old (else the next one).
 DEFAULT_CATCHUP_SECONDS: Final = 1.0
-# Byte budget of the sender (docs/live-view.md §2.8): up to BURST_BYTES leave at once, then
-# SEND_RATE_BYTES per second. 64 KiB is under a third of Linux's default UDP receive buffer;
-# 3 MB/s (24 Mbit/s) is 4x the 6 Mbit/s copy cap and spreads a 1 s part of a 2 Mbit/s camera
-# (~250 KB) over about 60 ms.
-BURST_BYTES: Final = 64 * 1024
-SEND_RATE_BYTES: Final = 3_000_000
 # Never hold more than this much media for one viewer; beyond it skip to the next keyframe.
 MAX_QUEUE_SECONDS: Final = 3.0
 MIN_RTCP_INTERVAL: Final = 0.5
 DEFAULT_IDLE_TIMEOUT: Final = 30.0  # Scrypted, homebridge-camera-ffmpeg and go2rtc use 30 s
-CNAME: Final = "hksv"
 # Where an access unit comes from: HA's parts (copied), a shared transcoder, or the camera's
 # own stream read directly (docs/live-view.md §2.11).
 SOURCE_PARTS: Final = "parts"
 SOURCE_TRANSCODER: Final = "transcoder"
 SOURCE_DIRECT: Final = "direct"
-
-
-class EndReason(StrEnum):
-    """Why a session ended."""
-
-    END = "end"  # the controller's Selected END
-    HAP_CLOSED = "hap_connection_closed"
-    RTCP_TIMEOUT = "rtcp_timeout"
-    CAMERA_OFF = "camera_off"
-    NEW_SETUP = "replaced_by_new_setup"
-    NOT_STARTED = "not_started"
-    START_REFUSED = "start_refused"  # the START could not be honoured (see its error)
-    STOPPED = "stopped"  # unload or Home Assistant stop
-    ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,18 +81,6 @@ class ParameterSets:
     sps: list[bytes]
     pps: list[bytes]
     nal_length_size: int
-
-
-@dataclass(slots=True)
-class _SourceSwitch:
-    """A viewer's move between copy and a transcoder, under way."""
-
-    source: str  # the source moved to
-    request_keyframe: Callable[[], None]
-    on_switched: Callable[[], None]
-    same_timeline: bool
-    old_source_stopped: bool = False
-    last_old_pts: int | None = None
 
 
 @dataclass(slots=True)
@@ -168,26 +125,19 @@ class LiveSession:
         self._on_idle = on_idle
         self._on_error = on_error
         self._log_name = log_name
-        self._packetizer = H264Packetizer(
+        self._sender = VideoSender(
             ssrc=video.ssrc,
             payload_type=video.payload_type,
-            max_payload_size=video.max_payload,
-            sequence=secrets.randbelow(1 << 16),
+            max_payload=video.max_payload,
+            clock_rate=RTP_CLOCK,
         )
         self._queue: deque[AccessUnit] = deque()
         self._queued = asyncio.Event()
         self._need_keyframe = True
         self._epoch: int | None = None
         self._params: dict[bytes, ParameterSets] = {}
-        self._current_params: ParameterSets | None = None
-        self._budget = float(BURST_BYTES)  # token bucket in bytes; negative while in debt
-        self._budget_at = time.monotonic()
-        self._rtp_offset: int | None = None  # RTP timestamp = pts + offset
-        self._last_rtp: tuple[float, int] | None = None  # (monotonic, RTP time of its DTS)
-        self._sent_epoch: int | None = None
-        self._sent_source = SOURCE_PARTS
-        self._switch: _SourceSwitch | None = None  # a move between copy and a transcoder
-        self._source: str | None = None  # the source taken; None: take any
+        self._budget = ByteBudget()
+        self._switch = SourceSwitch()  # a move between copy and a transcoder
         self._last_pushed_pts: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.suspended = False
@@ -264,40 +214,16 @@ class LiveSession:
         on, and the RTP clock continues forward (docs/live-view.md §2.10). Sources on another
         timeline (``same_timeline`` False) start at their first keyframe.
         """
-        self._switch = _SourceSwitch(source, request_keyframe, on_switched, same_timeline)
+        self._switch.begin(
+            source=source,
+            request_keyframe=request_keyframe,
+            on_switched=on_switched,
+            same_timeline=same_timeline,
+        )
 
     def cancel_switch(self) -> None:
         """Forget a switch whose new source never delivered a keyframe."""
-        if self._switch is not None and not self._switch.old_source_stopped:
-            self._switch = None
-
-    def _switching(self, unit: AccessUnit) -> bool:
-        """Follow a source switch; return True if ``unit`` is to be dropped."""
-        switch = self._switch
-        if switch is None:
-            if self._source is None:
-                return False
-            return unit.source != self._source  # the source this viewer left
-        if unit.source != switch.source:
-            return switch.old_source_stopped  # the old source plays until the new one is there
-        if not switch.old_source_stopped:
-            if not unit.keyframe:
-                return True
-            switch.old_source_stopped = True
-            switch.last_old_pts = self._last_pushed_pts if switch.same_timeline else None
-            switch.on_switched()
-        if not unit.keyframe or (
-            switch.last_old_pts is not None and unit.pts <= switch.last_old_pts
-        ):
-            if switch.last_old_pts is not None and unit.pts > switch.last_old_pts:
-                switch.request_keyframe()  # past the old source: start at the next frame
-            elif unit.keyframe:
-                switch.request_keyframe()  # a keyframe the viewer has seen copied
-            return True
-        self._switch = None
-        self._source = unit.source
-        self._epoch = None  # start the new source like a new epoch, at this keyframe
-        return False
+        self._switch.cancel()
 
     # -- input ----------------------------------------------------------------------------
 
@@ -338,8 +264,11 @@ class LiveSession:
         """Queue one access unit, dropping what a viewer cannot use."""
         if self.closed or self.suspended:
             return
-        if self._switching(unit):
+        step = self._switch.step(unit, self._last_pushed_pts)
+        if step is SwitchStep.DROP:
             return
+        if step is SwitchStep.TAKE_NEW_SOURCE:
+            self._epoch = None  # start the new source like a new epoch, at this keyframe
         self._last_pushed_pts = unit.pts
         if not unit.catchup:
             self.timeline.part_received()
@@ -415,47 +344,19 @@ class LiveSession:
                 await self._queued.wait()
                 continue
             now = time.monotonic()
-            wait = self._budget_wait(now)
+            wait = self._budget.wait(now)
             if wait > 0:
                 self.stats.paced_ms += wait * 1000
                 await asyncio.sleep(wait)
                 continue
             unit = queue.popleft()
-            self._budget -= len(unit.data)
+            self._budget.spend(len(unit.data))
             self._send(unit, now)
             await asyncio.sleep(0)  # let other viewers and HA run between access units
 
-    def _budget_wait(self, now: float) -> float:
-        """Refill the byte budget; return how long to wait before the next AU may go."""
-        self._budget = min(
-            float(BURST_BYTES), self._budget + (now - self._budget_at) * SEND_RATE_BYTES
-        )
-        self._budget_at = now
-        # An AU may leave while the budget is positive, even if larger: an IDR is never split
-        # over time, and the debt it leaves delays what follows.
-        return 0.0 if self._budget > 0 else (1 - self._budget) / SEND_RATE_BYTES
-
     def _send(self, unit: AccessUnit, now: float) -> None:
-        """Packetize, encrypt and send one AU."""
-        packetizer = self._packetizer
-        # The camera's in-band SPS carries the level too (most repeat it before every IDR).
-        packetizer.sps_level = LEVEL_4_0 if self.patch_level else None
-        if unit.params is not self._current_params:
-            self._current_params = unit.params
-            packetizer.set_parameter_sets(unit.params.sps, unit.params.pps)
-        if (
-            self._rtp_offset is None
-            or unit.epoch != self._sent_epoch
-            or unit.source != self._sent_source
-        ):
-            self._rebase_rtp_clock(unit, now)
-        timestamp = (unit.pts + (self._rtp_offset or 0)) & 0xFFFFFFFF
-        packets = packetizer.packetize(
-            bytes(unit.data), timestamp, unit.keyframe, unit.params.nal_length_size
-        )
-        endpoint = self.transport.video
-        for packet in packets:
-            endpoint.send_rtp(packet)
+        """Send one AU and count it."""
+        packets = self._sender.send(unit, now, self.transport.video, patch_level=self.patch_level)
         self.timeline.sent(keyframe=unit.keyframe, now=now)
         stats = self.stats
         elapsed_ms = (now - stats.started) * 1000
@@ -466,18 +367,6 @@ class LiveSession:
             if stats.first_keyframe_ms is None:
                 stats.first_keyframe_ms = elapsed_ms
         stats.frames_sent += 1
-        self._last_rtp = (now, (unit.dts + (self._rtp_offset or 0)) & 0xFFFFFFFF)
-        self._sent_epoch = unit.epoch
-        self._sent_source = unit.source
-
-    def _rebase_rtp_clock(self, unit: AccessUnit, now: float) -> None:
-        """Map this epoch's PTS onto the RTP clock, continuing from what was sent."""
-        if self._last_rtp is None:
-            self._rtp_offset = secrets.randbelow(1 << 32) - unit.pts
-            return
-        sent_at, sent_ts = self._last_rtp
-        gap = max(1, round((now - sent_at) * RTP_CLOCK))
-        self._rtp_offset = sent_ts + gap - unit.dts
 
     async def _report_loop(self) -> None:
         """Send a sender report every RTCP interval and watch the viewer's reports."""
@@ -488,27 +377,8 @@ class LiveSession:
                 _LOGGER.info("%s: no RTCP from the viewer; ending live view", self._log_name)
                 self._on_idle()
                 return
-            self._send_report(self.transport.video)
-
-    def _send_report(self, endpoint: MediaEndpoint) -> None:
-        """Send one SR + SDES for the video stream."""
-        if self._last_rtp is None:
-            return
-        now = time.monotonic()
-        sent_at, sent_ts = self._last_rtp
-        rtp_now = (sent_ts + round((now - sent_at) * RTP_CLOCK)) & 0xFFFFFFFF
-        packetizer = self._packetizer
-        endpoint.send_rtcp(
-            sender_report(
-                ssrc=self.video.ssrc,
-                ntp_time=time.time(),
-                rtp_timestamp=rtp_now,
-                packet_count=packetizer.packets_sent,
-                octet_count=packetizer.octets_sent,
-                cname=CNAME,
-            )
-        )
-        self.stats.sender_reports += 1
+            if self._sender.send_report(self.transport.video):
+                self.stats.sender_reports += 1
 
     def diagnostics(self) -> dict[str, Any]:
         """Return counters for diagnostics."""
@@ -523,8 +393,8 @@ class LiveSession:
             "paced_ms": round(stats.paced_ms, 1),
             "stream_restarts": stats.epochs,
             "sender_reports": stats.sender_reports,
-            "rtp_packets": self._packetizer.packets_sent,
-            "rtp_octets": self._packetizer.octets_sent,
+            "rtp_packets": self._sender.packetizer.packets_sent,
+            "rtp_octets": self._sender.packetizer.octets_sent,
             "datagrams": self.transport.video.packets_sent,
             "largest_datagram": self.transport.video.largest_datagram,
             "rtcp_received": self.transport.video.rtcp_received

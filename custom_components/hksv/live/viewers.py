@@ -21,6 +21,8 @@ from ..hap.rtp_stream import (
 from ..media.budget import shared_budget, transcode_cost
 from ..media.h264 import H264Level, H264Profile
 from .audio import PACKET_TIMES_MS
+from .audio_sender import AudioSender
+from .opus_feed import OpusFeed
 from .policy import (
     LiveMode,
     LiveModeOption,
@@ -31,8 +33,8 @@ from .policy import (
     transcode_target,
 )
 from .session import DEFAULT_CATCHUP_SECONDS, LiveSession
-from .shared import AudioSender, OpusFeed, TranscodedFeed
 from .transcode import LiveVideoTarget
+from .transcoded_feed import TranscodedFeed
 
 if TYPE_CHECKING:
     from ..media.fmp4 import InitSegment
