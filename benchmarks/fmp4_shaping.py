@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from custom_components.hksv.recording.shaper import FragmentShaper  # noqa: E402
 from custom_components.hksv.source.gop import Gop  # noqa: E402
+from custom_components.hksv.source.part import PartParser  # noqa: E402
 from tests.media import ClipSpec, write_clip  # noqa: E402
 from tests.recording.ha_parts import HaWorker, RawPartAssembler  # noqa: E402
 
@@ -131,6 +132,11 @@ def main() -> None:
                 size += sum(len(f.data) for f in shaper.push(gop))
         return size
 
+    def parse_only() -> int:
+        # What the prebuffer does once per part for every consumer (recording, live view).
+        part_parser = PartParser()
+        return sum(len(part_parser.parse(i, d, e, 0.0).video) for i, d, e in parts)
+
     copy_out = OUT / "copy.mp4"
     rows = [
         Row(
@@ -138,6 +144,7 @@ def main() -> None:
         ),
         Row("  GopAssembler alone", best_cpu(assemble, args.repeat, LOOPS), shaped),
         Row("  FragmentShaper alone", best_cpu(shape, args.repeat, LOOPS), shaped),
+        Row("  parsing the parts alone", best_cpu(parse_only, args.repeat, LOOPS), shaped),
         Row(
             "ffmpeg -c copy, fragmented MP4",
             child_cpu(ffmpeg(source, copy_out, "-c", "copy")),
@@ -155,7 +162,7 @@ def main() -> None:
     )
 
     fragment_bytes = shape()
-    copy_cpu = rows[3].cpu
+    copy_cpu = rows[4].cpu
     print()
     print(f"input: {source.name}, video {video_kbps:.0f} kbit/s")
     print(f"shaped: {shaped:.1f} s of media, {len(parts)} LL-HLS parts, {len(gops)} GOPs")
