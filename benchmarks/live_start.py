@@ -139,11 +139,13 @@ async def _watch_once(viewer_hub: HubController) -> tuple[float, float]:
     return viewer.started_at, picture
 
 
+@pytest.mark.parametrize("live_direct", [False, True], ids=["ha_parts", "direct"])
 async def test_cold_start(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
     controller: HubController,
     feed: LiveFeedSource,
+    live_direct: bool,
 ) -> None:
     """Cold starts at random moments: what the camera decides and what is added after it."""
     asyncio.get_running_loop().set_debug(False)  # as in HA; the harness turns it on
@@ -155,11 +157,13 @@ async def test_cold_start(
         await _until(lambda: not prebuffer.running and feed.clients == 0)
         await asyncio.sleep(random.uniform(0.5, 2.5))  # a random camera GOP phase
         started, picture = await _watch_once(controller)
+        # The first connection after START (the direct path's demuxer makes a second one).
         connect = next(at for at in feed.connected_at if at >= started)
         keyframe = feed.next_keyframe_after(connect)
         assert keyframe is not None
         rows.append((connect - started, keyframe - started, picture - started))
-    _report(f"cold ({len(rows)} starts):")
+    label = "direct path" if live_direct else "HA's parts"
+    _report(f"cold, {label} ({len(rows)} starts):")
     _report(f"  START -> camera connected        {_stats([r[0] for r in rows])}")
     _report(f"  START -> camera's next keyframe  {_stats([r[1] for r in rows])}")
     _report(f"  START -> first picture           {_stats([r[2] for r in rows])}")
