@@ -28,7 +28,7 @@ from typing import Final
 
 type Job = Callable[[], object]
 
-_NO_LIMIT: Final = 0
+_NO_RESULTS: Final = 0
 
 
 class WorkerStopped(Exception):
@@ -53,26 +53,25 @@ class _Call[T]:
         try:
             result = self._fn()
         except Exception as err:  # noqa: BLE001 - handed to the caller, who decides
-            self._settle(self._set_exception, err)
+            self._post(self._fail, err)
         else:
-            self._settle(self._set_result, result)
+            self._post(self._succeed, result)
 
     def drop(self) -> None:
         """Tell the caller the job will never run."""
-        self._settle(self._set_exception, WorkerStopped("the worker stopped before this job"))
+        self._post(self._fail, WorkerStopped("the worker stopped before this job"))
 
-    def _settle(self, setter: Callable[[object], None], value: object) -> None:
+    def _post(self, callback: Callable[..., None], *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            self._loop.call_soon_threadsafe(setter, value)
+            self._loop.call_soon_threadsafe(callback, *args)
 
-    def _set_result(self, value: object) -> None:
-        if not self._future.done():
-            self._future.set_result(value)  # type: ignore[arg-type]
+    def _succeed(self, result: T) -> None:
+        if not self._future.done():  # the caller may have been cancelled
+            self._future.set_result(result)
 
-    def _set_exception(self, value: object) -> None:
+    def _fail(self, error: BaseException) -> None:
         if not self._future.done():
-            assert isinstance(value, BaseException)
-            self._future.set_exception(value)
+            self._future.set_exception(error)
 
 
 class PyAVWorker[R]:
@@ -105,7 +104,7 @@ class PyAVWorker[R]:
         name: str,
         *,
         max_jobs: int,
-        max_results: int = _NO_LIMIT,
+        max_results: int = _NO_RESULTS,
         on_exit: Callable[[Exception | None], None] | None = None,
     ) -> None:
         """Prepare the worker; nothing runs until ``start``.
@@ -115,7 +114,7 @@ class PyAVWorker[R]:
         error that ended it (None for an end or a stop): the place to close PyAV objects.
         """
         if max_jobs < 1 or max_results < 0:
-            raise ValueError("queue bounds must be at least 1")
+            raise ValueError("queue bounds must be at least 1 (max_results: 0 for none)")
         self._name = name
         self._max_jobs = max_jobs
         self._max_results = max_results
@@ -259,7 +258,7 @@ class PyAVWorker[R]:
 
         Raise WorkerStopped when the worker is stopped meanwhile.
         """
-        if self._max_results == _NO_LIMIT or self._loop is None:
+        if self._max_results == _NO_RESULTS or self._loop is None:
             raise RuntimeError(f"{self._name}: started without a result queue")
         started = time.perf_counter()
         with self._cond:
