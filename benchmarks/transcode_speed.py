@@ -43,7 +43,7 @@ from custom_components.hksv.media.budget import (  # noqa: E402
 )
 from custom_components.hksv.media.encoders import EncoderChooser  # noqa: E402
 from custom_components.hksv.media.h264 import H264Level, H264Profile  # noqa: E402
-from custom_components.hksv.recording import av_media  # noqa: E402
+from custom_components.hksv.recording import av_encode  # noqa: E402
 from custom_components.hksv.recording.transcode import (  # noqa: E402
     AudioTarget,
     Transcoder,
@@ -279,10 +279,10 @@ async def main() -> None:
     print()
     fmp4, init, fragments = source(args.seconds)
     rows: list[Row] = []
-    default_preset = av_media.X264_PRESET
+    default_preset = av_encode.X264_PRESET
     for preset in args.presets.split(","):
         # Benchmark-only: the preset is a module constant, not part of the API.
-        av_media.X264_PRESET = preset  # type: ignore[misc]  # read when an encoder opens
+        av_encode.X264_PRESET = preset  # type: ignore[misc]  # read when an encoder opens
         runs = [
             (await run_transcoder(f"hksv {preset}", TARGET, init, fragments, paced=False))[0]
             for _ in range(args.repeat)
@@ -293,7 +293,7 @@ async def main() -> None:
         rows.append(
             best([run_ffmpeg(f"ffmpeg {preset}", command, media) for _ in range(args.repeat)])
         )
-    av_media.X264_PRESET = default_preset  # type: ignore[misc]
+    av_encode.X264_PRESET = default_preset  # type: ignore[misc]
     copy_target = replace(TARGET, copy_video=True)
     runs = [
         (await run_transcoder("hksv copy video", copy_target, init, fragments, paced=False))[0]
@@ -320,12 +320,13 @@ async def main() -> None:
         row, lags = await run_transcoder("paced", TARGET, init, fragments, paced=True)
         print(
             f"\nfed live, one {PART_SECONDS:g} s part per {PART_SECONDS:g} s "
-            f"({av_media.X264_PRESET}): init after {row.init_ms:.0f} ms; each fragment out "
+            f"({av_encode.X264_PRESET}): init after {row.init_ms:.0f} ms; each fragment out "
             f"{min(lags) * 1000:.0f}-{max(lags) * 1000:.0f} ms (mean "
             f"{sum(lags) / len(lags) * 1000:.0f} ms) after its last frame was live"
         )
     print("\nReproduce:  ../shared/toolchain/py314 .venv/bin/python benchmarks/transcode_speed.py")
-    print("ffmpeg row: " + shlex.join(ffmpeg_command(av_media.X264_PRESET, fmp4, copy_video=False)))
+    ffmpeg_row = ffmpeg_command(av_encode.X264_PRESET, fmp4, copy_video=False)
+    print("ffmpeg row: " + shlex.join(ffmpeg_row))
 
 
 if __name__ == "__main__":

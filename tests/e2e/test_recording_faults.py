@@ -25,7 +25,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_VIDEO_MODE, VIDEO_MODE_TRANSCODE
 from custom_components.hksv.media.fmp4 import parse_init
 from custom_components.hksv.recording import (
-    av_media,
+    av_encode,
     recorder as recorder_module,
     transcode as transcode_module,
 )
@@ -436,7 +436,7 @@ async def test_an_encoder_that_falls_behind_is_named(
 
     libx264's slowest preset at the selected size is the slow encoder; the hub reads at once.
     """
-    monkeypatch.setattr(av_media, "X264_PRESET", "placebo")
+    monkeypatch.setattr(av_encode, "X264_PRESET", "placebo")
     bridge = init_integration.runtime_data
     await _wait_for(lambda: bridge.recorder.prebuffer.buffered_seconds >= PREBUFFER_S + 2)
     hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})

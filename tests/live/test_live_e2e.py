@@ -617,7 +617,7 @@ async def test_failed_transcoder_ends_its_sessions(
     def broken(self: Any, frame: Any) -> None:
         raise av.error.InvalidDataError(22, "Invalid argument")
 
-    with patch("custom_components.hksv.live.transcode._Worker._encode", broken):
+    with patch("custom_components.hksv.live.transcode_codec.LiveVideoCodec._encode", broken):
         assert await viewer.select(width=320, height=240, fps=15, bitrate=150) == {}
         async with asyncio.timeout(60):
             while not bridge.live.history:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+import queue
 import threading
 from typing import Any
 
@@ -10,13 +11,13 @@ import av
 import numpy as np
 import pytest
 
+from custom_components.hksv.live.avcc import annexb_to_avcc
 from custom_components.hksv.live.h264_rtp import H264Packetizer, split_avcc
 from custom_components.hksv.live.transcode import (
     EncodedSample,
     LiveTranscodeError,
     LiveVideoTarget,
     LiveVideoTranscoder,
-    annexb_to_avcc,
     bitrate_for,
     fit_inside,
 )
@@ -63,13 +64,22 @@ def h264_plain(tmp_path_factory: pytest.TempPathFactory) -> SourceStream:
     return read_source(make_h264_mp4(path, frames=75, bframes=0, width=640, height=360))
 
 
-def collect(transcoder: LiveVideoTranscoder, count: int) -> list[EncodedSample]:
+def open_transcoder(**kwargs: Any) -> tuple[LiveVideoTranscoder, queue.Queue[EncodedSample]]:
+    """Start a transcoder whose outputs collect in the returned queue."""
+    results: queue.Queue[EncodedSample] = queue.Queue()
+    return LiveVideoTranscoder(on_sample=results.put, **kwargs), results
+
+
+def collect(
+    transcoder: LiveVideoTranscoder, results: queue.Queue[EncodedSample], count: int
+) -> list[EncodedSample]:
     """Return ``count`` outputs, failing if they do not come."""
     out = []
     for _ in range(count):
-        sample = transcoder.get(timeout=TIMEOUT)
-        assert sample is not None, f"only {len(out)} of {count} outputs: {transcoder.stats()}"
-        out.append(sample)
+        try:
+            out.append(results.get(timeout=TIMEOUT))
+        except queue.Empty:
+            pytest.fail(f"only {len(out)} of {count} outputs: {transcoder.stats()}")
     return out
 
 
@@ -96,14 +106,14 @@ def counter_in_box(frame: av.VideoFrame, width: int, height: int) -> int:
 
 def test_h264_to_watch_size_letterboxed(h264_720p: SourceStream) -> None:
     """720p with B-frames → 320x240: black bars above and below, every frame in order."""
-    transcoder = LiveVideoTranscoder(
+    transcoder, results = open_transcoder(
         codec="avc1", extradata=h264_720p.avcc, target=LiveVideoTarget(320, 240, 30, 299)
     )
     try:
         for data, pts, keyframe in h264_720p.samples:
             assert transcoder.put(data, pts, keyframe)
         # The decoder keeps the B-frame reorder depth (2 frames) until more input arrives.
-        outputs = collect(transcoder, len(h264_720p.samples) - 2)
+        outputs = collect(transcoder, results, len(h264_720p.samples) - 2)
     finally:
         transcoder.close()
     assert outputs[0].keyframe
@@ -129,13 +139,13 @@ def test_hevc_source(tmp_path: Path) -> None:
             if p.size
         ]
     assert hvcc[0] == 1  # an hvcC record, not Annex B
-    transcoder = LiveVideoTranscoder(
+    transcoder, results = open_transcoder(
         codec="hvc1", extradata=hvcc, target=LiveVideoTarget(640, 360, 30, 800)
     )
     try:
         for data, pts, keyframe in samples:
             transcoder.put(data, pts, keyframe)
-        outputs = collect(transcoder, len(samples))
+        outputs = collect(transcoder, results, len(samples))
     finally:
         transcoder.close()
     frames = decode_samples(outputs)
@@ -145,13 +155,13 @@ def test_hevc_source(tmp_path: Path) -> None:
 
 def test_outputs_packetize_and_decode(h264_plain: SourceStream) -> None:
     """Transcoder output goes through H264Packetizer (in-band SPS/PPS → STAP-A) and decodes."""
-    transcoder = LiveVideoTranscoder(
+    transcoder, results = open_transcoder(
         codec="avc1", extradata=h264_plain.avcc, target=LiveVideoTarget(480, 270, 30, 600)
     )
     try:
         for data, pts, keyframe in h264_plain.samples[:40]:
             transcoder.put(data, pts, keyframe)
-        outputs = collect(transcoder, 40)
+        outputs = collect(transcoder, results, 40)
     finally:
         transcoder.close()
     packetizer = H264Packetizer(ssrc=0xCAFE0001, payload_type=99, max_payload_size=1000)
@@ -168,21 +178,21 @@ def test_outputs_packetize_and_decode(h264_plain: SourceStream) -> None:
 
 def test_reconfigure_forces_idr_and_changes_rate(h264_plain: SourceStream) -> None:
     """A new bitrate starts with an IDR and really changes the output size."""
-    transcoder = LiveVideoTranscoder(
+    transcoder, results = open_transcoder(
         codec="avc1", extradata=h264_plain.avcc, target=LiveVideoTarget(640, 360, 30, 3000)
     )
     try:
         for data, pts, keyframe in h264_plain.samples[:35]:
             transcoder.put(data, pts, keyframe)
-        before = collect(transcoder, 35)
+        before = collect(transcoder, results, 35)
         transcoder.reconfigure(150)
         for data, pts, keyframe in h264_plain.samples[35:70]:
             transcoder.put(data, pts, keyframe)
-        after = collect(transcoder, 35)
+        after = collect(transcoder, results, 35)
         transcoder.force_keyframe()
         data, pts, keyframe = h264_plain.samples[70]
         transcoder.put(data, pts, keyframe)
-        (forced,) = collect(transcoder, 1)
+        (forced,) = collect(transcoder, results, 1)
     finally:
         transcoder.close()
     assert after[0].keyframe and not before[1].keyframe and forced.keyframe
@@ -237,7 +247,7 @@ def test_full_queue_skips_to_next_keyframe(h264_plain: SourceStream) -> None:
 
 def test_close_leaves_no_thread(h264_plain: SourceStream) -> None:
     """close() joins the worker even with queued work; put afterwards is refused."""
-    transcoder = LiveVideoTranscoder(
+    transcoder, _ = open_transcoder(
         codec="avc1", extradata=h264_plain.avcc, target=LiveVideoTarget(320, 240, 15, 200)
     )
     for data, pts, keyframe in h264_plain.samples[:30]:
@@ -251,7 +261,7 @@ def test_close_leaves_no_thread(h264_plain: SourceStream) -> None:
 
 async def test_async_close(h264_plain: SourceStream) -> None:
     """async_close stops the worker without blocking the loop."""
-    transcoder = LiveVideoTranscoder(
+    transcoder, _ = open_transcoder(
         codec="avc1", extradata=h264_plain.avcc, target=LiveVideoTarget(320, 240, 15, 200)
     )
     transcoder.put(*h264_plain.samples[0])
@@ -262,8 +272,8 @@ async def test_async_close(h264_plain: SourceStream) -> None:
 def test_failures_surface() -> None:
     """Unknown codecs fail at once; no usable encoder stops the worker with the error kept."""
     with pytest.raises(LiveTranscodeError, match="decode"):
-        LiveVideoTranscoder(codec="vp9", extradata=b"", target=LiveVideoTarget(320, 240, 30, 300))
-    transcoder = LiveVideoTranscoder(
+        open_transcoder(codec="vp9", extradata=b"", target=LiveVideoTarget(320, 240, 30, 300))
+    transcoder, _ = open_transcoder(
         codec="avc1",
         extradata=b"",
         target=LiveVideoTarget(320, 240, 30, 300),
@@ -346,7 +356,7 @@ def test_failing_hardware_encoder_falls_back(h264_plain: SourceStream) -> None:
         trial_encode("libx264" if name == "h264_nvenc" else name, width, height)
 
     chooser = EncoderChooser(("h264_nvenc", "libx264"), trial=nvenc_passes)
-    transcoder = LiveVideoTranscoder(
+    transcoder, results = open_transcoder(
         codec="avc1",
         extradata=h264_plain.avcc,
         target=LiveVideoTarget(320, 180, 30, 300),
@@ -355,7 +365,7 @@ def test_failing_hardware_encoder_falls_back(h264_plain: SourceStream) -> None:
     try:
         for sample in h264_plain.samples[:10]:
             transcoder.put(*sample)
-        outputs = collect(transcoder, 10)
+        outputs = collect(transcoder, results, 10)
     finally:
         transcoder.close()
     assert transcoder.error is None and transcoder.stats().encoder == "libx264"
@@ -375,12 +385,12 @@ def test_every_idr_carries_parameter_sets(
     """
     from av.codec.context import Flags
 
-    from custom_components.hksv.live import transcode
+    from custom_components.hksv.live import transcode_codec as transcode
 
-    real_options = transcode._Worker._encoder_options
-    real_open = transcode._Worker._open_named_encoder
+    real_options = transcode.LiveVideoCodec._encoder_options
+    real_open = transcode.LiveVideoCodec._open_named_encoder
 
-    def no_repeat(self: transcode._Worker, target: LiveVideoTarget) -> dict[str, str]:
+    def no_repeat(self: transcode.LiveVideoCodec, target: LiveVideoTarget) -> dict[str, str]:
         options = real_options(self, target)
         params = options["x264-params"].replace("repeat-headers=1", "repeat-headers=0")
         return options | {"x264-params": params}
@@ -398,12 +408,12 @@ def test_every_idr_carries_parameter_sets(
         kept = [bytes(n) for n in nals if n[0] & 0x1F not in (7, 8)]
         return b"".join(len(n).to_bytes(4) + n for n in kept)
 
-    def open_with_global_header(self: transcode._Worker) -> Any:
+    def open_with_global_header(self: transcode.LiveVideoCodec) -> Any:
         if headers != "extradata_only":
             return real_open(self)
         # As the real one, but with SPS/PPS in extradata only (a global header).
         encoder: Any = av.CodecContext.create(self._encoder_name, "w")
-        target = self._owner._target
+        target = self._controls.target
         encoder.width, encoder.height, encoder.pix_fmt = target.width, target.height, "yuv420p"
         encoder.time_base = transcode.TIME_BASE
         encoder.framerate = target.fps
@@ -417,11 +427,13 @@ def test_every_idr_carries_parameter_sets(
         return encoder
 
     if headers == "extradata_only":
-        monkeypatch.setattr(transcode._Worker, "_encoder_options", no_repeat)
-        monkeypatch.setattr(transcode._Worker, "_open_named_encoder", open_with_global_header)
+        monkeypatch.setattr(transcode.LiveVideoCodec, "_encoder_options", no_repeat)
+        monkeypatch.setattr(
+            transcode.LiveVideoCodec, "_open_named_encoder", open_with_global_header
+        )
     else:
         monkeypatch.setattr(transcode, "annexb_to_avcc", headers_once)
-    transcoder = LiveVideoTranscoder(
+    transcoder, results = open_transcoder(
         codec="avc1",
         extradata=h264_plain.avcc,
         target=LiveVideoTarget(320, 180, 30, 300),
@@ -430,7 +442,7 @@ def test_every_idr_carries_parameter_sets(
     try:
         for data, pts, keyframe in h264_plain.samples[:70]:
             transcoder.put(data, pts, keyframe, wait=TIMEOUT)
-        outputs = collect(transcoder, 70)
+        outputs = collect(transcoder, results, 70)
     finally:
         transcoder.close()
     keyframes = [i for i, o in enumerate(outputs) if o.keyframe]

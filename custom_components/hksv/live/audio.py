@@ -5,22 +5,22 @@ packet exactly the negotiated packet time, or the audio is silent (docs live-vie
 
 Threading: `OpusLiveEncoder.encode` and `flush` are blocking PyAV calls. Call them from a
 worker thread, or from the event loop through `async_encode`/`async_flush`, which run them on
-the encoder's own single worker thread (so calls stay ordered and PyAV objects are only ever
-touched by that thread). `close` (or `async_close`) stops the thread. `OpusPacketizer` is pure
-and cheap: use it wherever the packets are sent.
+the encoder's own `PyAVWorker` thread (media/pyav_worker.py), so calls stay ordered and PyAV
+objects are only ever touched by that thread. `close` (or `async_close`) stops the thread.
+`OpusPacketizer` is pure and cheap: use it wherever the packets are sent.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 import logging
 from struct import Struct
 from typing import TYPE_CHECKING, Final
 
 import av
 from av.audio.resampler import AudioResampler
+
+from ..media.pyav_worker import PyAVWorker
 
 if TYPE_CHECKING:
     from av.audio.codeccontext import AudioCodecContext
@@ -46,6 +46,7 @@ _TOC_CODE_ARBITRARY: Final = 3
 _FRAME_COUNT_VBR: Final = 0x80
 
 _RTP_HEADER: Final = Struct(">BBHII")
+_MAX_QUEUED_CALLS: Final = 4
 
 
 class AudioError(Exception):
@@ -90,11 +91,11 @@ class OpusLiveEncoder:
     __slots__ = (
         "_decoder",
         "_encoder",
-        "_executor",
         "_frame_samples",
         "_group",
         "_pending",
         "_resampler",
+        "_worker",
         "decode_errors",
         "packet_time_ms",
         "packets_out",
@@ -128,7 +129,7 @@ class OpusLiveEncoder:
         self._encoder = self._open_encoder(sample_rate, frame_ms, bitrate_kbps)
         self._resampler = AudioResampler("s16", "mono", sample_rate, self._frame_samples)
         self._pending: list[bytes] = []  # encoder frames of the packet being assembled
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker: PyAVWorker[None] | None = None
         self.samples_in = 0
         self.packets_out = 0
         self.decode_errors = 0
@@ -177,29 +178,32 @@ class OpusLiveEncoder:
 
     async def async_encode(self, samples: Sequence[bytes]) -> list[bytes]:
         """Run `encode` on the encoder's worker thread."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._worker(), self.encode, list(samples)
-        )
+        batch = list(samples)
+        return await self._running_worker().call(lambda: self.encode(batch))
 
     async def async_flush(self) -> list[bytes]:
         """Run `flush` on the encoder's worker thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker(), self.flush)
+        return await self._running_worker().call(self.flush)
 
     def close(self) -> None:
-        """Stop the worker thread (waiting for a running call) and free the codecs."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        """Stop the worker thread (waiting for a running call; queued calls are dropped)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join()
 
     async def async_close(self) -> None:
         """Close without blocking the event loop."""
-        await asyncio.to_thread(self.close)
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.async_stop()
 
-    def _worker(self) -> ThreadPoolExecutor:
-        """Return the single worker thread, starting it on first use."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="hksv_opus")
-        return self._executor
+    def _running_worker(self) -> PyAVWorker[None]:
+        """Return the worker thread, starting it on first use (from the event loop)."""
+        if self._worker is None:
+            # Calls come one at a time from one feed; a few may wait while a part is encoded.
+            self._worker = PyAVWorker("hksv_opus", max_jobs=_MAX_QUEUED_CALLS)
+            self._worker.start()
+        return self._worker
 
     def _encode_frames(self, frames: list[AudioFrame], packets: list[bytes]) -> None:
         """Encode resampled frames and collect whole packets."""

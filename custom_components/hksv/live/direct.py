@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import av
 
+from .avcc import annexb_to_avcc
 from .h264_rtp import avcc_parameter_sets
 from .session import RTP_CLOCK, SOURCE_DIRECT, SOURCE_PARTS, AccessUnit, ParameterSets
-from .transcode import annexb_to_avcc
 
 if TYPE_CHECKING:
     from .session import LiveSession

@@ -52,7 +52,7 @@ HEADROOM: Final = 0.6
 MEASURE_WINDOW_SECONDS: Final = 0.25
 MEASURE_MIN_FRAMES: Final = 8
 MEASURE_WINDOWS: Final = 5
-MEASURE_X264_PRESET: Final = "superfast"  # the recording preset (recording/av_media.py)
+MEASURE_X264_PRESET: Final = "superfast"  # the recording preset (recording/av_encode.py)
 _MEASURE_PATTERNS: Final = 8
 _POLL_SECONDS: Final = 0.1
 

@@ -1,6 +1,6 @@
 """What a transcoded recording must be: targets, H.264 level limits, plans and statistics.
 
-Pure (no PyAV), shared by the PyAV side (av_media.py) and the thread wrapper (transcode.py).
+Pure (no PyAV), shared by the PyAV side (pipeline.py, av_media.py, av_encode.py) and transcode.py.
 """
 
 from __future__ import annotations
