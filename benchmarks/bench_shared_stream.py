@@ -302,7 +302,7 @@ def _report(
     )
     report = "\n".join(lines)
     print(report)
-    (args.out / "report.md").write_text(report + "\n")
+    (args.out / "report.txt").write_text(report + "\n")
 
 
 def main() -> None:

@@ -60,10 +60,10 @@ from custom_components.hksv.live.h264_rtp import (  # noqa: E402
     payload_budget,
 )
 from custom_components.hksv.live.srtp import SrtpContext  # noqa: E402
-from custom_components.hksv.live.transcode import (  # noqa: E402
+from custom_components.hksv.live.transcode import LiveVideoTranscoder  # noqa: E402
+from custom_components.hksv.live.transcode_codec import (  # noqa: E402
     EncodedSample,
     LiveVideoTarget,
-    LiveVideoTranscoder,
 )
 from custom_components.hksv.media.encoders import EncoderChooser  # noqa: E402
 from tests.media import ClipSpec, write_clip  # noqa: E402

@@ -44,11 +44,8 @@ from custom_components.hksv.media.budget import (  # noqa: E402
 from custom_components.hksv.media.encoders import EncoderChooser  # noqa: E402
 from custom_components.hksv.media.h264 import H264Level, H264Profile  # noqa: E402
 from custom_components.hksv.recording import av_encode  # noqa: E402
-from custom_components.hksv.recording.transcode import (  # noqa: E402
-    AudioTarget,
-    Transcoder,
-    TranscodeTarget,
-)
+from custom_components.hksv.recording.encoding import AudioTarget, TranscodeTarget  # noqa: E402
+from custom_components.hksv.recording.transcode import Transcoder  # noqa: E402
 from tests.media import ClipSpec, write_clip  # noqa: E402
 from tests.recording.transcode_helpers import make_fmp4  # noqa: E402
 

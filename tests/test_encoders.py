@@ -26,7 +26,8 @@ from custom_components.hksv.media.encoders import (
     has_encoder,
     trial_encode,
 )
-from custom_components.hksv.recording.transcode import Transcoder, TranscodeTarget
+from custom_components.hksv.recording.encoding import TranscodeTarget
+from custom_components.hksv.recording.transcode import Transcoder
 from tests.media import ClipSpec, write_clip
 from tests.recording.transcode_helpers import make_fmp4
 

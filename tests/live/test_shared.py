@@ -21,7 +21,7 @@ import pytest
 from custom_components.hksv.live import opus_feed as opus_feed_module
 from custom_components.hksv.live.audio import OpusLiveEncoder
 from custom_components.hksv.live.opus_feed import OpusFeed
-from custom_components.hksv.live.transcode import LiveVideoTarget
+from custom_components.hksv.live.transcode_codec import LiveVideoTarget
 from custom_components.hksv.live.transcoded_feed import TranscodedFeed
 from custom_components.hksv.source.part import MediaPart, PartParser
 from tests.media import ClipSpec, write_clip

@@ -13,11 +13,11 @@ import pytest
 
 from custom_components.hksv.live.avcc import annexb_to_avcc
 from custom_components.hksv.live.h264_rtp import H264Packetizer, split_avcc
-from custom_components.hksv.live.transcode import (
+from custom_components.hksv.live.transcode import LiveVideoTranscoder
+from custom_components.hksv.live.transcode_codec import (
     EncodedSample,
     LiveTranscodeError,
     LiveVideoTarget,
-    LiveVideoTranscoder,
     bitrate_for,
     fit_inside,
 )

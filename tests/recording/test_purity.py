@@ -12,6 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "custom_components/hksv"
 PURE = (
     "source/gop.py",
+    "source/part.py",
     "recording/shaper.py",
     *sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / "media/fmp4").glob("*.py")),
 )

@@ -15,14 +15,14 @@ import av
 import pytest
 
 from custom_components.hksv.media.h264 import H264Level, H264Profile
-from custom_components.hksv.recording.transcode import (
+from custom_components.hksv.recording.encoding import (
     AudioTarget,
-    Transcoder,
     TranscodeTarget,
     fit_level,
     picture_size,
     scaled_size,
 )
+from custom_components.hksv.recording.transcode import Transcoder
 from tests.media import ClipSpec, write_clip
 
 from .transcode_helpers import (

@@ -12,7 +12,8 @@ from typing import Any
 import av
 import numpy as np
 
-from custom_components.hksv.recording.transcode import Transcoder, TranscodeStats, TranscodeTarget
+from custom_components.hksv.recording.encoding import TranscodeStats, TranscodeTarget
+from custom_components.hksv.recording.transcode import Transcoder
 from tests.media import read_frame_counter
 
 # ISO/IEC 14496-12 §8.8.3.1 sample_flags: sample_is_non_sync_sample.

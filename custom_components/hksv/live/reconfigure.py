@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from .policy import LiveMode, LiveModeOption, choose_live_mode, transcode_target
 from .session import SOURCE_TRANSCODER
-from .transcode import LiveVideoTarget
+from .transcode_codec import LiveVideoTarget
 
 if TYPE_CHECKING:
     from ..hap.rtp_stream import SelectedRTPStreamConfiguration

@@ -27,19 +27,7 @@ from .transcode_codec import (
     LiveTranscodeStats,
     LiveVideoCodec,
     LiveVideoTarget,
-    bitrate_for,
-    fit_inside,
 )
-
-__all__ = [
-    "EncodedSample",
-    "LiveTranscodeError",
-    "LiveTranscodeStats",
-    "LiveVideoTarget",
-    "LiveVideoTranscoder",
-    "bitrate_for",
-    "fit_inside",
-]
 
 _LOGGER = logging.getLogger(__name__)
 

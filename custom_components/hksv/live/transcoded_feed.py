@@ -15,7 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from .session import RTP_CLOCK, SOURCE_TRANSCODER, AccessUnit, ParameterSets
-from .transcode import EncodedSample, LiveTranscodeError, LiveVideoTarget, LiveVideoTranscoder
+from .transcode import LiveVideoTranscoder
+from .transcode_codec import EncodedSample, LiveTranscodeError, LiveVideoTarget
 
 if TYPE_CHECKING:
     from ..media.budget import Reservation

@@ -33,7 +33,7 @@ from .policy import (
     transcode_target,
 )
 from .session import DEFAULT_CATCHUP_SECONDS, LiveSession
-from .transcode import LiveVideoTarget
+from .transcode_codec import LiveVideoTarget
 from .transcoded_feed import TranscodedFeed
 
 if TYPE_CHECKING:

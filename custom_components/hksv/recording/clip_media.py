@@ -12,8 +12,9 @@ from typing import Any, Final
 from ..hap.recording_config import SelectedCameraRecordingConfiguration
 from ..media.fmp4 import InitSegment, build_fragment, parse_fragments
 from ..source.gop import Gop
+from .encoding import AudioTarget, TranscodeTarget
 from .mode import AudioPlan, ModeDecision
-from .transcode import AudioTarget, Transcoder, TranscodeTarget
+from .transcode import Transcoder
 
 DEFAULT_AUDIO_BITRATE_KBPS: Final = 64
 

@@ -18,27 +18,12 @@ import av
 from ..media.encoders import EncoderChooser, shared_chooser
 from ..media.pyav_worker import PyAVWorker
 from .encoding import (
-    AudioTarget,
     Counters,
     TranscodeError,
     TranscodeStats,
     TranscodeTarget,
-    fit_level,
-    picture_size,
-    scaled_size,
 )
 from .pipeline import TranscodePipeline
-
-__all__ = [
-    "AudioTarget",
-    "TranscodeError",
-    "TranscodeStats",
-    "TranscodeTarget",
-    "Transcoder",
-    "fit_level",
-    "picture_size",
-    "scaled_size",
-]
 
 _LOGGER = logging.getLogger(__name__)
 
