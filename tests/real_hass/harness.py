@@ -352,6 +352,10 @@ class View:
     context: list[str] = field(default_factory=list)
 
 
+# Marks a fragment that is one whole GOP of the camera: the camera's keyframes were that far apart.
+CAMERA_GOP = "(one camera GOP: no keyframe for"
+
+
 def check_clip(packets: list[bytes], fragment_ms: int) -> tuple[list[str], int, float, float]:
     """Check a clip as a hub does; return (problems, fragments, longest ms, media seconds).
 
@@ -383,7 +387,11 @@ def check_clip(packets: list[bytes], fragment_ms: int) -> tuple[list[str], int, 
         if not samples[0].is_sync:
             problems.append(f"fragment {index} does not start with a keyframe")
         if ms > fragment_ms + 20:
-            problems.append(f"fragment {index} is {ms:.0f} ms, selected {fragment_ms} ms")
+            problem = f"fragment {index} is {ms:.0f} ms, selected {fragment_ms} ms"
+            if sum(1 for s in samples if s.is_sync) == 1:
+                # One GOP: no cut on a keyframe could have made it shorter without re-encoding.
+                problem += f" {CAMERA_GOP} {ms / 1000:.1f} s)"
+            problems.append(problem)
         try:
             with av.open(io.BytesIO(packets[0] + fragment), "r") as container:
                 first = next(container.decode(video=0))

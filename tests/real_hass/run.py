@@ -24,6 +24,7 @@ from typing import Any
 from tests.hub.controller import capture_session_keys
 from tests.media import ClipSpec
 from tests.real_hass.harness import (
+    CAMERA_GOP,
     CameraFeed,
     CameraHub,
     Clip,
@@ -350,12 +351,17 @@ def _hksv_at_fault(clip: Clip) -> bool:
 
     A camera that had no data (dropped just before or during the event) explains a short
     pre-roll, a stream the accessory ended, or nothing received; right after a restart the
-    prebuffer is still filling, which explains a short pre-roll. A refused open, a bad
-    fragment or a missing motion event is hksv's in any case.
+    prebuffer is still filling, which explains a short pre-roll. A fragment that is one whole
+    camera GOP (the camera sent no keyframe within the selected length) is the camera's. A
+    refused open, any other bad fragment or a missing motion event is hksv's in any case.
     """
     explained: tuple[str, ...] = ()
     if "camera drop" in clip.context:
         explained += ("pre-roll", "accessory ended the stream early", "nothing received")
     if "after restart" in clip.context:
         explained += ("pre-roll",)
-    return not all(problem.startswith(explained) for problem in clip.problems)
+    # A fragment that is one whole camera GOP longer than the selection: only re-encoding
+    # could cut it, and hksv copies a camera whose GOPs are steadily shorter (its copy rule).
+    return not all(
+        problem.startswith(explained) or CAMERA_GOP in problem for problem in clip.problems
+    )
