@@ -17,7 +17,6 @@ from homeassistant.exceptions import HomeAssistantError
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.options_flow import SECTION_ADVANCED
 from custom_components.hksv.const import (
     CONF_ADDRESS,
     CONF_CAMERA,
@@ -43,6 +42,7 @@ from custom_components.hksv.const import (
     PORT_RANGE_END,
     PORT_RANGE_START,
 )
+from custom_components.hksv.options_flow import SECTION_ADVANCED
 from tests.conftest import CAMERA_ID, DOORBELL_ID, MOTION_ID, FakeCamera
 
 pytestmark = pytest.mark.usefixtures("socket_enabled", "mock_async_zeroconf", "fake_camera")
