@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from dataclasses import replace
 import logging
 from pathlib import Path
 import threading
@@ -190,7 +191,7 @@ async def test_replaced_transcoder_stops_its_thread(parts_32k: list[MediaPart]) 
     assert _threads("hksv_live_transcode") == before + 1
     count = len(session.units)
     for part in parts_32k:
-        feed.on_part(MediaPart(2, part.init, part.video, part.audio, time.monotonic()))
+        feed.on_part(replace(part, epoch=2, arrived=time.monotonic()))
     await _until(lambda: len(session.units) >= count + 5)
     await asyncio.gather(*tasks)
     assert feed.restarts == 1

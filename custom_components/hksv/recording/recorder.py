@@ -38,6 +38,7 @@ from ..hds import DataSendCloseReason, HDSProtocolError, HDSSendStalledError, Re
 from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcode_cost
 from ..media.encoders import EncoderChooser
 from ..source.gop import Gop, profile_source
+from ..source.part import MediaPart
 from ..source.prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer
 from .clip_media import SendState
 from .clip_sink import ClipCopy, ClipSink
@@ -241,13 +242,13 @@ class RecordingController:
         """Yield init, prebuffer and live fragments for one recording."""
         started = time.monotonic()
         gops: LiveFeed[Gop] = LiveFeed(MAX_QUEUED_GOPS)
-        parts: LiveFeed[tuple[bytes, bytes, int]] = LiveFeed(MAX_QUEUED_PARTS)
+        parts: LiveFeed[MediaPart] = LiveFeed(MAX_QUEUED_PARTS)
         media = MediaClock(MEDIA_STALL_SECONDS)
         live: LiveView | None = None
         reservation: Reservation | None = None
         sending = SendState()
 
-        def on_part(*part: Any) -> None:
+        def on_part(part: MediaPart) -> None:
             media.touch()
             parts.put(part)
 

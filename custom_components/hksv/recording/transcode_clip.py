@@ -13,6 +13,7 @@ from ..hds import DataSendCloseReason, HDSProtocolError, RecordingPacket
 from ..media.encoders import EncoderChooser
 from ..media.fmp4 import InitSegment, parse_init
 from ..source.gop import Gop
+from ..source.part import MediaPart
 from .clip_media import (
     SendState,
     gop_fragment,
@@ -32,7 +33,7 @@ async def transcoded_fragments(
     first: Sequence[Gop],
     *,
     pending: Gop | None,
-    parts: LiveFeed[tuple[bytes, bytes, int]],
+    parts: LiveFeed[MediaPart],
     media: MediaClock,
     init: InitSegment,
     selection: SelectedCameraRecordingConfiguration,
@@ -64,21 +65,18 @@ async def transcoded_fragments(
     async def feed() -> None:
         """Hand the prebuffer GOPs, the GOP in progress and then live parts to PyAV."""
         current = init.fingerprint
-        last_init = b""
         try:
             for sequence, gop in enumerate([*first, *([pending] if pending else [])], 1):
                 if gop.init.fingerprint != current:
                     current = gop.init.fingerprint
                     await transcoder.new_source_init(gop.init.data)
                 await transcoder.feed(gop_fragment(gop, sequence))
-            async for part_init, data, _epoch in parts.items(media):
-                if part_init != last_init:
-                    last_init = part_init
-                    fingerprint = parse_init(part_init).fingerprint
-                    if fingerprint != current:
-                        current = fingerprint
-                        await transcoder.new_source_init(part_init)
-                await transcoder.feed(data)
+            async for part in parts.items(media):
+                # Parsed once by the prebuffer: the fingerprint comes with the part.
+                if part.init.fingerprint != current:
+                    current = part.init.fingerprint
+                    await transcoder.new_source_init(part.init.data)
+                await transcoder.feed(part.data)
         except CameraStreamLost:
             pass  # the encoder flushes what it has: the clip's last fragment
         except HDSProtocolError:

@@ -22,6 +22,7 @@ class MediaPart:
 
     epoch: int  # changes at every worker run and every attach
     init: InitSegment
+    data: bytes  # the part's moof+mdat as HA muxed it (a transcoder decodes these)
     video: list[Sample]
     audio: list[Sample]
     arrived: float  # time.monotonic()
@@ -45,6 +46,7 @@ class PartParser:
         return MediaPart(
             epoch,
             segment_init,
+            data,
             tracks.get(video.track_id, []),
             tracks.get(audio.track_id, []) if audio is not None else [],
             arrived,
