@@ -27,6 +27,7 @@ from custom_components.hksv.media.fmp4 import parse_init
 from custom_components.hksv.recording import recorder as recorder_module
 from custom_components.hksv.recording.recorder import RecordingController, RecordingOutcome
 from custom_components.hksv.source.gop import Gop
+from custom_components.hksv.source.part import MediaPart
 from custom_components.hksv.source.prebuffer import LiveView
 from tests.recording.ha_parts import assemble
 from tests.recording.test_recorder import SPEC, StandInPrebuffer, _selection
@@ -181,9 +182,9 @@ async def test_reservation_is_released_on_error(hass: HomeAssistant, clip_gops: 
     stream = controller.open_stream(6, _smaller_selection(), True)
     await anext(stream)
     assert budget.held == ["Test recording 6"]
-    init = clip_gops[0].init.data
+    garbage = MediaPart(1, clip_gops[0].init, b"\x00\x00\x00\x10moofgarbagegarb", [], [], 0.0)
     for _ in range(3):
-        stand_in.on_part(init, b"\x00\x00\x00\x10moofgarbagegarb", 1)
+        stand_in.on_part(garbage)
     with pytest.raises(HDSProtocolError, match="unreadable input fragments"):
         async for _packet in stream:
             pass
