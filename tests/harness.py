@@ -16,7 +16,7 @@ mode and source kind):
 
 Fixtures a module takes by assignment (pytest registers them under the module's name for them):
 ``known_source = harness.probe_at_startup``, ``with_doorbell = harness.no_doorbell``,
-``controller = harness.iphone_controller``.
+``controller = harness.iphone_controller``, ``home_hub = harness.hub_recording_from_offer``.
 """
 
 from __future__ import annotations
@@ -140,6 +140,15 @@ async def recording_hub(
         yield hub
     finally:
         await hub.close()
+
+
+@pytest.fixture
+async def hub_recording_from_offer(
+    init_integration: MockConfigEntry, session_keys: None
+) -> AsyncIterator[HomeHub]:
+    """Use as ``home_hub``: a ``recording_hub`` that selected from the offer, audio on."""
+    async with recording_hub(init_integration.runtime_data) as hub:
+        yield hub
 
 
 async def stream_motion_recording(

@@ -17,7 +17,6 @@ from homeassistant.exceptions import HomeAssistantError
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.config_flow import SECTION_ADVANCED
 from custom_components.hksv.const import (
     CONF_ADDRESS,
     CONF_CAMERA,
@@ -43,6 +42,7 @@ from custom_components.hksv.const import (
     PORT_RANGE_END,
     PORT_RANGE_START,
 )
+from custom_components.hksv.options_flow import SECTION_ADVANCED
 from tests.conftest import CAMERA_ID, DOORBELL_ID, MOTION_ID, FakeCamera
 
 pytestmark = pytest.mark.usefixtures("socket_enabled", "mock_async_zeroconf", "fake_camera")
@@ -452,7 +452,7 @@ async def test_port_taken_by_another_program_is_skipped(
 async def test_no_free_port_aborts(hass: HomeAssistant, mock_setup_entry: AsyncMock) -> None:
     """Every port of the range taken: the flow aborts with a reason, no entry."""
     result = await _start(hass)
-    with patch("custom_components.hksv.config_flow._port_is_free", return_value=False):
+    with patch("custom_components.hksv.ports.port_is_free", return_value=False):
         result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "no_free_port"

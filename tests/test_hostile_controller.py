@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.hksv.bridge import CameraBridge, persist_file_path
+from custom_components.hksv.bridge import CameraBridge
 from custom_components.hksv.hap.definitions import HapStatus
+from custom_components.hksv.storage import persist_file_path
 from tests.hap.mutations import written_values
 from tests.hap.test_parser_contracts import SELECTION, SETUP_REQUEST
 from tests.hub.controller import HubController

@@ -17,9 +17,9 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
     get_diagnostics_for_config_entry,
 )
 
-from custom_components.hksv.bridge import persist_file_path
 from custom_components.hksv.const import DOMAIN
 from custom_components.hksv.pairing import notification_id
+from custom_components.hksv.storage import persist_file_path
 from tests.conftest import FakeCamera
 from tests.hub.controller import HubController
 

@@ -179,10 +179,10 @@ async def test_frame_rates_never_change_the_offer(
     bridge = init_integration.runtime_data
     fingerprint = bridge.accessory.offer.fingerprint
     clock = _Clock()
-    with patch("custom_components.hksv.bridge.time", clock):
+    with patch("custom_components.hksv.camera_offer.time", clock):
         for fps in [28.7, 23.98, 15.0, 7.5, 60.0, 12.5, 29.97, 30.0, None] * 10:
             clock.now += 16.0
-            bridge._async_source_profile(replace(CAMERA_1080P, fps=fps))
+            bridge.offer.async_source_profile(replace(CAMERA_1080P, fps=fps))
     assert bridge.accessory.offer.fingerprint == fingerprint
 
 
@@ -204,20 +204,20 @@ async def test_a_new_camera_format_changes_the_offer_once_it_lasted(
     fingerprint = bridge.accessory.offer.fingerprint
     source_720 = replace(CAMERA_1080P, width=1280, height=720)
     clock = _Clock()
-    with patch("custom_components.hksv.bridge.time", clock):
+    with patch("custom_components.hksv.camera_offer.time", clock):
         # A short switch (a camera rebooting into its substream) comes back to 1080p.
         for _ in range(OFFER_CHANGE_MIN_REPORTS + 5):
-            bridge._async_source_profile(source_720)
+            bridge.offer.async_source_profile(source_720)
             clock.now += 30.0
-        bridge._async_source_profile(CAMERA_1080P)
+        bridge.offer.async_source_profile(CAMERA_1080P)
         assert bridge.accessory.offer.fingerprint == fingerprint
         # Many reports in a short time are not enough either.
         for _ in range(OFFER_CHANGE_MIN_REPORTS * 4):
-            bridge._async_source_profile(source_720)
+            bridge.offer.async_source_profile(source_720)
             clock.now += 1.0
         assert bridge.accessory.offer.fingerprint == fingerprint
         clock.now += OFFER_CHANGE_SETTLE_SECONDS
-        bridge._async_source_profile(source_720)
+        bridge.offer.async_source_profile(source_720)
     changed = bridge.accessory.offer
     assert changed.fingerprint != fingerprint
     attributes = changed.video.codec_configurations[0].attributes

@@ -19,10 +19,10 @@ from pytest_homeassistant_custom_component.common import (
     async_get_persistent_notifications,
 )
 
-from custom_components.hksv.bridge import persist_file_path
 from custom_components.hksv.const import DOMAIN
 from custom_components.hksv.hap.state_file import backup_path
 from custom_components.hksv.pairing import notification_id
+from custom_components.hksv.storage import persist_file_path
 from tests.hub.controller import HubController
 
 

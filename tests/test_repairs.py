@@ -92,8 +92,8 @@ async def test_port_repair_moves_the_accessory_and_keeps_the_pairing(
         issue = issue_registry.async_get_issue(DOMAIN, port_issue_id(entry.entry_id))
         assert issue is not None and issue.is_fixable
         with (
-            patch("custom_components.hksv.config_flow.PORT_RANGE_START", new_port),
-            patch("custom_components.hksv.config_flow.PORT_RANGE_END", new_port),
+            patch("custom_components.hksv.ports.PORT_RANGE_START", new_port),
+            patch("custom_components.hksv.ports.PORT_RANGE_END", new_port),
         ):
             shown = await _fix(hass, port_issue_id(entry.entry_id))
         assert shown == {"name": "Front door", "port": str(old_port), "new_port": str(new_port)}
@@ -123,7 +123,7 @@ async def test_port_repair_without_a_free_port_aborts(
         assert await async_setup_component(hass, "repairs", {})
         manager = hass.data["repairs"]["flow_manager"]
         issue_id = port_issue_id(mock_config_entry.entry_id)
-        with patch("custom_components.hksv.config_flow._port_is_free", return_value=False):
+        with patch("custom_components.hksv.ports.port_is_free", return_value=False):
             result = await manager.async_init(
                 DOMAIN, context={"issue_id": issue_id}, data={"issue_id": issue_id}
             )

@@ -20,9 +20,9 @@ from pytest_homeassistant_custom_component.common import (
     async_get_persistent_notifications,
 )
 
-from custom_components.hksv.bridge import storage_key
 from custom_components.hksv.const import DOMAIN
 from custom_components.hksv.pairing import notification_id
+from custom_components.hksv.storage import storage_key
 from tests.conftest import FakeCamera
 from tests.hub.controller import HubController
 

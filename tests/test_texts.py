@@ -49,7 +49,7 @@ async def test_data_stream_unavailable_says_what_to_do(
 ) -> None:
     """No address to listen on for HDS: setup retries with a message naming the address."""
     with patch(
-        "custom_components.hksv.bridge.DataStreamServer.async_start",
+        "custom_components.hksv.accessory_setup.DataStreamServer.async_start",
         side_effect=HDSError("cannot bind"),
     ):
         await hass.config_entries.async_setup(mock_config_entry.entry_id)

@@ -11,10 +11,11 @@ from homeassistant.helpers import config_validation as cv, issue_registry as ir
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
-from .bridge import STORAGE_VERSION, CameraBridge, HksvConfigEntry, persist_file_path, storage_key
+from .bridge import CameraBridge, HksvConfigEntry
 from .const import DOMAIN
 from .hap.state_file import all_state_files
 from .pairing import PairingQRView
+from .storage import STORAGE_VERSION, persist_file_path, storage_key
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PLATFORMS: list[Platform] = [

@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
 from functools import partial
-import os
-import stat
-import time
 from typing import Any, Final
 
-from homeassistant.components import camera, network, zeroconf
+from homeassistant.components import camera
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
-from homeassistant.helpers import instance_id, issue_registry as ir
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.storage import Store
 from pyhap.const import CATEGORY_CAMERA, CATEGORY_VIDEO_DOOR_BELL
-from pyhap.loader import get_loader
 from zeroconf import Error as ZeroconfError
 
+from .accessory_setup import (
+    accessory_info,
+    async_hap_listening,
+    async_start_data_stream,
+    create_accessory,
+)
 from .archive.manager import CameraArchive, async_get_archive
 from .camera_health import CameraHealth
+from .camera_offer import CameraOffer
 from .const import (
-    ADDRESS_ALL,
-    CONF_ADDRESS,
     CONF_CAMERA,
     CONF_DOORBELL,
     CONF_MOTION,
@@ -32,58 +32,28 @@ from .const import (
     DEFAULT_OPTIONS,
     DOMAIN,
     LOGGER,
-    MANUFACTURER,
-    MODEL,
     OPT_AUDIO,
-    OPT_LIVE_DIRECT,
-    OPT_LIVE_MAX_BITRATE,
-    OPT_LIVE_MODE,
     OPT_LIVE_SLOTS,
-    OPT_MAX_RESOLUTION,
-    OPT_PREBUFFER,
     OPT_VIDEO_MODE,
-    RESOLUTION_HEIGHT,
     VIDEO_MODE_COPY,
 )
-from .hap.accessory import AccessoryInfo, CameraOwner, HksvCamera, SnapshotUnavailable
-from .hap.camera_state import FACTORY_STATE, CameraState
-from .hap.definitions import FIRMWARE_REVISION
+from .hap.accessory import CameraOwner, HksvCamera, SnapshotUnavailable
+from .hap.camera_state import CameraState
 from .hap.driver import ClientAddress, HksvDriver
-from .hap.recording_config import (
-    LastingChange,
-    RecordingOffer,
-    SelectedCameraRecordingConfiguration,
-    SourceVideo,
-    build_offer,
-)
-from .hap.state_file import StateFileStatus, load_state_file
+from .hap.recording_config import SelectedCameraRecordingConfiguration, SourceVideo
+from .hap.state_file import StateFileStatus
 from .hds import DataSendCloseReason, DataStreamServer, HDSError, RecordingPacket
 from .issues import async_clear_copy_problems, async_port_in_use, async_port_ok
-from .live.direct import DirectFeed
 from .live.manager import LiveStreamManager
-from .live.policy import LiveModeOption
-from .live.source import LiveFeed
-from .live.viewers import LiveOptions
 from .pairing import CameraPairing, dismiss_pairing_notification
 from .recording.recorder import RecordingController
-from .source.gop import profile_source
+from .storage import SAVE_DELAY, STORAGE_VERSION, readable_by_others, storage_key
 from .triggers import CameraTriggers
+from .wiring import create_live, follow_camera
 
 type HksvConfigEntry = ConfigEntry[CameraBridge]
 
-STORAGE_VERSION: Final = 1
-_SAVE_DELAY: Final = 2.0
 PROBE_SECONDS: Final = 30.0
-
-
-def persist_file_path(hass: HomeAssistant, entry_id: str) -> str:
-    """Return the HAP-python state file (pairings and keys) of an entry."""
-    return hass.config.path(".storage", f"{DOMAIN}.{entry_id}.state")
-
-
-def storage_key(entry_id: str) -> str:
-    """Return the Store key of an entry's camera state."""
-    return f"{DOMAIN}.{entry_id}"
 
 
 class CameraBridge(CameraOwner):
@@ -129,7 +99,14 @@ class CameraBridge(CameraOwner):
         self._listeners: list[Callable[[], None]] = []
         self._unsubs: list[CALLBACK_TYPE] = []
         self._driver_started = False
-        self._offer_change = LastingChange()
+        self.offer = CameraOffer(
+            name=self.name,
+            options=self.options,
+            doorbell=self.doorbell_entity_id is not None,
+            stored=lambda: self._stored,
+            save=self._async_save,
+            accessory=lambda: self.accessory,
+        )
         self._stopped = False
         self.archive: CameraArchive | None = None
 
@@ -144,21 +121,31 @@ class CameraBridge(CameraOwner):
         self.pairing.load(self._stored)
 
         source = SourceVideo.from_dict(self._stored.get("source"))
-        offer = self._build_offer(source)
+        offer = self.offer.build(source)
         state = CameraState.from_dict(self._stored.get("camera", {}))
-        address = listen_address(self.entry)
-        advertised = [address] if address else await network.async_get_announce_addresses(self.hass)
-        zc = await zeroconf.async_get_async_instance(self.hass)
-        uuid = await instance_id.async_get(self.hass)
+        listening = await async_hap_listening(self.hass, self.entry, self.port)
+        address = listening.address
+        info = accessory_info(
+            name=self.name,
+            entry_id=self.entry.entry_id,
+            doorbell=self.doorbell_entity_id is not None,
+            stream_slots=int(self.options[OPT_LIVE_SLOTS]),
+            microphone=bool(self.options[OPT_AUDIO]),
+        )
         driver, accessory, state_file = await self.hass.async_add_executor_job(
             partial(
-                self._create_accessory,
-                address=address,
-                advertised=advertised,
-                zc=zc,
-                zeroconf_server=f"{uuid}-{DOMAIN}.local.",
+                create_accessory,
+                self.hass,
+                entry_id=self.entry.entry_id,
+                info=info,
+                listening=listening,
+                setup_code=self.setup_code,
+                setup_id=self.setup_id,
                 state=state,
                 offer=offer,
+                owner=self,
+                on_paired_changed=self._paired_changed,
+                on_connection_lost=self._connection_lost,
             )
         )
         self.driver, self.accessory = driver, accessory
@@ -182,12 +169,21 @@ class CameraBridge(CameraOwner):
             entry=self.entry,
             options=self.options,
             on_update=self._async_notify_listeners,
-            on_source_profile=self._async_source_profile,
+            on_source_profile=self.offer.async_source_profile,
             clip_sink=self.archive,
         )
-        self.data_stream = await self._async_start_data_stream(address, accessory)
+        self.data_stream = await async_start_data_stream(address, accessory, self.name)
         accessory.data_stream = self.data_stream
-        self.live = self._create_live(self.recorder, accessory, address)
+        self.live = create_live(
+            self.hass,
+            name=self.name,
+            camera_entity_id=self.camera_entity_id,
+            options=self.options,
+            recorder=self.recorder,
+            accessory=accessory,
+            address=address,
+            on_change=self._async_notify_listeners,
+        )
         accessory.live = self.live
         self.live.set_allowed(accessory.state.rtp_active and accessory.state.homekit_camera_active)
         try:
@@ -221,7 +217,15 @@ class CameraBridge(CameraOwner):
             await self._store.async_save(self._stored)
         await self.pairing.async_render_qr()
         self.triggers.async_start()
-        self._follow_camera(self.recorder)
+        self.camera_health = follow_camera(
+            self.hass,
+            entry=self.entry,
+            name=self.name,
+            camera_entity_id=self.camera_entity_id,
+            recorder=self.recorder,
+            on_change=self._async_notify_listeners,
+        )
+        self._unsubs.append(self.camera_health.async_start())
         self.pairing.update_message(self.paired)
         self._async_save()
         await self.recorder.async_set_enabled(
@@ -232,110 +236,6 @@ class CameraBridge(CameraOwner):
             self.entry.async_create_background_task(
                 self.hass, self.recorder.async_probe(PROBE_SECONDS), f"{DOMAIN} probe"
             )
-
-    async def _async_start_data_stream(
-        self, address: str | None, accessory: HksvCamera
-    ) -> DataStreamServer:
-        """Listen for HDS on the HAP address, or on one dual-stack socket (IPv4 if no IPv6)."""
-        for host in [address] if address else ["::", "0.0.0.0"]:  # noqa: S104 - like HAP
-            server = DataStreamServer(host=host, delegate=accessory, log_name=self.name)
-            try:
-                await server.async_start()
-            except HDSError as err:
-                LOGGER.debug("%s: HDS cannot listen on %s: %s", self.name, host, err)
-                continue
-            return server
-        raise ConfigEntryNotReady(
-            translation_domain=DOMAIN,
-            translation_key="data_stream_unavailable",
-            translation_placeholders={"address": address or "::, 0.0.0.0"},
-        )
-
-    def _create_live(
-        self, recorder: RecordingController, accessory: HksvCamera, address: str | None
-    ) -> LiveStreamManager:
-        """Build live view on the recording prebuffer (one camera connection for both)."""
-        prebuffer = recorder.prebuffer
-        feed = LiveFeed(
-            prebuffer,
-            recording_wants_stream=lambda: accessory.state.recording_possible or recorder.streaming,
-            log_name=self.name,
-        )
-
-        def source_profile() -> tuple[float | None, float | None]:
-            profile = profile_source(prebuffer.gops)
-            return profile.fps, profile.video_bitrate_kbps
-
-        return LiveStreamManager(
-            slots=accessory.stream_slots,
-            feed=feed,
-            publisher=accessory,
-            source_profile=source_profile,
-            options=LiveOptions(
-                mode=LiveModeOption(self.options[OPT_LIVE_MODE]),
-                max_bitrate_kbps=int(self.options[OPT_LIVE_MAX_BITRATE]),
-                address=address,
-            ),
-            on_change=self._async_notify_listeners,
-            log_name=self.name,
-            audio_muted=lambda: not self.options[OPT_AUDIO] or accessory.microphone_muted,
-            direct=(
-                DirectFeed(
-                    lambda: camera.async_get_stream_source(self.hass, self.camera_entity_id),
-                    log_name=self.name,
-                )
-                if self.options[OPT_LIVE_DIRECT]
-                else None
-            ),
-        )
-
-    def _create_accessory(
-        self,
-        *,
-        address: str | None,
-        advertised: list[str],
-        zc: Any,
-        zeroconf_server: str,
-        state: CameraState,
-        offer: RecordingOffer,
-    ) -> tuple[HksvDriver, HksvCamera, StateFileStatus]:
-        """Build the driver and accessory (key generation and file reads: executor only)."""
-        persist_file = persist_file_path(self.hass, self.entry.entry_id)
-        os.makedirs(os.path.dirname(persist_file), exist_ok=True)
-        driver = HksvDriver(
-            listen_address=address,
-            on_paired_changed=self._paired_changed,
-            on_connection_lost=self._connection_lost,
-            address=advertised[0] if advertised else None,
-            advertised_address=advertised,
-            port=self.port,
-            persist_file=persist_file,
-            pincode=self.setup_code.encode(),
-            loop=self.hass.loop,
-            async_zeroconf_instance=zc,
-            zeroconf_server=zeroconf_server,
-            loader=get_loader(),
-        )
-        driver.state.setup_id = self.setup_id
-        state_file = load_state_file(driver.persist_file, driver.encoder, driver.state)
-        if state_file is StateFileStatus.LOST:
-            # The selection and switches belonged to the lost pairing.
-            state = FACTORY_STATE
-        if state_file in (StateFileStatus.NEW, StateFileStatus.LOST):
-            driver.persist()  # the new keys, before any controller can pair with them
-        info = AccessoryInfo(
-            name=self.name,
-            manufacturer=MANUFACTURER,
-            model=MODEL,
-            serial_number=self.entry.entry_id[:16],
-            firmware_revision=FIRMWARE_REVISION,
-            doorbell=self.doorbell_entity_id is not None,
-            stream_slots=int(self.options[OPT_LIVE_SLOTS]),
-            microphone=bool(self.options[OPT_AUDIO]),
-        )
-        accessory = HksvCamera(driver, info, state, offer, self)
-        driver.accessory = accessory
-        return driver, accessory, state_file
 
     async def async_stop(self) -> None:
         """Stop everything and save state (once: Home Assistant stopping, then unload)."""
@@ -545,88 +445,7 @@ class CameraBridge(CameraOwner):
         if self.recorder is not None:
             self.recorder.stream_refused(stream_id, reason)
 
-    # -- offer ----------------------------------------------------------------------------
-
-    def _build_offer(self, source: SourceVideo) -> RecordingOffer:
-        """Derive the offer from the camera's stream and the options."""
-        return build_offer(
-            source,
-            max_height=RESOLUTION_HEIGHT[self.options[OPT_MAX_RESOLUTION]],
-            prebuffer_ms=int(self.options[OPT_PREBUFFER]) * 1000,
-            doorbell=self.doorbell_entity_id is not None,
-        )
-
-    @callback
-    def _async_source_profile(self, source: SourceVideo) -> None:
-        """Follow what the camera sends: the offer changes only when that change lasts.
-
-        The first format learnt (a new install) is adopted at once; later a format that
-        offers differently must last (``LastingChange``), so a camera that switches its
-        picture for a moment never costs the hub's selection. The frame rate never matters.
-        """
-        offer = self._build_offer(source)
-        accessory = self.accessory
-        if "source" in self._stored and accessory is not None:
-            current = accessory.offer.fingerprint
-            if not self._offer_change.observe(offer.fingerprint, current, time.monotonic()):
-                return
-            LOGGER.info(
-                "%s: the camera's format changed for good (%sx%s, audio %s %s Hz)",
-                self.name,
-                source.width,
-                source.height,
-                source.audio_codec,
-                source.audio_sample_rate,
-            )
-        self._stored["source"] = asdict(source)
-        self._async_save()
-        if accessory is not None:
-            accessory.update_offer(offer)
-
-    # -- Home Assistant entities ----------------------------------------------------------
-
-    def _follow_camera(self, recorder: RecordingController) -> None:
-        """Follow the camera entity and its stream: entities depending on it follow them."""
-        health = self.camera_health = CameraHealth(
-            self.hass,
-            name=self.name,
-            camera_entity_id=self.camera_entity_id,
-            stream_problem=lambda: recorder.prebuffer.source_problem,
-            on_change=self._async_notify_listeners,
-            on_camera_state=partial(self._async_camera_state_changed, recorder),
-        )
-        recorder.prebuffer.on_source_change = health.async_check
-        self._unsubs.append(health.async_start())
-
-    @callback
-    def _async_camera_state_changed(self, recorder: RecordingController) -> None:
-        """Attach the prebuffer at once when a camera it could not find shows up.
-
-        After a restart the camera's integration may load after hksv: the first attach then
-        fails ("Camera not found") and the watchdog would retry only 15 s later, so a hub's
-        first open after the restart found no video (seen in benchmarks/soak.py runs).
-        """
-        prebuffer = recorder.prebuffer
-        if prebuffer.running and prebuffer.source_problem is not None:
-            self.entry.async_create_background_task(
-                self.hass, prebuffer.async_attach_now(), f"{self.name} prebuffer attach"
-            )
-
     @callback
     def _async_save(self) -> None:
         """Save the state soon (coalesced)."""
-        self._store.async_delay_save(lambda: self._stored, _SAVE_DELAY)
-
-
-def readable_by_others(path: str) -> bool:
-    """Return True if ``path`` exists with group or world permissions (executor)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode) & 0o077 != 0
-    except FileNotFoundError:
-        return False
-
-
-def listen_address(entry: ConfigEntry) -> str | None:
-    """Return the address HAP and HDS listen on (None: every interface)."""
-    chosen = entry.options.get(CONF_ADDRESS) or entry.data.get(CONF_ADDRESS)
-    return None if not chosen or chosen == ADDRESS_ALL else str(chosen)
+        self._store.async_delay_save(lambda: self._stored, SAVE_DELAY)

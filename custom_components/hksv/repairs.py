@@ -8,26 +8,20 @@ from homeassistant.components.repairs import RepairsFlow
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import AbortFlow
-from homeassistant.helpers.selector import (
-    NumberSelector,
-    NumberSelectorConfig,
-    NumberSelectorMode,
-)
 import voluptuous as vol
 
 from .archive.manager import FIX_ARCHIVE_FREE_SPACE
-from .config_flow import EMPTY_SCHEMA, async_find_port
 from .const import (
     CONF_PORT,
     DEFAULT_ARCHIVE_MIN_FREE_GB,
     DOMAIN,
-    MAX_ARCHIVE_MIN_FREE_GB,
-    MIN_ARCHIVE_MIN_FREE_GB,
     OPT_ARCHIVE_MIN_FREE_GB,
     OPT_VIDEO_MODE,
     VIDEO_MODE_AUTO,
 )
+from .flow_schemas import EMPTY_SCHEMA, archive_selector
 from .issues import FIX_VIDEO_MODE_AUTO, async_clear_copy_problems
+from .ports import async_find_port
 
 if TYPE_CHECKING:
     from homeassistant.components.repairs.models import RepairsFlowResult as FlowResult
@@ -140,20 +134,12 @@ class ArchiveFreeSpaceFlow(RepairsFlow):
             ),
             default=DEFAULT_ARCHIVE_MIN_FREE_GB,
         )
-        # Typed loosely, as in config_flow.py: voluptuous is probatio at runtime since 2026.6.
+        # Typed loosely, as in flow_schemas.py: voluptuous is probatio at runtime since 2026.6.
         schema: Any = vol.Schema(
             {
                 vol.Required(
                     OPT_ARCHIVE_MIN_FREE_GB, default=max(current / 2, 0.5)
-                ): NumberSelector(
-                    NumberSelectorConfig(
-                        min=MIN_ARCHIVE_MIN_FREE_GB,
-                        max=MAX_ARCHIVE_MIN_FREE_GB,
-                        step=0.5,
-                        unit_of_measurement="GiB",
-                        mode=NumberSelectorMode.BOX,
-                    )
-                )
+                ): archive_selector(OPT_ARCHIVE_MIN_FREE_GB)
             }
         )
         return self.async_show_form(

@@ -13,20 +13,20 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable
 import io
 import logging
-from unittest.mock import patch
 
 import av
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.hksv.const import DOMAIN
 from custom_components.hksv.events import EVENT_RECORDING_FINISHED
 from custom_components.hksv.source.gop import Gop
+from tests import harness
 from tests.conftest import MOTION_ID, free_port
 from tests.e2e.night_mode_source import FrameRateSchedule, NightModeFeed, Phase, write_schedule_clip
+from tests.harness import live_camera
 from tests.hub.emulator import HomeHub, media_seconds
 from tests.media import read_frame_counter
 
@@ -39,33 +39,14 @@ SCHEDULE = FrameRateSchedule(
 
 
 @pytest.fixture
-def known_source() -> None:
-    """Let the integration probe the camera at startup (as a fresh install does)."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
-
-
-@pytest.fixture
 async def night_feed(
     hass: HomeAssistant, socket_enabled: None, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncGenerator[NightModeFeed]:
     """Serve the day/night schedule as a live feed and set up `stream` (LL-HLS)."""
     path = tmp_path_factory.mktemp("night") / "night.ts"
     clip = await hass.async_add_executor_job(write_schedule_clip, path, SCHEDULE)
-    assert await async_setup_component(hass, "stream", {"stream": {"ll_hls": True}})
-    feed = NightModeFeed(clip, SCHEDULE, free_port())
-    try:
-        await feed.start()
-    except BaseException:
-        await feed.stop()
-        raise
-    with patch("homeassistant.components.stream.STREAM_RESTART_INCREMENT", 1):
+    async with live_camera(hass, NightModeFeed(clip, SCHEDULE, free_port())) as feed:
         yield feed
-    await feed.stop()
 
 
 @pytest.fixture
@@ -74,20 +55,9 @@ def stream_source(night_feed: NightModeFeed) -> str:
     return night_feed.url
 
 
-@pytest.fixture
-async def home_hub(
-    hass: HomeAssistant, init_integration: MockConfigEntry, session_keys: None
-) -> AsyncGenerator[HomeHub]:
-    """Pair a hub, wait for the camera probe, select once from the offer, enable recording."""
-    bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:
-            await asyncio.sleep(0.2)
-    hub = HomeHub(bridge.port)
-    await hub.pair(bridge.setup_code)
-    await hub.enable_recording(await hub.select_from_offer(), audio=True)
-    yield hub
-    await hub.close()
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
+home_hub = harness.hub_recording_from_offer
 
 
 async def _wait_for(condition: Callable[[], bool], timeout: float = 200) -> None:

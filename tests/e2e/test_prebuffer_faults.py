@@ -30,14 +30,14 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.hksv.media.fmp4 import build_fragment, parse_fragments, parse_init
-from custom_components.hksv.source import prebuffer as prebuffer_module
+from custom_components.hksv.source import attachment as attachment_module
+from custom_components.hksv.source.attachment import WATCHDOG_INTERVAL_SECONDS
 from custom_components.hksv.source.gop import GopAssembler
 from custom_components.hksv.source.part import MediaPart
 from custom_components.hksv.source.prebuffer import (
     HIDDEN_WORKER_ERROR,
     LONG_PROBE_OPTIONS,
     PROVIDER_NAME,
-    WATCHDOG_INTERVAL_SECONDS,
 )
 from tests.conftest import CAMERA_ID, MOTION_ID, FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
@@ -450,7 +450,7 @@ async def test_a_camera_that_comes_back_is_attached_without_waiting_for_the_watc
     the hub's first event after the restart records.
     """
     # The watchdog (armed when recording starts below) must not be what attaches it.
-    monkeypatch.setattr(prebuffer_module, "WATCHDOG_INTERVAL_SECONDS", 24 * 3600)
+    monkeypatch.setattr(attachment_module, "WATCHDOG_INTERVAL_SECONDS", 24 * 3600)
     bridge = init_integration.runtime_data
     prebuffer = bridge.recorder.prebuffer
     fake_camera.stream_error = HomeAssistantError("Camera not found")

@@ -47,7 +47,7 @@ with_doorbell = harness.no_doorbell
 @pytest.fixture(autouse=True)
 def no_watchdog_rescue() -> Generator[None]:
     """Keep the prebuffer's watchdog from re-attaching within the test."""
-    with patch("custom_components.hksv.source.prebuffer.WATCHDOG_INTERVAL_SECONDS", 3600):
+    with patch("custom_components.hksv.source.attachment.WATCHDOG_INTERVAL_SECONDS", 3600):
         yield
 
 

@@ -39,7 +39,7 @@ from custom_components.hksv.media.fmp4 import (
 )
 from custom_components.hksv.media.h264 import H264_LEVEL_IDC, H264Profile
 from custom_components.hksv.recording.mode import ReasonCode
-from custom_components.hksv.source.prebuffer import WATCHDOG_INTERVAL_SECONDS
+from custom_components.hksv.source.attachment import WATCHDOG_INTERVAL_SECONDS
 from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.source import PacedSource

@@ -25,6 +25,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.media.fmp4 import parse_fragments, parse_init
+from tests import harness
 from tests.conftest import MOTION_ID, free_port
 from tests.e2e.wifi_source import WifiCameraSource, write_gapped_clip
 from tests.hub.emulator import HomeHub, media_seconds
@@ -53,17 +54,6 @@ def gapped_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def worker_restart_seconds() -> int | None:
     """Return HA's stream worker restart backoff step to use; None keeps HA's own (10 s)."""
     return None
-
-
-@pytest.fixture
-def known_source() -> None:
-    """Let the integration probe the camera at startup (as a fresh install does)."""
-
-
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
 
 
 @pytest.fixture
@@ -97,20 +87,9 @@ def stream_source(wifi_camera: WifiCameraSource) -> str:
     return wifi_camera.url
 
 
-@pytest.fixture
-async def home_hub(
-    hass: HomeAssistant, init_integration: MockConfigEntry, session_keys: None
-) -> AsyncGenerator[HomeHub]:
-    """Pair a hub, wait for the camera probe, select from the offer, enable recording."""
-    bridge = init_integration.runtime_data
-    async with asyncio.timeout(60):
-        while "source" not in bridge._stored:
-            await asyncio.sleep(0.2)
-    hub = HomeHub(bridge.port)
-    await hub.pair(bridge.setup_code)
-    await hub.enable_recording(await hub.select_from_offer(), audio=True)
-    yield hub
-    await hub.close()
+known_source = harness.probe_at_startup
+with_doorbell = harness.no_doorbell
+home_hub = harness.hub_recording_from_offer
 
 
 async def _wait_for(condition: Any, timeout: float = 120) -> None:

@@ -29,7 +29,7 @@ from custom_components.hksv.recording import (
     recorder as recorder_module,
     transcode as transcode_module,
 )
-from custom_components.hksv.source.prebuffer import WATCHDOG_INTERVAL_SECONDS
+from custom_components.hksv.source.attachment import WATCHDOG_INTERVAL_SECONDS
 from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera
 from tests.e2e.live_source import LiveFeedSource

@@ -21,7 +21,7 @@ from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
-from custom_components.hksv.source.prebuffer import WATCHDOG_INTERVAL_SECONDS
+from custom_components.hksv.source.attachment import WATCHDOG_INTERVAL_SECONDS
 from tests import harness
 from tests.e2e.live_source import LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource

@@ -34,7 +34,7 @@ from custom_components.hksv.hap.rtp_stream import (
     StreamingState,
 )
 from custom_components.hksv.media.budget import TranscodeBudget
-from custom_components.hksv.source.prebuffer import WATCHDOG_INTERVAL_SECONDS
+from custom_components.hksv.source.attachment import WATCHDOG_INTERVAL_SECONDS
 from tests import harness
 from tests.conftest import MOTION_ID
 from tests.e2e.live_source import LiveFeedSource

@@ -182,7 +182,6 @@ async def test_reservation_is_released_on_error(hass: HomeAssistant, clip_gops: 
     stream = controller.open_stream(6, _smaller_selection(), True)
     await anext(stream)
     assert budget.held == ["Test recording 6"]
-    # A part the parser took but whose media no decoder can read.
     garbage = MediaPart(1, clip_gops[0].init, b"\x00\x00\x00\x10moofgarbagegarb", [], [], 0.0)
     for _ in range(3):
         stand_in.on_part(garbage)

@@ -10,7 +10,7 @@ stream; a 3-minute ceiling ends on a real fragment marked ``is_last``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 import logging
 import time
@@ -37,23 +37,18 @@ from ..hap.recording_config import (
 from ..hds import DataSendCloseReason, HDSProtocolError, HDSSendStalledError, RecordingPacket
 from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcode_cost
 from ..media.encoders import EncoderChooser
-from ..media.fmp4 import InitSegment, parse_init
-from ..source.gop import Gop, SourceProfile, profile_source
+from ..source.gop import Gop, profile_source
 from ..source.part import MediaPart
 from ..source.prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer
-from .clip_media import (
-    SendState,
-    copy_invariants,
-    gop_fragment,
-    transcode_target,
-    video_duration_ms,
-    who_fell_behind,
-)
+from .clip_media import SendState
 from .clip_sink import ClipCopy, ClipSink
-from .feed import CameraStreamLost, LiveFeed, MediaClock
-from .mode import AudioPlan, ModeDecision, choose_mode, copy_instead
+from .copy_clip import copied_fragments
+from .feed import LiveFeed, MediaClock
+from .first_keyframe import async_first_keyframe, no_video_message
+from .mode import ModeDecision, choose_mode, copy_instead
+from .profile_report import SourceProfileReporter
 from .reports import RecordingReports
-from .shaper import FragmentShaper, select_prebuffer
+from .shaper import select_prebuffer
 from .summary import (
     ACCESSORY_CLOSES,
     FINAL_OUTCOMES,
@@ -61,22 +56,18 @@ from .summary import (
     RecordingSummary,
     outcome_of_close,
 )
-from .transcode import Transcoder
+from .transcode_clip import transcoded_fragments
 
 _LOGGER = logging.getLogger(__name__)
 
 # Scrypted and the HA peer end a clip after 3 minutes: hubs sometimes never close.
 MAX_RECORDING_SECONDS: Final = 180.0
-# How long an open with an empty prebuffer waits for the camera's next keyframe (the hub wants
-# data within ~5 s).
-FIRST_KEYFRAME_TIMEOUT: Final = 4.0
 # A hub this far behind live is not reading; end the clip rather than buffer without bound.
 MAX_QUEUED_GOPS: Final = 32
 MAX_QUEUED_PARTS: Final = 120
 # Keep this much more than the selected prebuffer: the keyframe at or before the start
 # point may be up to a GOP earlier.
 PREBUFFER_MARGIN_SECONDS: Final = FRAGMENT_LENGTH_MS / 1000
-PROFILE_EVERY_GOPS: Final = 8
 # No media from the camera for this long (or 1.5 keyframe intervals, if longer) ends the clip
 # on its last real fragment; a worker that reconnects sooner continues the clip, re-timed.
 # Hubs close a stream about 8 s after its last fragment (docs/architecture.md, Recording):
@@ -112,7 +103,6 @@ class RecordingController:
         self._camera_entity_id = camera_entity_id
         self._options = options
         self._on_update = on_update
-        self._on_source_profile = on_source_profile
         self._clip_sink = clip_sink
         self._clips: dict[int, ClipCopy] = {}
         keep = int(options[OPT_PREBUFFER]) + PREBUFFER_MARGIN_SECONDS
@@ -127,10 +117,12 @@ class RecordingController:
         )
         self._enabled = False
         self._active: dict[int, RecordingSummary] = {}
-        self._gops_seen = 0
-        self._profile: SourceProfile | None = None  # measured from complete GOPs
-        self._profile_unsub = self.prebuffer.subscribe(self._on_gop)
-        self._profile_report: asyncio.Handle | None = None
+        self._source_report = SourceProfileReporter(
+            hass,
+            buffered_gops=lambda: self.prebuffer.gops,
+            on_source_profile=on_source_profile,
+        )
+        self._profile_unsub = self.prebuffer.subscribe(self._source_report.on_gop)
         self.prebuffer.on_worker_health = self._on_worker_health
         self.reports = RecordingReports(
             hass, entry_id=entry.entry_id, name=name, camera_entity_id=camera_entity_id
@@ -168,7 +160,7 @@ class RecordingController:
             await self.prebuffer.async_start()
             async with asyncio.timeout(timeout):
                 await first_gop.wait()
-            self._report_profile(self.prebuffer.gops)
+            self._source_report.report(self.prebuffer.gops)
         except TimeoutError:
             _LOGGER.info("%s: no video from the camera yet; offering defaults", self._name)
         finally:
@@ -179,50 +171,8 @@ class RecordingController:
     async def async_stop(self) -> None:
         """Stop the prebuffer for good (unload or Home Assistant stopping)."""
         self._profile_unsub()
-        if self._profile_report is not None:
-            self._profile_report.cancel()
-            self._profile_report = None
+        self._source_report.cancel()
         await self.prebuffer.async_close()
-
-    @callback
-    def _on_gop(self, gop: Gop) -> None:
-        """Refresh the source profile now and then (it shapes the offer).
-
-        This runs inside Home Assistant's part callback: the measuring and whatever the
-        offer does with it run in a later loop iteration, after that callback returned.
-        """
-        self._gops_seen += 1
-        # The second GOP gives the first keyframe interval; later ones follow camera changes.
-        due = self._gops_seen == 2 or self._gops_seen % PROFILE_EVERY_GOPS == 0
-        if due and self._profile_report is None:
-            self._profile_report = self._hass.loop.call_soon(self._report_buffered_profile)
-
-    @callback
-    def _report_buffered_profile(self) -> None:
-        """Measure the buffered GOPs and report them (scheduled by ``_on_gop``)."""
-        self._profile_report = None
-        if self.prebuffer.gops:
-            self._report_profile(self.prebuffer.gops)
-
-    def _report_profile(self, gops: Sequence[Gop]) -> None:
-        """Tell the bridge what the camera sends."""
-        profile = self._profile = profile_source(gops)
-        video, audio = profile.video, profile.audio
-        audio_name = None
-        if audio is not None:
-            audio_name = (
-                "aac-lc" if audio.codec == "mp4a" and audio.object_type == 2 else audio.codec
-            )
-        self._on_source_profile(
-            SourceVideo(
-                width=video.width if video else None,
-                height=video.height if video else None,
-                fps=round(profile.fps, 2) if profile.fps else None,
-                audio_codec=audio_name,
-                audio_sample_rate=audio.sample_rate if audio else None,
-                audio_channels=audio.channels if audio else None,
-            )
-        )
 
     # -- recording streams ----------------------------------------------------------------
 
@@ -311,7 +261,7 @@ class RecordingController:
         try:
             waited = not self.prebuffer.has_keyframe
             if waited:
-                await self._first_keyframe()
+                await async_first_keyframe(self.prebuffer)
             live = self.prebuffer.open_live(gops.put, on_part, on_error=on_media_error)
             media.touch()  # the stall limit counts from here, not from before the first keyframe
             history, pending = list(live.history), live.pending
@@ -321,9 +271,9 @@ class RecordingController:
             start = first[0] if first else pending
             if start is None:
                 raise HDSProtocolError(
-                    DataSendCloseReason.UNEXPECTED_FAILURE, self._no_video_message()
+                    DataSendCloseReason.UNEXPECTED_FAILURE, no_video_message(self.prebuffer)
                 )
-            profile = profile_source(history) if history else self._profile_for(start)
+            profile = profile_source(history) if history else self._source_report.profile_for(start)
             media.limit = _stall_limit(profile.keyframe_interval_ms or 0)
             decision = choose_mode(
                 profile,
@@ -343,7 +293,9 @@ class RecordingController:
                 # Parts, not whole GOPs, feed the encoder: a fragment leaves as soon as the next
                 # keyframe is encoded, instead of one camera GOP later.
                 gops.enabled = False
-                packets = self._transcoded(
+                packets = transcoded_fragments(
+                    self._hass,
+                    self._entry,
                     first,
                     pending=pending,
                     parts=parts,
@@ -353,11 +305,24 @@ class RecordingController:
                     decision=decision,
                     summary=summary,
                     sending=sending,
+                    max_bitrate_kbps=int(self._options[OPT_MAX_BITRATE]),
+                    encoders=self.encoders,
+                    max_seconds=MAX_RECORDING_SECONDS,
+                    log_name=self._name,
                 )
             else:
                 parts.enabled = False
-                packets = self._copied(
-                    start, first, gops, media=media, selection=selection, decision=decision
+                packets = copied_fragments(
+                    start,
+                    first,
+                    gops,
+                    prebuffer=self.prebuffer,
+                    media=media,
+                    selection=selection,
+                    decision=decision,
+                    max_seconds=MAX_RECORDING_SECONDS,
+                    stall_limit=_stall_limit,
+                    log_name=self._name,
                 )
             # Pre-roll is what the clip holds from before the open: the buffered GOPs sent
             # and the part of the GOP in progress that had arrived.
@@ -444,228 +409,6 @@ class RecordingController:
             message,
         )
         return message
-
-    async def _first_keyframe(self) -> None:
-        """Wait briefly for the camera's next keyframe (the prebuffer was empty at the open)."""
-        if not self.prebuffer.running:
-            await self.prebuffer.async_start()
-        else:
-            await self.prebuffer.async_attach_now()  # e.g. the camera appeared since setup
-        arrived = asyncio.Event()
-
-        def on_part(*_part: Any) -> None:
-            if self.prebuffer.has_keyframe:
-                arrived.set()
-
-        live = self.prebuffer.open_live(on_part=on_part)
-        try:
-            async with asyncio.timeout(FIRST_KEYFRAME_TIMEOUT):
-                await arrived.wait()
-        except TimeoutError as err:
-            raise HDSProtocolError(
-                DataSendCloseReason.UNEXPECTED_FAILURE, self._no_video_message()
-            ) from err
-        finally:
-            live.unsubscribe()
-
-    def _no_video_message(self) -> str:
-        """Say why there is no video, with Home Assistant's worker error when there is one."""
-        error = self.prebuffer.worker_error
-        if error is None:
-            return "the camera stream has no video yet"
-        return f"the camera stream has no video: Home Assistant's stream worker failed: {error}"
-
-    def _profile_for(self, start: Gop) -> SourceProfile:
-        """Return the camera's measured profile, or what the GOP in progress shows of it."""
-        profile = self._profile
-        if profile is not None and profile.video == start.init.video:
-            return profile
-        return profile_source([start])
-
-    async def _copied(
-        self,
-        start: Gop,
-        first: Sequence[Gop],
-        live: LiveFeed[Gop],
-        *,
-        media: MediaClock,
-        selection: SelectedCameraRecordingConfiguration,
-        decision: ModeDecision,
-    ) -> AsyncGenerator[tuple[RecordingPacket, float]]:
-        """Send the camera's own H.264/AAC, reshaped into HKSV fragments."""
-        include_audio = decision.audio is AudioPlan.COPY
-        init = start.init if include_audio else start.init.without_audio()
-        yield RecordingPacket(init.data, False), 0.0
-        fragment_ms = selection.recording.media_container_configuration.parameters.fragment_length
-        shaper = FragmentShaper(fragment_ms, include_audio)
-        video_config = copy_invariants(start)
-        total_ms = 0.0
-
-        async def gops() -> AsyncIterator[Gop | None]:
-            """Yield the GOPs to send; None when the camera went quiet with GOPs held back."""
-            for gop in first:
-                yield gop
-            while True:
-                # Halfway to the stall limit, send the GOPs held for the next fragment: if the
-                # camera is gone, the hub then waits only for the clip's last fragment, the
-                # GOP in progress, which stays behind to end the clip on real media.
-                quiet = (
-                    media.limit / 2
-                    if shaper.holding and self.prebuffer.open_live().pending is not None
-                    else None
-                )
-                yield await live.next(media, quiet=quiet)
-
-        oversize_noted = False
-        try:
-            async for gop in gops():
-                if gop is None:
-                    fragments = shaper.flush()
-                else:
-                    if copy_invariants(gop) != video_config:
-                        raise HDSProtocolError(
-                            DataSendCloseReason.UNEXPECTED_FAILURE,
-                            "the camera's video format changed during the recording",
-                        )
-                    fragments = shaper.push(gop)
-                for fragment in fragments:
-                    if fragment.oversize:
-                        # A GOP longer than the fragment length after the decision to copy:
-                        # it goes out whole, as copying peers send every GOP (a keyframe-first
-                        # fragment decodes alone); a clip whose prebuffer holds such a GOP
-                        # transcodes. The stall limit grows with the camera's GOP.
-                        media.limit = max(media.limit, _stall_limit(fragment.duration_ms))
-                        if not oversize_noted:
-                            oversize_noted = True
-                            _LOGGER.warning(
-                                "%s: a keyframe group of %.2f s is longer than the %d ms "
-                                "fragments; sending it as one fragment",
-                                self._name,
-                                fragment.duration_ms / 1000,
-                                fragment_ms,
-                            )
-                    total_ms += fragment.duration_ms
-                    last = total_ms >= MAX_RECORDING_SECONDS * 1000
-                    yield RecordingPacket(fragment.data, last), fragment.duration_ms
-                    if last:
-                        return
-        except CameraStreamLost:
-            pass
-        # The camera stopped: end on what it sent, the GOP in progress included.
-        in_progress = self.prebuffer.open_live().pending
-        tail = []
-        if in_progress is not None and copy_invariants(in_progress) == video_config:
-            tail = shaper.push(in_progress)
-        tail += shaper.flush()
-        if not tail:
-            raise HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, "camera stream lost")
-        for index, fragment in enumerate(tail, 1):
-            yield RecordingPacket(fragment.data, index == len(tail)), fragment.duration_ms
-
-    async def _transcoded(
-        self,
-        first: Sequence[Gop],
-        *,
-        pending: Gop | None,
-        parts: LiveFeed[MediaPart],
-        media: MediaClock,
-        init: InitSegment,
-        selection: SelectedCameraRecordingConfiguration,
-        decision: ModeDecision,
-        summary: RecordingSummary,
-        sending: SendState,
-    ) -> AsyncGenerator[tuple[RecordingPacket, float]]:
-        """Re-encode from the prebuffer on: the clip still starts before the event."""
-        target = transcode_target(selection, decision, int(self._options[OPT_MAX_BITRATE]))
-        transcoder = Transcoder(target, log_name=self._name, encoders=self.encoders)
-        overflow: list[HDSProtocolError] = []
-
-        def on_overflow() -> None:
-            # Live media piled up: the clip has failed. Stop encoding now, rather than once
-            # the feeder (blocked on a full encoder) reads again or the backlog is worked off.
-            overflow.append(
-                HDSProtocolError(DataSendCloseReason.UNEXPECTED_FAILURE, parts.overflow_reason)
-            )
-            transcoder.stop()
-
-        parts.describe_overflow = lambda: who_fell_behind(transcoder, sending)
-        parts.on_overflow = on_overflow
-        await transcoder.start(init.data)
-
-        async def feed() -> None:
-            """Hand the prebuffer GOPs, the GOP in progress and then live parts to PyAV."""
-            current = init.fingerprint
-            try:
-                for sequence, gop in enumerate([*first, *([pending] if pending else [])], 1):
-                    if gop.init.fingerprint != current:
-                        current = gop.init.fingerprint
-                        await transcoder.new_source_init(gop.init.data)
-                    await transcoder.feed(gop_fragment(gop, sequence))
-                async for part in parts.items(media):
-                    # Parsed once by the prebuffer: the fingerprint comes with the part.
-                    if part.init.fingerprint != current:
-                        current = part.init.fingerprint
-                        await transcoder.new_source_init(part.init.data)
-                    await transcoder.feed(part.data)
-            except CameraStreamLost:
-                pass  # the encoder flushes what it has: the clip's last fragment
-            except HDSProtocolError:
-                pass  # the overflow, already handled by on_overflow
-            finally:
-                transcoder.end_of_input()
-
-        feeder = self._entry.async_create_background_task(
-            self._hass, feed(), f"{DOMAIN} transcode feed"
-        )
-        try:
-            output_init = await transcoder.read()
-            if output_init is None:
-                raise HDSProtocolError(
-                    DataSendCloseReason.UNEXPECTED_FAILURE,
-                    f"transcoder failed: {transcoder.stats.last_error}",
-                )
-            summary.encoder = transcoder.stats.encoder
-            yield RecordingPacket(output_init, False), 0.0
-            parsed_init = parse_init(output_init)
-            total_ms = 0.0
-            # Once the camera is lost, each fragment waits for the next: the last one is marked.
-            held: tuple[bytes, float] | None = None
-            while (data := await transcoder.read()) is not None:
-                if overflow:
-                    break
-                duration_ms = video_duration_ms(data, parsed_init)
-                total_ms += duration_ms
-                last = total_ms >= MAX_RECORDING_SECONDS * 1000
-                if media.lost and not last:
-                    if held is not None:
-                        yield RecordingPacket(held[0], False), held[1]
-                    held = (data, duration_ms)
-                    continue
-                yield RecordingPacket(data, last), duration_ms
-                if last:
-                    return
-            if media.lost:
-                if held is None:
-                    raise HDSProtocolError(
-                        DataSendCloseReason.UNEXPECTED_FAILURE, "camera stream lost"
-                    )
-                yield RecordingPacket(held[0], True), held[1]
-                return
-            if overflow:
-                raise overflow[0]
-            if feeder.done() and not feeder.cancelled() and feeder.exception():
-                raise HDSProtocolError(
-                    DataSendCloseReason.UNEXPECTED_FAILURE,
-                    f"recording feed failed: {feeder.exception()}",
-                )
-            if transcoder.stats.last_error:
-                raise HDSProtocolError(
-                    DataSendCloseReason.UNEXPECTED_FAILURE,
-                    f"transcoder failed: {transcoder.stats.last_error}",
-                )
-        finally:
-            feeder.cancel()
-            await transcoder.close()
 
     def _note_copy_problems(self, decision: ModeDecision) -> None:
         """Raise (or clear) the repairs that explain why copy-only cannot work."""

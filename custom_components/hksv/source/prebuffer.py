@@ -9,15 +9,10 @@ decoded. If Home Assistant changes that API, this file is the one to fix
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import Callable, Sequence
-import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 import logging
-import time
-from typing import TYPE_CHECKING, Any, Final, override
+from typing import Any, Final, override
 
 from homeassistant.components.camera.helper import get_camera_from_entity_id
 from homeassistant.components.camera.prefs import DynamicStreamSettings
@@ -31,27 +26,17 @@ from homeassistant.components.stream.core import (
 )
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers.event import async_track_time_interval
 
-from ..media.fmp4 import Fmp4Error
-from .gop import Gop, GopAssembler
-from .part import MediaPart, PartParser
-
-if TYPE_CHECKING:
-    from datetime import datetime
+from .attachment import AttachedGopBuffer
+from .gop import Gop
+from .part import MediaPart
+from .worker_log import WorkerErrorHandler
 
 _LOGGER = logging.getLogger(__name__)
 
 PROVIDER_NAME: Final = "hksv"
-# How often to check that our output is still attached (the camera entity may have reloaded
-# and made a new Stream, or the provider idled out while the camera was down).
-WATCHDOG_INTERVAL_SECONDS: Final = 15
-# A safety cap in case a camera sends an absurd bitrate; duration is the real bound.
-MAX_BUFFER_BYTES: Final = 64 * 1024 * 1024
 # Segments whose parts we may still be receiving (LL-HLS delivers parts of the newest one).
 _OPEN_SEGMENTS: Final = 4
-# HA's worker logs its failures (and nothing else tells us): "Error from stream worker: …".
-_WORKER_ERROR_PREFIX: Final = "Error from stream worker: "
 # The worker's error when the source's first keyframe reached the muxer without a picture size:
 # ffmpeg's probe (about 5 s by default) ended before the first SPS, as with an MPEG-TS/HTTP
 # source of long GOPs joined mid-GOP (docs/home-assistant.md §1.1).
@@ -70,16 +55,6 @@ type PartListener = Callable[[MediaPart], None]  # each HA part, parsed once
 type ConsumerErrorListener = Callable[[Exception], None]
 # The worker's failure when its log is silenced: its error text comes only from its log.
 HIDDEN_WORKER_ERROR: Final = "no reason logged (Home Assistant's stream logger is set above ERROR)"
-
-
-class _Consumer[T]:
-    """One listener of the prebuffer, and whom to tell if it fails."""
-
-    __slots__ = ("call", "on_error")
-
-    def __init__(self, call: T, on_error: ConsumerErrorListener | None) -> None:
-        self.call = call
-        self.on_error = on_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,32 +136,8 @@ class HksvStreamOutput(StreamOutput):
 PROVIDERS.register(PROVIDER_NAME)(HksvStreamOutput)
 
 
-class _WorkerErrorHandler(logging.Handler):
-    """Pass the text of the stream worker's logged errors (worker thread) to the event loop.
-
-    Only the text: a user who silenced HA's stream logger gets no record at all, so whether
-    the worker runs is judged from the Stream itself (``Prebuffer._on_stream_update``).
-    """
-
-    def __init__(self, hass: HomeAssistant, on_error: Callable[[str], None]) -> None:
-        super().__init__(logging.ERROR)
-        self._loop = hass.loop
-        self._on_error = on_error
-
-    @override
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if not message.startswith(_WORKER_ERROR_PREFIX):
-            return
-        # RuntimeError: the loop is closed, Home Assistant has stopped.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(
-                self._on_error, message.removeprefix(_WORKER_ERROR_PREFIX)
-            )
-
-
-class Prebuffer:
-    """Keep the last ``keep_seconds`` of the camera as complete GOPs, bounded by duration."""
+class Prebuffer(AttachedGopBuffer):
+    """A ``GopBuffer`` fed by the camera entity's Stream (``AttachedGopBuffer``: when)."""
 
     def __init__(
         self,
@@ -202,22 +153,12 @@ class Prebuffer:
         ``part_target_seconds``: the LL-HLS part target to give the camera's Stream while
         attached (None: leave HA's).
         """
-        self._hass = hass
+        super().__init__(hass, keep_seconds=keep_seconds, log_name=log_name)
         self.part_target_seconds = part_target_seconds
         # The Stream whose settings we shortened, and its own (part target, advance part
         # limit, part timeout) to give back.
         self._part_settings: tuple[Stream, float, int, float] | None = None
         self._camera_entity_id = camera_entity_id
-        self.keep_seconds = keep_seconds
-        self._log_name = log_name
-        self._gops: deque[Gop] = deque()
-        self._bytes = 0
-        self._seconds = 0.0
-        self._listeners: list[_Consumer[GopListener]] = []
-        self._part_listeners: list[_Consumer[PartListener]] = []
-        self._parser = PartParser()  # the one parse of each part, for every consumer
-        self._assembler = GopAssembler()
-        self._assembler_failed = False  # the assembler raised once since the last attach
         self._stream: Stream | None = None
         self._output: HksvStreamOutput | None = None
         # Epochs: one per (attach, worker run). HA's stream ids restart at 0 with every
@@ -226,18 +167,10 @@ class Prebuffer:
         self._attach_count = 0
         self._epochs: dict[int, int] = {}
         self._next_epoch = 0
-        self._watchdog: CALLBACK_TYPE | None = None
-        # Start, stop and re-attach one at a time: a start during a stop's worker join would
-        # add our provider to a Stream whose finishing worker then removes it again.
-        self._lock = asyncio.Lock()
-        self._closed = False
-        self._error_handler: tuple[logging.Logger, _WorkerErrorHandler] | None = None
+        self._error_handler: tuple[logging.Logger, WorkerErrorHandler] | None = None
         # The camera entity's own availability callback, which ours calls first.
         self._update_hook: tuple[Stream, Callable[[], None] | None, Callable[[], None]] | None
         self._update_hook = None
-        self.running = False
-        # Consumers other than recording (live view) that need the stream running.
-        self._holders: set[str] = set()
         # The worker's last error since video last arrived (None while video flows).
         self.worker_error: str | None = None
         self.worker_errors = 0
@@ -250,68 +183,18 @@ class Prebuffer:
         # Called when worker_error changes (an error, or video flowing again).
         self.on_worker_health: Callable[[], None] | None = None
         self.parts_received = 0
-        self.malformed_parts = 0
         self.stream_restarts = 0  # new epochs: worker restarts and re-attaches
         self.reattachments = 0  # the watchdog found our provider gone and added it again
-        self.failed_consumers = 0  # listeners dropped because they raised
-        # Why the last attach failed (None once attached); the owner logs and shows it.
-        self.source_problem: str | None = None
-        self.on_source_change: Callable[[], None] | None = None
 
-    # -- lifecycle ------------------------------------------------------------------------
-
-    async def async_start(self) -> None:
-        """Attach to the camera's stream and keep it running while we need it."""
-        async with self._lock:
-            if self.running or self._closed or self._hass.is_stopping:
-                return
-            self.running = True
-            # Armed before the first attach: whatever that attach meets, the watchdog retries.
-            self._watchdog = async_track_time_interval(
-                self._hass,
-                self._async_check_attached,
-                timedelta(seconds=WATCHDOG_INTERVAL_SECONDS),
-                cancel_on_shutdown=True,
-            )
-            await self._async_attach()
-
-    def hold(self, holder: str) -> None:
-        """Keep the prebuffer running for ``holder`` even when recording stops it."""
-        self._holders.add(holder)
-
-    def release(self, holder: str) -> None:
-        """Drop a hold; the caller stops the prebuffer if nothing else needs it."""
-        self._holders.discard(holder)
+    # -- attaching -------------------------------------------------------------------------
 
     @property
-    def held(self) -> bool:
-        """Return True while a consumer other than recording needs the stream."""
-        return bool(self._holders)
+    @override
+    def attached(self) -> bool:
+        """Return True while our provider is on a Stream."""
+        return self._output is not None
 
-    async def async_stop(self) -> None:
-        """Detach from the stream (stopping the worker if nobody else uses it)."""
-        async with self._lock:
-            if self._holders and not self._closed:
-                return  # live view is watching; it stops the prebuffer after its last viewer
-            self.running = False
-            if self._watchdog is not None:
-                self._watchdog()
-                self._watchdog = None
-            await self._async_detach()
-            self._clear()
-
-    async def async_close(self) -> None:
-        """Stop for good (unload, Home Assistant stopping): nothing restarts the stream."""
-        self._closed = True  # holds no longer count: the stream stops whoever watches
-        await self.async_stop()
-
-    def _clear(self) -> None:
-        """Forget the buffered GOPs and the GOP in progress."""
-        self._gops.clear()
-        self._bytes = 0
-        self._seconds = 0.0
-        self._assembler = GopAssembler()
-
+    @override
     async def _async_attach(self) -> None:
         """Add our provider to the camera entity's current Stream and start it."""
         # Whatever was buffered came from a run that ended: a clip must not start with it.
@@ -360,15 +243,7 @@ class Prebuffer:
         self._set_source_problem(None)
         _LOGGER.debug("%s: prebuffer attached to the camera stream", self._log_name)
 
-    def _set_source_problem(self, problem: str | None) -> None:
-        """Remember whether the camera's stream could be attached; tell the owner on change."""
-        if problem is not None:
-            _LOGGER.debug("%s: %s", self._log_name, problem)
-        if problem != self.source_problem:
-            self.source_problem = problem
-            if self.on_source_change is not None:
-                self.on_source_change()
-
+    @override
     async def _async_detach(self) -> None:
         """Remove our provider (clears its idle timer; stops the worker if it was the last)."""
         stream, output = self._stream, self._output
@@ -394,27 +269,7 @@ class Prebuffer:
             output.cleanup()
             await stream.remove_provider(output)
 
-    async def async_attach_now(self) -> None:
-        """Attach at once when running but not attached, without waiting for the watchdog.
-
-        For a camera entity that appears after hksv started (its integration loaded later,
-        as after a restart) and for a hub's open that finds no stream attached.
-        """
-        async with self._lock:
-            if (
-                self.running
-                and self._output is None
-                and not self._closed
-                and not self._hass.is_stopping
-            ):
-                await self._async_reattach()
-
-    async def _async_check_attached(self, _now: datetime) -> None:
-        """Re-attach after a camera reload or an idled-out provider."""
-        async with self._lock:
-            if self.running and not self._hass.is_stopping:
-                await self._async_reattach()
-
+    @override
     async def _async_reattach(self) -> None:
         """Attach again unless our provider is still on the camera entity's current Stream."""
         try:
@@ -500,7 +355,7 @@ class Prebuffer:
         self._update_hook = (stream, previous, on_update)
         # HA labels the camera stream's logger with the camera entity id.
         logger = logging.getLogger(f"{Stream.__module__}.stream.{self._camera_entity_id}")
-        handler = _WorkerErrorHandler(self._hass, self._on_worker_error_text)
+        handler = WorkerErrorHandler(self._hass.loop, self._on_worker_error_text)
         logger.addHandler(handler)
         self._error_handler = (logger, handler)
 
@@ -579,52 +434,7 @@ class Prebuffer:
             self.worker_error = None
             if self.on_worker_health is not None:
                 self.on_worker_health()
-        epoch = self._epoch(segment)
-        try:
-            part = self._parser.parse(segment.init, data, epoch, time.monotonic())
-        except Fmp4Error as err:
-            self.malformed_parts += 1
-            self._assembler.lost_part()
-            # Once as a warning, then quietly: a broken stream must not flood the log.
-            log = _LOGGER.warning if self.malformed_parts == 1 else _LOGGER.debug
-            log("%s: skipping a malformed stream part: %s", self._log_name, err)
-            return
-        gops: list[Gop] = []
-        try:
-            gops = self._assembler.add(part)
-        except Exception:
-            # A fault of ours must not cost live view its parts: start over at a keyframe.
-            self._assembler = GopAssembler()
-            if not self._assembler_failed:
-                self._assembler_failed = True
-                _LOGGER.exception("%s: the prebuffer could not read a part", self._log_name)
-        for gop in gops:
-            self._append(gop)
-        for consumer in list(self._part_listeners):
-            self._call(self._part_listeners, consumer, part)
-
-    def _call[*Args](
-        self,
-        consumers: list[_Consumer[Callable[[*Args], None]]],
-        consumer: _Consumer[Callable[[*Args], None]],
-        *args: *Args,
-    ) -> None:
-        """Call one consumer; one that raises is dropped, logged once, and its owner told."""
-        if consumer not in consumers:
-            return  # removed by an earlier consumer of this part
-        try:
-            consumer.call(*args)
-        except Exception as err:
-            consumers.remove(consumer)
-            self.failed_consumers += 1
-            _LOGGER.exception(
-                "%s: a consumer of the camera stream failed and was stopped", self._log_name
-            )
-            if consumer.on_error is not None:
-                try:
-                    consumer.on_error(err)
-                except Exception:
-                    _LOGGER.exception("%s: telling a failed consumer failed", self._log_name)
+        self._take_part(segment.init, data, self._epoch(segment))
 
     def _epoch(self, segment: Segment) -> int:
         """Return a counter that changes at every worker run and every attach."""
@@ -635,60 +445,6 @@ class Prebuffer:
             if epoch:
                 self.stream_restarts += 1
         return epoch
-
-    def _append(self, gop: Gop) -> None:
-        """Store a completed GOP, trim by duration, and tell listeners."""
-        self._gops.append(gop)
-        self._bytes += gop.nbytes
-        self._seconds += gop.duration_seconds
-        self._trim()
-        for consumer in list(self._listeners):
-            self._call(self._listeners, consumer, gop)
-
-    def _trim(self) -> None:
-        """Drop the oldest GOPs while the rest still covers ``keep_seconds`` (or bytes overflow)."""
-        gops = self._gops
-        while len(gops) > 1 and (
-            self._seconds - gops[0].duration_seconds >= self.keep_seconds
-            or self._bytes > MAX_BUFFER_BYTES
-        ):
-            oldest = gops.popleft()
-            self._bytes -= oldest.nbytes
-            self._seconds -= oldest.duration_seconds
-
-    # -- consumers ------------------------------------------------------------------------
-
-    @property
-    def gops(self) -> Sequence[Gop]:
-        """Return the buffered GOPs, oldest first."""
-        return tuple(self._gops)
-
-    @property
-    def buffered_seconds(self) -> float:
-        """Return the media duration held."""
-        return self._seconds
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Return the media bytes held."""
-        return self._bytes
-
-    @callback
-    def subscribe(
-        self, listener: GopListener, on_error: ConsumerErrorListener | None = None
-    ) -> CALLBACK_TYPE:
-        """Call ``listener`` with every GOP completed from now on.
-
-        A listener that raises is dropped; ``on_error`` is then told why.
-        """
-        consumer = _Consumer(listener, on_error)
-        self._listeners.append(consumer)
-
-        def unsubscribe() -> None:
-            if consumer in self._listeners:
-                self._listeners.remove(consumer)
-
-        return unsubscribe
 
     @callback
     def open_live(
@@ -717,31 +473,16 @@ class Prebuffer:
         if on_gop is not None:
             unsubscribers.append(self.subscribe(on_gop, failed))
         if on_part is not None:
-            consumer = _Consumer(on_part, failed)
-            self._part_listeners.append(consumer)
-
-            def remove_part_listener() -> None:
-                if consumer in self._part_listeners:
-                    self._part_listeners.remove(consumer)
-
-            unsubscribers.append(remove_part_listener)
+            unsubscribers.append(self._follow_parts(on_part, failed))
 
         return LiveView(tuple(self._gops), self._assembler.pending(), unsubscribe)
-
-    @property
-    def has_keyframe(self) -> bool:
-        """Return True if a recording could start now (a GOP, or one in progress)."""
-        return bool(self._gops) or self._assembler.has_pending()
 
     def diagnostics(self) -> dict[str, Any]:
         """Return counters and the worker's own diagnostics."""
         return {
             "running": self.running,
-            "held_by": sorted(self._holders),
-            "attached": self._output is not None,
-            "gops": len(self._gops),
-            "buffered_seconds": round(self.buffered_seconds, 3),
-            "buffered_bytes": self._bytes,
+            "attached": self.attached,
+            **self._buffer_diagnostics(),
             "parts_received": self.parts_received,
             "malformed_parts": self.malformed_parts,
             "stream_restarts": self.stream_restarts,
