@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from custom_components.hksv.live.source import LiveFeed
-from custom_components.hksv.source.prebuffer import LiveView
+from custom_components.hksv.source.gop_buffer import LiveView
 
 
 class _SlowStopPrebuffer:

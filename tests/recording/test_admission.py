@@ -27,8 +27,8 @@ from custom_components.hksv.media.fmp4 import parse_init
 from custom_components.hksv.recording import recorder as recorder_module
 from custom_components.hksv.recording.recorder import RecordingController, RecordingOutcome
 from custom_components.hksv.source.gop import Gop
+from custom_components.hksv.source.gop_buffer import LiveView
 from custom_components.hksv.source.part import MediaPart
-from custom_components.hksv.source.prebuffer import LiveView
 from tests.recording.ha_parts import assemble
 from tests.recording.test_recorder import SPEC, StandInPrebuffer, _selection
 

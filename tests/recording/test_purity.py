@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "custom_components/hksv"
 PURE = (
     "source/gop.py",
     "source/part.py",
+    "source/gop_buffer.py",
     "recording/shaper.py",
     *sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / "media/fmp4").glob("*.py")),
 )

@@ -24,7 +24,7 @@ from custom_components.hksv.media.fmp4 import iter_boxes, parse_fragments, parse
 from custom_components.hksv.recording import feed as feed_module, recorder as recorder_module
 from custom_components.hksv.recording.recorder import RecordingController, RecordingOutcome
 from custom_components.hksv.source.gop import Gop
-from custom_components.hksv.source.prebuffer import LiveView
+from custom_components.hksv.source.gop_buffer import LiveView
 from tests.hub.emulator import choose_selection
 from tests.media import ClipSpec
 from tests.recording.ha_parts import assemble

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from ..source.gop import Gop
+    from ..source.gop_buffer import ConsumerErrorListener, LiveView, PartListener
     from ..source.part import MediaPart
-    from ..source.prebuffer import ConsumerErrorListener, LiveView, PartListener
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -38,8 +38,9 @@ from ..hds import DataSendCloseReason, HDSProtocolError, HDSSendStalledError, Re
 from ..media.budget import Reservation, TranscodeBudget, shared_budget, transcode_cost
 from ..media.encoders import EncoderChooser
 from ..source.gop import Gop, profile_source
+from ..source.gop_buffer import LiveView
 from ..source.part import MediaPart
-from ..source.prebuffer import SHORT_PART_SECONDS, LiveView, Prebuffer
+from ..source.prebuffer import SHORT_PART_SECONDS, Prebuffer
 from .clip_media import SendState
 from .clip_sink import ClipCopy, ClipSink
 from .copy_clip import copied_fragments

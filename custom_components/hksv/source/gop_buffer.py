@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 import logging
 import time
 from typing import Any, Final
@@ -22,6 +23,20 @@ _LOGGER = logging.getLogger(__name__)
 
 # A safety cap in case a camera sends an absurd bitrate; duration is the real bound.
 MAX_BUFFER_BYTES: Final = 64 * 1024 * 1024
+
+type GopListener = Callable[[Gop], None]
+type PartListener = Callable[[MediaPart], None]  # each HA part, parsed once
+# Told once when its consumer raised and was dropped (so it can end its clip or session).
+type ConsumerErrorListener = Callable[[Exception], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    """What a recording starts from: complete GOPs, the GOP in progress, and a way out."""
+
+    history: tuple[Gop, ...]
+    pending: Gop | None
+    unsubscribe: Callable[[], None]
 
 
 class Consumer[T]:
@@ -193,6 +208,36 @@ class GopBuffer:
                 self._part_listeners.remove(consumer)
 
         return remove_part_listener
+
+    def open_live(
+        self,
+        on_gop: GopListener | None = None,
+        on_part: PartListener | None = None,
+        on_error: ConsumerErrorListener | None = None,
+    ) -> LiveView:
+        """Snapshot the buffer and the GOP in progress, and follow new GOPs and/or parts.
+
+        Done in one step on the loop, so every sample is in exactly one of: the history, the
+        pending GOP, or a part delivered later. If ``on_gop`` or ``on_part`` raises, both are
+        dropped and ``on_error`` is told (the consumer has lost media and must end).
+        """
+        unsubscribers: list[Callable[[], None]] = []
+
+        def unsubscribe() -> None:
+            for unsub in unsubscribers:
+                unsub()
+
+        def failed(err: Exception) -> None:
+            unsubscribe()
+            if on_error is not None:
+                on_error(err)
+
+        if on_gop is not None:
+            unsubscribers.append(self.subscribe(on_gop, failed))
+        if on_part is not None:
+            unsubscribers.append(self._follow_parts(on_part, failed))
+
+        return LiveView(tuple(self._gops), self._assembler.pending(), unsubscribe)
 
     @property
     def has_keyframe(self) -> bool:

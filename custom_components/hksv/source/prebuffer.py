@@ -10,7 +10,6 @@ decoded. If Home Assistant changes that API, this file is the one to fix
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 import logging
 from typing import Any, Final, override
 
@@ -24,12 +23,10 @@ from homeassistant.components.stream.core import (
     StreamOutput,
     StreamSettings,
 )
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 
 from .attachment import AttachedGopBuffer
-from .gop import Gop
-from .part import MediaPart
 from .worker_log import WorkerErrorHandler
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,21 +46,8 @@ LONG_PROBE_OPTIONS: Final = {"analyzeduration": "20000000", "probesize": "335544
 # the streams hksv serves (HA accepts 0.2-1.5 s and defaults to 1 s) bounds its latency.
 SHORT_PART_SECONDS: Final = 0.3
 
-type GopListener = Callable[[Gop], None]
-type PartListener = Callable[[MediaPart], None]  # each HA part, parsed once
-# Told once when its consumer raised and was dropped (so it can end its clip or session).
-type ConsumerErrorListener = Callable[[Exception], None]
 # The worker's failure when its log is silenced: its error text comes only from its log.
 HIDDEN_WORKER_ERROR: Final = "no reason logged (Home Assistant's stream logger is set above ERROR)"
-
-
-@dataclass(frozen=True, slots=True)
-class LiveView:
-    """What a recording starts from: complete GOPs, the GOP in progress, and a way out."""
-
-    history: tuple[Gop, ...]
-    pending: Gop | None
-    unsubscribe: CALLBACK_TYPE
 
 
 class HksvStreamOutput(StreamOutput):
@@ -445,37 +429,6 @@ class Prebuffer(AttachedGopBuffer):
             if epoch:
                 self.stream_restarts += 1
         return epoch
-
-    @callback
-    def open_live(
-        self,
-        on_gop: GopListener | None = None,
-        on_part: PartListener | None = None,
-        on_error: ConsumerErrorListener | None = None,
-    ) -> LiveView:
-        """Snapshot the buffer and the GOP in progress, and follow new GOPs and/or parts.
-
-        Done in one step on the loop, so every sample is in exactly one of: the history, the
-        pending GOP, or a part delivered later. If ``on_gop`` or ``on_part`` raises, both are
-        dropped and ``on_error`` is told (the consumer has lost media and must end).
-        """
-        unsubscribers: list[CALLBACK_TYPE] = []
-
-        def unsubscribe() -> None:
-            for unsub in unsubscribers:
-                unsub()
-
-        def failed(err: Exception) -> None:
-            unsubscribe()
-            if on_error is not None:
-                on_error(err)
-
-        if on_gop is not None:
-            unsubscribers.append(self.subscribe(on_gop, failed))
-        if on_part is not None:
-            unsubscribers.append(self._follow_parts(on_part, failed))
-
-        return LiveView(tuple(self._gops), self._assembler.pending(), unsubscribe)
 
     def diagnostics(self) -> dict[str, Any]:
         """Return counters and the worker's own diagnostics."""
