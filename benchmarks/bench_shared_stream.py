@@ -53,7 +53,8 @@ CLIP = ClipSpec(
 )
 TICKS = os.sysconf("SC_CLK_TCK")
 RECORDING_SECONDS = 150.0  # each recording the hub reads (hksv's own limit is 180 s)
-SETTLE_SECONDS = 4.0  # after the viewers' first packets, before the window opens
+SETTLE_SECONDS = 4.0
+PREBUFFER_FILL_SECONDS = 8.0  # after the viewers' first packets, before the window opens
 
 
 @dataclass
@@ -164,6 +165,8 @@ async def _variant(
         hub = CameraHub(0, entry["port"])
         stack.push_async_callback(hub.close)
         await hub.pair(entry["setup_code"])
+        # Recording turned on just now: let the prebuffer fill before the first event.
+        await asyncio.sleep(PREBUFFER_FILL_SECONDS)
 
         async def motion(on: bool) -> None:
             await hass.request({"cmd": "motion", "camera": 0, "on": on})
