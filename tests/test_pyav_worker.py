@@ -15,6 +15,7 @@ import av
 from hypothesis import given, settings, strategies as st
 import pytest
 
+from custom_components.hksv.media import pyav_worker
 from custom_components.hksv.media.pyav_worker import PyAVWorker, WorkerStopped
 from tests.media import ClipSpec, make_video_frame
 
@@ -249,6 +250,26 @@ async def test_stop_while_busy_drops_the_queue_and_joins() -> None:
         await stopping
     assert ran == []
     assert worker_threads("hksv_test_busy") == [] and worker.error is None
+
+
+async def test_a_job_stuck_for_good_does_not_hold_up_async_stop(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that never returns (a native call stuck in PyAV): async_stop gives up, says so."""
+    monkeypatch.setattr(pyav_worker, "STOP_TIMEOUT_SECONDS", 0.2)
+    entered, release, job = blocker()
+    worker: PyAVWorker[None] = PyAVWorker("hksv_test_stuck", max_jobs=1)
+    worker.start()
+    assert await worker.put(job)
+    await asyncio.to_thread(entered.wait, SAFETY)
+    async with asyncio.timeout(SAFETY):
+        await worker.async_stop()
+    assert "hksv_test_stuck did not stop within" in caplog.text
+    assert worker_threads("hksv_test_stuck"), "the stuck thread is left behind, not joined"
+    release.set()  # the job returns after all: the thread ends on its own
+    async with asyncio.timeout(SAFETY):
+        while worker_threads("hksv_test_stuck"):
+            await asyncio.sleep(0.05)
 
 
 async def test_stop_wakes_a_worker_waiting_for_its_reader() -> None:

@@ -11,7 +11,8 @@ the other. Everything the owner's jobs create lives and dies on that thread.
   and ``emit`` blocks the worker (never the loop) until ``get_result`` takes one.
 - One stop path: ``stop`` (any thread, never blocks) drops queued jobs and wakes the worker,
   which ends after its current job (jobs may call ``check_stop`` between frames); ``join`` or
-  ``async_stop`` wait for the thread to be gone.
+  ``async_stop`` wait for the thread to be gone (``async_stop`` at most STOP_TIMEOUT_SECONDS:
+  a native call stuck for good leaves its daemon thread behind with a warning, never a hang).
 - Errors reach the owner: a ``call``'s exception is raised to its caller; any other job's
   exception ends the worker and is kept in ``error`` and passed to ``on_exit``.
 """
@@ -22,13 +23,18 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 import contextlib
+import logging
 import threading
 import time
 from typing import Final
 
 type Job = Callable[[], object]
 
+_LOGGER = logging.getLogger(__name__)
+
 _NO_RESULTS: Final = 0
+# How long async_stop waits for the thread's last act (a job's work at most, normally).
+STOP_TIMEOUT_SECONDS: Final = 10
 
 
 class WorkerStopped(Exception):
@@ -324,11 +330,22 @@ class PyAVWorker[R]:
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return
-        if self._exit_future is not None and self._loop is asyncio.get_running_loop():
-            # Set by the thread's last act; no executor needed (it may be gone at HA's stop).
-            await asyncio.shield(self._exit_future)
-        elif not self._exited.is_set():
-            await asyncio.to_thread(self._exited.wait)
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                if self._exit_future is not None and self._loop is asyncio.get_running_loop():
+                    # Set by the thread's last act; no executor needed (gone at HA's stop).
+                    await asyncio.shield(self._exit_future)
+                elif not self._exited.is_set():
+                    await asyncio.to_thread(self._exited.wait)
+        except TimeoutError:
+            # A native call that never returns must not hold up a recording's end or Home
+            # Assistant's stop: the daemon thread is left behind, said once, loudly.
+            _LOGGER.warning(
+                "%s did not stop within %d s (stuck in PyAV); leaving its thread",
+                thread.name,
+                STOP_TIMEOUT_SECONDS,
+            )
+            return
         thread.join()  # it has done its last act: this returns at once
 
     # -- worker thread ---------------------------------------------------------------------

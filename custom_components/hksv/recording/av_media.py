@@ -34,6 +34,11 @@ OUTPUT_TIME_BASE: Final = Fraction(1, OUTPUT_TIMESCALE)
 # Codec parameters come from the init segment, so the demuxer need not probe any samples.
 DEMUX_OPTIONS: Final = {"probesize": "32", "analyzeduration": "0"}
 MAX_DECODER_THREADS: Final = 2
+# Slice threads only: frame threads go on decoding after decode() returns, and one that logs
+# (a damaged picture) needs the GIL that closing the decoder holds while it waits for them. A
+# transcoder closed mid-stream then never ends (seen with PyAV 16: the worker thread in close,
+# two `av:h264:df` threads waiting). Slice threads finish within each decode call.
+DECODER_THREAD_TYPE: Final = "SLICE"
 _BOX_HEADER: Final = 8
 
 
@@ -120,7 +125,7 @@ class SourceDemuxer:
             container.close()
             raise TranscodeError("source init segment has no decodable video track")
         self.video: VideoStream = container.streams.video[0]
-        video_ctx.thread_type = "AUTO"
+        video_ctx.thread_type = DECODER_THREAD_TYPE
         video_ctx.thread_count = min(MAX_DECODER_THREADS, cpu_count())
         audio_ctx: AudioCodecContext | None = (
             container.streams.audio[0].codec_context if container.streams.audio else None
