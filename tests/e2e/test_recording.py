@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 import io
 from itertools import pairwise
+import threading
 from typing import Any
 
 import av
@@ -264,6 +265,16 @@ async def test_motion_records_a_clip(
     state = hass.states.get("sensor.front_door_last_recording")
     assert state.state == "completed"
     assert state.attributes["fragments"] == summary.fragments
+    # The clip is over: its transcoder (if any) and every thread it or its codecs made are gone.
+    async with asyncio.timeout(30):
+        while leftover := _transcode_threads():
+            await asyncio.sleep(0.1)
+    assert leftover == []
+
+
+def _transcode_threads() -> list[str]:
+    """Return the names of live threads a recording transcode made (codec threads inherit it)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("hksv-transcode")]
 
 
 @pytest.mark.parametrize("case", ["h264_2s_gop_ll_hls_copy"], indirect=True)
