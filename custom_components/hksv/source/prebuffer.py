@@ -90,6 +90,11 @@ class HksvStreamOutput(StreamOutput):
     def part_put(self) -> None:
         """Deliver parts appended to any open segment, in order."""
         super().part_put()
+        if self.on_part is not None:
+            # Parts keep the output awake too: segments end only at keyframes, so a camera
+            # whose GOP outlasts HA's 30 s output idle timeout would lose this provider
+            # mid-GOP (docs/home-assistant.md §1.8).
+            self.idle_timer.awake()
         self._deliver()
 
     def _deliver(self) -> None:
