@@ -69,6 +69,18 @@ def probe_at_startup() -> None:
     """Use as ``known_source``: no stored camera format, so the integration probes the camera."""
 
 
+def stored_format(spec: ClipSpec) -> dict[str, Any]:
+    """Return the camera format the integration stores for ``spec`` (``known_source``: no probe)."""
+    return {
+        "width": spec.width,
+        "height": spec.height,
+        "fps": float(spec.fps),
+        "audio_codec": "aac-lc",
+        "audio_sample_rate": spec.audio_rate,
+        "audio_channels": spec.audio_channels,
+    }
+
+
 @pytest.fixture
 def no_doorbell() -> bool:
     """Use as ``with_doorbell``: the entry has no doorbell."""

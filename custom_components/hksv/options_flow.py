@@ -53,6 +53,17 @@ from .ports import port_is_free
 
 # The collapsed options section for network settings most installations leave alone.
 SECTION_ADVANCED: Final = "advanced"
+
+
+def _bitrate_field(low: int, high: int) -> NumberSelector:
+    """Return a kbit/s box in steps of 100 (recording and live view caps)."""
+    return NumberSelector(
+        NumberSelectorConfig(
+            min=low, max=high, step=100, unit_of_measurement="kbit/s", mode=NumberSelectorMode.BOX
+        )
+    )
+
+
 # Typed loosely (Any), as every schema here: voluptuous is probatio at runtime since 2026.6.
 OPTIONS_SCHEMA: Final[Any] = vol.Schema(
     {
@@ -63,15 +74,7 @@ OPTIONS_SCHEMA: Final[Any] = vol.Schema(
                 translation_key=OPT_MAX_RESOLUTION,
             )
         ),
-        vol.Required(OPT_MAX_BITRATE): NumberSelector(
-            NumberSelectorConfig(
-                min=MIN_BITRATE,
-                max=MAX_BITRATE,
-                step=100,
-                unit_of_measurement="kbit/s",
-                mode=NumberSelectorMode.BOX,
-            )
-        ),
+        vol.Required(OPT_MAX_BITRATE): _bitrate_field(MIN_BITRATE, MAX_BITRATE),
         vol.Required(OPT_AUDIO): BooleanSelector(),
         vol.Required(OPT_VIDEO_MODE): SelectSelector(
             SelectSelectorConfig(
@@ -103,15 +106,7 @@ OPTIONS_SCHEMA: Final[Any] = vol.Schema(
                 translation_key=OPT_LIVE_MODE,
             )
         ),
-        vol.Optional(OPT_LIVE_MAX_BITRATE): NumberSelector(
-            NumberSelectorConfig(
-                min=MIN_LIVE_BITRATE,
-                max=MAX_LIVE_BITRATE,
-                step=100,
-                unit_of_measurement="kbit/s",
-                mode=NumberSelectorMode.BOX,
-            )
-        ),
+        vol.Optional(OPT_LIVE_MAX_BITRATE): _bitrate_field(MIN_LIVE_BITRATE, MAX_LIVE_BITRATE),
         vol.Optional(OPT_LIVE_SHORT_PARTS): BooleanSelector(),
         vol.Optional(OPT_LIVE_DIRECT): BooleanSelector(),
         # Local archive (docs/local-clips.md): optional so a form without them keeps defaults.

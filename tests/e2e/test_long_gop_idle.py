@@ -22,6 +22,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.hksv.source import attachment as attachment_module
 from custom_components.hksv.source.prebuffer import PROVIDER_NAME
+from tests import harness
 from tests.conftest import FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.media import ClipSpec, write_clip
@@ -33,20 +34,10 @@ IDLE_TIMEOUT_SECONDS = 2  # HA's is 30 s; well below this clip's 6 s GOP
 @pytest.fixture
 def known_source() -> dict[str, Any]:
     """The camera's format is known: no probe."""
-    return {
-        "width": CLIP.width,
-        "height": CLIP.height,
-        "fps": float(CLIP.fps),
-        "audio_codec": "aac-lc",
-        "audio_sample_rate": CLIP.audio_rate,
-        "audio_channels": CLIP.audio_channels,
-    }
+    return harness.stored_format(CLIP)
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ from pytest_homeassistant_custom_component.common import (
 from custom_components.hksv.const import DEFAULT_OPTIONS, OPT_LIVE_SHORT_PARTS
 from custom_components.hksv.source.part import MediaPart
 from custom_components.hksv.source.prebuffer import SHORT_PART_SECONDS
+from tests import harness
 from tests.conftest import CAMERA_ID, MOTION_ID, FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.media import ClipSpec, write_clip
@@ -36,20 +37,10 @@ OTHER_CAMERA_ID = "camera.back_yard"
 @pytest.fixture
 def known_source() -> dict[str, Any]:
     """The camera's format is known: no probe."""
-    return {
-        "width": CLIP.width,
-        "height": CLIP.height,
-        "fps": float(CLIP.fps),
-        "audio_codec": "aac-lc",
-        "audio_sample_rate": CLIP.audio_rate,
-        "audio_channels": CLIP.audio_channels,
-    }
+    return harness.stored_format(CLIP)
 
 
-@pytest.fixture
-def with_doorbell() -> bool:
-    """No doorbell needed here."""
-    return False
+with_doorbell = harness.no_doorbell
 
 
 @pytest.fixture

@@ -34,11 +34,8 @@ from custom_components.hksv.source import attachment as attachment_module
 from custom_components.hksv.source.attachment import WATCHDOG_INTERVAL_SECONDS
 from custom_components.hksv.source.gop import GopAssembler
 from custom_components.hksv.source.part import MediaPart
-from custom_components.hksv.source.prebuffer import (
-    HIDDEN_WORKER_ERROR,
-    LONG_PROBE_OPTIONS,
-    PROVIDER_NAME,
-)
+from custom_components.hksv.source.prebuffer import LONG_PROBE_OPTIONS, PROVIDER_NAME
+from custom_components.hksv.source.worker_log import HIDDEN_WORKER_ERROR
 from tests.conftest import CAMERA_ID, MOTION_ID, FakeCamera, free_port
 from tests.e2e.live_source import LiveFeedSource
 from tests.hub.emulator import HomeHub, media_seconds

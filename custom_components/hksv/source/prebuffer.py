@@ -27,17 +27,13 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 
 from .attachment import AttachedGopBuffer
-from .worker_log import WorkerErrorHandler
+from .worker_log import HIDDEN_WORKER_ERROR, NO_PARAMETERS_ERROR, WorkerErrorHandler
 
 _LOGGER = logging.getLogger(__name__)
 
 PROVIDER_NAME: Final = "hksv"
 # Segments whose parts we may still be receiving (LL-HLS delivers parts of the newest one).
 _OPEN_SEGMENTS: Final = 4
-# The worker's error when the source's first keyframe reached the muxer without a picture size:
-# ffmpeg's probe (about 5 s by default) ended before the first SPS, as with an MPEG-TS/HTTP
-# source of long GOPs joined mid-GOP (docs/home-assistant.md §1.1).
-_NO_PARAMETERS_ERROR: Final = "Error muxing first keyframe"
 # Probe long enough for a keyframe of any usual GOP (20 s) and its bytes (32 MB): used only
 # after that error, on the worker's next retry. Home Assistant's stream options cannot set
 # these; the worker passes Stream.pyav_options to av.open as they are.
@@ -45,9 +41,6 @@ LONG_PROBE_OPTIONS: Final = {"analyzeduration": "20000000", "probesize": "335544
 # Live view can send a part only once HA's worker has finished it: the LL-HLS part target of
 # the streams hksv serves (HA accepts 0.2-1.5 s and defaults to 1 s) bounds its latency.
 SHORT_PART_SECONDS: Final = 0.3
-
-# The worker's failure when its log is silenced: its error text comes only from its log.
-HIDDEN_WORKER_ERROR: Final = "no reason logged (Home Assistant's stream logger is set above ERROR)"
 
 
 class HksvStreamOutput(StreamOutput):
@@ -369,7 +362,7 @@ class Prebuffer(AttachedGopBuffer):
         if (
             self._run_parts == 0
             and not self.long_probe
-            and (error is None or error.startswith(_NO_PARAMETERS_ERROR))
+            and (error is None or error.startswith(NO_PARAMETERS_ERROR))
         ):
             # No picture size before the first keyframe (or a silenced log, where the text
             # cannot tell): probe longer on the next retry, until the worker runs again.

@@ -10,6 +10,12 @@ from typing import Final, override
 
 # HA's worker logs its failures (and nothing else tells us): "Error from stream worker: …".
 _WORKER_ERROR_PREFIX: Final = "Error from stream worker: "
+# The worker's error when the source's first keyframe reached the muxer without a picture size:
+# ffmpeg's probe (about 5 s by default) ended before the first SPS, as with an MPEG-TS/HTTP
+# source of long GOPs joined mid-GOP (docs/home-assistant.md §1.1).
+NO_PARAMETERS_ERROR: Final = "Error muxing first keyframe"
+# The worker's failure when its log is silenced: its error text comes only from its log.
+HIDDEN_WORKER_ERROR: Final = "no reason logged (Home Assistant's stream logger is set above ERROR)"
 
 
 class WorkerErrorHandler(logging.Handler):
