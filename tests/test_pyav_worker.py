@@ -316,3 +316,39 @@ def test_bounds_are_checked() -> None:
     """A queue that can hold nothing is refused at once."""
     with pytest.raises(ValueError, match="at least 1"):
         PyAVWorker("hksv_test_bounds", max_jobs=0)
+
+
+async def test_async_stop_never_joins_on_the_event_loop() -> None:
+    """A thread still unwinding after its last act is waited for without blocking the loop.
+
+    What the thread lets go of last (here: a job it dropped as it ended) is freed as it
+    unwinds; freeing codecs joins their threads, which can take long.
+    """
+    go, release = threading.Event(), threading.Event()
+
+    class SlowToFree:
+        def __del__(self) -> None:
+            release.wait(SAFETY)
+
+    def ending_job() -> None:
+        assert go.wait(SAFETY)
+        raise WorkerStopped  # as check_stop does: the worker ends, dropping the next job
+
+    held = SlowToFree()
+    worker: PyAVWorker[None] = PyAVWorker("hksv_test_unwind", max_jobs=2)
+    worker.start()
+    assert await worker.put(ending_job)
+    assert await worker.put(lambda held=held: held)  # dropped at the end, freed last
+    del held
+    go.set()
+    async with asyncio.timeout(SAFETY):
+        while not worker.ended:
+            await asyncio.sleep(0.01)
+    stopping = asyncio.ensure_future(worker.async_stop())
+    await yield_to_loop()  # the loop turns (a blocking join would hold it until release)
+    assert not stopping.done(), "async_stop waits until the thread is gone"
+    assert worker_threads("hksv_test_unwind"), "the thread is still freeing what it held"
+    release.set()
+    async with asyncio.timeout(SAFETY):
+        await stopping
+    assert worker_threads("hksv_test_unwind") == []

@@ -151,7 +151,12 @@ class LiveVideoTranscoder:
             self._codec.transcode(sample, pts, dts, keyframe)
 
     def _on_exit(self, error: Exception | None) -> None:
-        """Report a failure; a worker that ends lets ``wait_started`` return."""
+        """Free the codecs here, report a failure; a worker that ends lets ``wait_started`` return.
+
+        Freeing an encoder joins its threads: that belongs on this thread, not on the event
+        loop where the last reference to the transcoder would otherwise drop.
+        """
+        self._codec = None
         if error is not None:
             _LOGGER.warning("%s: live transcoder stopped: %s", self._name, error)
         self._started.set()

@@ -35,6 +35,7 @@ _LOGGER = logging.getLogger(__name__)
 _NO_RESULTS: Final = 0
 # How long async_stop waits for the thread's last act (a job's work at most, normally).
 STOP_TIMEOUT_SECONDS: Final = 10
+_EXIT_POLL_SECONDS: Final = 0.005
 
 
 class WorkerStopped(Exception):
@@ -337,6 +338,10 @@ class PyAVWorker[R]:
                     await asyncio.shield(self._exit_future)
                 elif not self._exited.is_set():
                     await asyncio.to_thread(self._exited.wait)
+                # After its last act the thread still unwinds (its frames, anything a job
+                # left it holding): wait for that too, without ever joining on the loop.
+                while thread.is_alive():  # noqa: ASYNC110 - a thread's end posts nothing
+                    await asyncio.sleep(_EXIT_POLL_SECONDS)
         except TimeoutError:
             # A native call that never returns must not hold up a recording's end or Home
             # Assistant's stop: the daemon thread is left behind, said once, loudly.
@@ -346,7 +351,7 @@ class PyAVWorker[R]:
                 STOP_TIMEOUT_SECONDS,
             )
             return
-        thread.join()  # it has done its last act: this returns at once
+        thread.join()  # not alive any more: returns at once, and reaps the thread
 
     # -- worker thread ---------------------------------------------------------------------
 
