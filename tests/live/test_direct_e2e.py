@@ -245,3 +245,28 @@ async def test_camera_dropping_the_direct_connection_falls_back(
     assert not _direct_threads()
     assert await viewer.select(SessionCommand.END) == {}
     await viewer.close()
+
+
+@pytest.mark.parametrize("camera_kind", ["tcp", "rtsp"])
+async def test_cold_start_is_decided_on_the_direct_connection(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    camera: LiveFeedSource | RtspSource,
+) -> None:
+    """A cold start copies from the camera's own stream without waiting for HA's first part.
+
+    The direct demuxer knows the camera's format once connected; HA's first part comes after
+    ffmpeg's probe and a whole part, so the first keyframe sent is the direct path's.
+    """
+    bridge = init_integration.runtime_data
+    assert not bridge.recorder.prebuffer.running  # recording is off: this start is cold
+    viewer = await _watch(controller)
+    await viewer.wait_frames(2, FPS)
+    _decodable(viewer)
+    active = bridge.live.diagnostics()["active"][0]
+    assert active["stats"]["start"]["camera_stream"] == "connected for this viewer"
+    assert active["stats"]["start"]["first_keyframe_source"] == "direct"
+    assert active["mode"] == "copy"
+    assert await viewer.select(SessionCommand.END) == {}
+    await viewer.close()

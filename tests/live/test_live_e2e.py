@@ -759,6 +759,7 @@ async def test_start_diagnostics_say_where_the_time_went(
     # The stream starts at a keyframe: the first packet sent belongs to it.
     assert start["first_keyframe_ms"] == start["first_packet_ms"]
     assert start["first_keyframe_from"] in ("next keyframe", "keyframe in progress")
+    assert start["first_keyframe_source"] == "parts"  # HA's stream: the direct path is off
     assert await cold.select(SessionCommand.END) == {}
     await hass.async_block_till_done()
     assert bridge.live.history[-1]["stats"]["start"] == start

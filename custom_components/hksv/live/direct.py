@@ -41,13 +41,17 @@ READ_TIMEOUT_SECONDS: Final = 5.0
 MAX_IN_FLIGHT: Final = 150
 # The GOP in progress is kept for a new viewer's start only while this young (seconds).
 CATCHUP_SECONDS: Final = 1.0
-# Low-delay demuxing: no input buffering, a short probe (the stream is known to be live).
+# Low-delay demuxing with a probe that ends at the camera's first SPS (docs/live-view.md
+# §2.11): no frame-rate probe (copy needs none; HA's worker needs it for DTS, we do not), and
+# no `nobuffer`, which drops the packets read while probing: the first keyframe with them, so
+# every start waited a whole GOP more (measured: the first keyframe handed out 2.08 s after
+# the camera sent it with 2 s GOPs, against 80 ms without).
 DEMUX_OPTIONS: Final = {
-    "fflags": "nobuffer",
     "flags": "low_delay",
     "rtsp_transport": "tcp",
     "probesize": "500000",
     "analyzeduration": "1000000",
+    "fpsprobesize": "0",
 }
 _NO_PARAMETERS: Final = ParameterSets([], [], 4)
 # user[:password]@ after a URL scheme: stream sources carry camera credentials.
@@ -64,6 +68,15 @@ class _Viewer:
 
     session: LiveSession
     on_failed: Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectFormat:
+    """The camera's video as the direct demuxer opened it (always H.264)."""
+
+    width: int
+    height: int
+    level_idc: int | None  # from the SPS; None when the SPS only comes in-band
 
 
 def parameter_sets(extradata: bytes | None) -> ParameterSets:
@@ -118,6 +131,8 @@ class DirectFeed:
         self._gop: list[AccessUnit] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Task[None] | None = None
+        self._format_waiters: list[asyncio.Future[DirectFormat | None]] = []
+        self.format: DirectFormat | None = None  # of the connection in use
         self.connects = 0
         self.packets = 0
         self.skipped = 0
@@ -151,12 +166,42 @@ class DirectFeed:
         self._viewers.append(_Viewer(session, on_failed))
         return self._replay()
 
-    def remove(self, session: LiveSession) -> None:
-        """Stop feeding ``session``; the demuxer stops after the last viewer."""
-        self._viewers = [v for v in self._viewers if v.session is not session]
+    async def async_format(self) -> DirectFormat | None:
+        """Connect (unless connected) and return the camera's video format.
+
+        None when the camera cannot be read directly or the connection fails or stops first.
+        A caller that adds no viewer after this calls ``release``.
+        """
+        if self._stopping is not None:
+            await self._stopping
+        if self._thread is None:
+            url = await self._source_url()
+            if not url:
+                return None
+            self._start(url)
+        if self.format is not None:
+            return self.format
+        waiter: asyncio.Future[DirectFormat | None] = asyncio.get_running_loop().create_future()
+        self._format_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS):
+                return await waiter
+        except TimeoutError:
+            return None
+        finally:
+            if waiter in self._format_waiters:
+                self._format_waiters.remove(waiter)
+
+    def release(self) -> None:
+        """Stop the demuxer if no viewer uses it (after ``async_format`` led to no viewer)."""
         if not self._viewers and self._thread is not None and self._stopping is None:
             loop = asyncio.get_running_loop()
             self._stopping = loop.create_task(self.async_stop(), name=f"{self._log_name} direct")
+
+    def remove(self, session: LiveSession) -> None:
+        """Stop feeding ``session``; the demuxer stops after the last viewer."""
+        self._viewers = [v for v in self._viewers if v.session is not session]
+        self.release()
 
     async def async_stop(self) -> None:
         """Stop the demuxer and close the camera connection (unload; idempotent)."""
@@ -169,6 +214,7 @@ class DirectFeed:
         if stopping is not None and stopping is not asyncio.current_task():
             await asyncio.gather(stopping, return_exceptions=True)
         self._gop.clear()
+        self._answer_format(None)
         self._stopping = None
 
     def _start(self, url: str) -> None:
@@ -178,6 +224,7 @@ class DirectFeed:
         self._epoch += 1
         self._gop.clear()
         self.connected_at = None
+        self.format = None
         self._thread = threading.Thread(
             target=self._run, args=(url, self._epoch, self._stop), name="hksv_direct", daemon=True
         )
@@ -217,7 +264,9 @@ class DirectFeed:
             extradata = stream.codec_context.extradata
             avcc = extradata is not None and extradata[:1] == b"\x01"
             params = parameter_sets(extradata)
-            self._call(self._connected, epoch)
+            level = params.sps[0][3] if params.sps and len(params.sps[0]) > 3 else None
+            ctx = stream.codec_context
+            self._call(self._connected, epoch, DirectFormat(ctx.width, ctx.height, level))
             skipping = False
             for packet in container.demux(stream):
                 if stop.is_set():
@@ -260,11 +309,20 @@ class DirectFeed:
 
     # -- event loop -----------------------------------------------------------------------
 
-    def _connected(self, epoch: int) -> None:
-        """Count a connection that delivered a video stream."""
+    def _connected(self, epoch: int, video: DirectFormat) -> None:
+        """Count a connection that delivered a video stream, and say what it carries."""
         if epoch == self._epoch:
             self.connects += 1
             self.connected_at = time.monotonic()
+            self.format = video
+            self._answer_format(video)
+
+    def _answer_format(self, video: DirectFormat | None) -> None:
+        """Settle every ``async_format`` waiting for the connection."""
+        waiters, self._format_waiters = self._format_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(video)
 
     def _deliver(self, epoch: int, unit: AccessUnit) -> None:
         """Hand one access unit to every direct viewer (event loop)."""
@@ -294,6 +352,8 @@ class DirectFeed:
         viewers, self._viewers = self._viewers, []
         self._thread = None  # the thread has ended (or is ending) on its own
         self._gop.clear()
+        self.format = None
+        self._answer_format(None)
         for viewer in viewers:
             viewer.on_failed(reason)
 

@@ -357,7 +357,7 @@ class LiveSession:
     def _send(self, unit: AccessUnit, now: float) -> None:
         """Send one AU and count it."""
         packets = self._sender.send(unit, now, self.transport.video, patch_level=self.patch_level)
-        self.timeline.sent(keyframe=unit.keyframe, now=now)
+        self.timeline.sent(keyframe=unit.keyframe, now=now, source=unit.source)
         stats = self.stats
         elapsed_ms = (now - stats.started) * 1000
         if stats.first_packet_ms is None and packets:

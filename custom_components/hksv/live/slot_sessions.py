@@ -19,7 +19,7 @@ from ..hap.rtp_stream import SETUP_ENDPOINTS_IDLE, selection_idle
 from .direct import DirectFeed, async_use_direct
 from .endpoint_setup import session_transport
 from .opus_feed import OpusFeed
-from .policy import LiveMode, SourceVideoInfo
+from .policy import LiveMode, SourceVideoInfo, choose_live_mode
 from .session import DEFAULT_IDLE_TIMEOUT, LiveSession
 from .slots import EndReason, StreamSlot
 from .viewer_reports import ended_record, refused_record
@@ -172,6 +172,11 @@ class SlotSessions:
                 session.transport.close()
                 return  # ended while the sockets opened
             was_running = self._feed.stream_running
+            if self._direct is not None and not was_running:
+                self._spawn(
+                    self._async_copy_direct_at_once(slot, viewer, self._direct),
+                    f"{self._log_name} live direct start",
+                )
             pending: Gop | None = await self._feed.async_add(viewer)
             session.timeline.stream_joined(was_running=was_running)
         except Exception as err:  # noqa: BLE001 - camera integrations raise anything
@@ -282,6 +287,33 @@ class SlotSessions:
             if viewer is not None and viewer.audio is sender:
                 viewer.record["audio"] = f"failed: {error}"
                 self._on_change()
+
+    async def _async_copy_direct_at_once(
+        self, slot: StreamSlot, viewer: Viewer, direct: DirectFeed
+    ) -> None:
+        """Cold start on the direct path: decide from the camera's own stream.
+
+        HA's first part comes a probe and a part after the camera's first keyframe; the direct
+        demuxer knows the format as soon as it has connected. A viewer the camera's format lets
+        copy is decided now, so its picture starts at the direct path's first keyframe; any
+        other (transcode, a failed connection, HA's part first) is decided as usual.
+        """
+        video = await direct.async_format()
+        if viewer.mode is not None or slot.session is not viewer.session:
+            if viewer.mode is not LiveMode.COPY:
+                direct.release()  # a copied viewer takes the direct path as usual
+            return
+        if video is None:
+            direct.release()
+            return
+        fps, bitrate = self._source_profile()
+        source = SourceVideoInfo("avc1", video.width, video.height, video.level_idc, fps, bitrate)
+        options = viewer.options
+        mode, _ = choose_live_mode(source, viewer.request, options.mode, options.max_bitrate_kbps)
+        if mode is not LiveMode.COPY:
+            direct.release()
+            return
+        viewer.decide_for(source, None, None)
 
     def _spawn(self, coro: Any, name: str) -> None:
         """Run ``coro`` as a task that ``async_stop`` waits for."""

@@ -25,6 +25,7 @@ class StartTimeline:
     gop_in_progress_age: float | None = None  # seconds; None: waited for the next keyframe
     first_part: float | None = None
     first_keyframe: float | None = None
+    first_keyframe_source: str | None = None  # "parts" (HA's stream) or "direct"
     first_packet: float | None = None
 
     def stream_joined(self, *, was_running: bool) -> None:
@@ -42,12 +43,13 @@ class StartTimeline:
         if self.first_part is None and self.stream_ready is not None:
             self.first_part = time.monotonic()
 
-    def sent(self, *, keyframe: bool, now: float) -> None:
+    def sent(self, *, keyframe: bool, now: float, source: str) -> None:
         """Record an access unit sent (the first one, and the first keyframe, count)."""
         if self.first_packet is None:
             self.first_packet = now
         if keyframe and self.first_keyframe is None:
             self.first_keyframe = now
+            self.first_keyframe_source = source
 
     def ms_since_selected(self, moment: float | None) -> float | None:
         """Return milliseconds from the Selected START write to ``moment``."""
@@ -76,5 +78,6 @@ class StartTimeline:
             ),
             "first_part_ms": self.ms_since_selected(self.first_part),
             "first_keyframe_ms": self.ms_since_selected(self.first_keyframe),
+            "first_keyframe_source": self.first_keyframe_source,
             "first_packet_ms": self.ms_since_selected(self.first_packet),
         }

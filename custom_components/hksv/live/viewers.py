@@ -215,7 +215,12 @@ class Viewer:
 
     def decide(self, init: InitSegment, pending: Gop | None, part: MediaPart | None) -> None:
         """Choose copy or transcode for this viewer from what the camera sends."""
-        source = self.source_info(init)
+        self.decide_for(self.source_info(init), pending, part)
+
+    def decide_for(
+        self, source: SourceVideoInfo, pending: Gop | None, part: MediaPart | None
+    ) -> None:
+        """Choose copy or transcode for this viewer, for a camera that sends ``source``."""
         options = self.options
         mode, reason = choose_live_mode(
             source, self.request, options.mode, options.max_bitrate_kbps
