@@ -270,3 +270,29 @@ async def test_cold_start_is_decided_on_the_direct_connection(
     assert active["mode"] == "copy"
     assert await viewer.select(SessionCommand.END) == {}
     await viewer.close()
+
+
+async def test_cold_transcoded_start_releases_the_direct_connection(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    camera: LiveFeedSource | RtspSource,
+) -> None:
+    """A cold start the camera's format sends to a transcoder closes the direct connection."""
+    bridge = init_integration.runtime_data
+    assert not bridge.recorder.prebuffer.running  # this start is cold
+    viewer = LiveViewer(controller)
+    _OPEN.append(viewer)
+    await viewer.open()
+    assert (await viewer.setup()).status == SetupStatus.SUCCESS
+    assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
+    await viewer.wait_frames(1, 15)
+    assert bridge.live.diagnostics()["active"][0]["mode"] == "transcode"
+    async with asyncio.timeout(30):
+        while _direct_threads():
+            await asyncio.sleep(0.1)
+    direct = bridge.live.diagnostics()["direct"]
+    assert not direct["running"] and direct["viewers"] == 0
+    assert await _open_connections(_feed(camera)) == 1  # HA's worker only
+    assert await viewer.select(SessionCommand.END) == {}
+    await viewer.close()
