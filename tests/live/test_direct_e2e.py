@@ -17,6 +17,7 @@ from typing import Any
 from unittest.mock import patch
 
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -294,5 +295,32 @@ async def test_cold_transcoded_start_releases_the_direct_connection(
     direct = bridge.live.diagnostics()["direct"]
     assert not direct["running"] and direct["viewers"] == 0
     assert await _open_connections(_feed(camera)) == 1  # HA's worker only
+    assert await viewer.select(SessionCommand.END) == {}
+    await viewer.close()
+
+
+async def test_camera_failing_to_name_its_stream_source_falls_back(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    controller: HubController,
+    camera: LiveFeedSource | RtspSource,
+) -> None:
+    """A camera integration raising from stream_source(): HA's stream, and the reason shown."""
+    bridge = init_integration.runtime_data
+
+    async def source_url() -> str:
+        raise HomeAssistantError("camera offline")
+
+    bridge.live._direct._source_url = source_url
+    assert not bridge.recorder.prebuffer.running  # cold: the decision is tried on it first
+    viewer = await _watch(controller)
+    await viewer.wait_frames(2, FPS)
+    _decodable(viewer)
+    active = bridge.live.diagnostics()["active"][0]
+    assert active["stats"]["start"]["first_keyframe_source"] == "parts"
+    assert (
+        active["direct"] == "fell back to Home Assistant's stream: no stream source: camera offline"
+    )
+    assert not _direct_threads()
     assert await viewer.select(SessionCommand.END) == {}
     await viewer.close()

@@ -159,10 +159,7 @@ class DirectFeed:
         if self._stopping is not None:
             await self._stopping  # the last viewer just left: let that thread end first
         if self._thread is None:
-            url = await self._source_url()
-            if not url:
-                raise DirectError("the camera has no stream source")
-            self._start(url)
+            self._start(await self._async_url())
         self._viewers.append(_Viewer(session, on_failed))
         return self._replay()
 
@@ -175,10 +172,11 @@ class DirectFeed:
         if self._stopping is not None:
             await self._stopping
         if self._thread is None:
-            url = await self._source_url()
-            if not url:
+            try:
+                self._start(await self._async_url())
+            except DirectError as err:
+                self.last_error = str(err)
                 return None
-            self._start(url)
         if self.format is not None:
             return self.format
         waiter: asyncio.Future[DirectFormat | None] = asyncio.get_running_loop().create_future()
@@ -191,6 +189,16 @@ class DirectFeed:
         finally:
             if waiter in self._format_waiters:
                 self._format_waiters.remove(waiter)
+
+    async def _async_url(self) -> str:
+        """Return the camera's stream source; DirectError when it has none or cannot say."""
+        try:
+            url = await self._source_url()
+        except Exception as err:  # camera integrations raise anything: re-raised as ours
+            raise DirectError(f"no stream source: {err}") from err
+        if not url:
+            raise DirectError("the camera has no stream source")
+        return url
 
     def release(self) -> None:
         """Stop the demuxer if no viewer uses it (after ``async_format`` led to no viewer)."""

@@ -303,8 +303,8 @@ class SlotSessions:
             if viewer.mode is not LiveMode.COPY:
                 direct.release()  # a copied viewer takes the direct path as usual
             return
-        if video is None:
-            direct.release()
+        if video is None or not video.width or not video.height:
+            direct.release()  # unknown size: HA's first part decides
             return
         fps, bitrate = self._source_profile()
         source = SourceVideoInfo("avc1", video.width, video.height, video.level_idc, fps, bitrate)
