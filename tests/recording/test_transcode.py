@@ -22,6 +22,7 @@ from custom_components.hksv.media.encoders import (
     has_encoder,
 )
 from custom_components.hksv.media.h264 import H264Level, H264Profile
+from custom_components.hksv.recording.av_media import SourceDemuxer
 from custom_components.hksv.recording.encoding import (
     AudioTarget,
     TranscodeTarget,
@@ -505,6 +506,31 @@ async def test_hardware_fallback_frees_the_codecs_without_the_garbage_collector(
         assert native_transcode_threads() == before
     finally:
         gc.enable()
+
+
+def test_demuxed_fragments_are_not_kept_for_the_garbage_collector(media: Media) -> None:
+    """The bytes of a demuxed fragment are let go at once, not kept by a closed container.
+
+    With PyAV 19 a closed container is in a reference cycle and keeps its file: over a
+    3-minute clip, the per-fragment demuxers would hold all of the clip's input.
+    """
+    init, fragments = media(SMALL)
+    source = SourceDemuxer(init)
+    gc.collect()
+    gc.disable()
+    try:
+        for fragment in fragments[:3]:
+            video, _ = source.demux(fragment)
+            assert video
+        held = [
+            obj
+            for obj in gc.get_objects()
+            if isinstance(obj, io.BytesIO) and not obj.closed and len(obj.getbuffer()) > len(init)
+        ]
+        assert held == []
+    finally:
+        gc.enable()
+        source.close()
 
 
 async def test_init_comes_before_any_input(media: Media) -> None:

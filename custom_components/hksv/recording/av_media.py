@@ -116,13 +116,23 @@ class SourceDemuxer:
     stream (and its threads) would live on until the cyclic GC (docs/architecture.md).
     """
 
-    __slots__ = ("_audio_decoder", "_container", "_init", "_video_decoder", "audio", "video")
+    __slots__ = (
+        "_audio_decoder",
+        "_container",
+        "_init",
+        "_init_file",
+        "_video_decoder",
+        "audio",
+        "video",
+    )
 
     def __init__(self, init: bytes) -> None:
         """Read the tracks of ``init``; raise TranscodeError when it has no usable video."""
+        self._init_file = io.BytesIO(init)
         try:
-            container = av.open(io.BytesIO(init), "r", format="mp4", options=DEMUX_OPTIONS)
+            container = av.open(self._init_file, "r", format="mp4", options=DEMUX_OPTIONS)
         except (av.FFmpegError, ValueError) as err:
+            self._init_file.close()
             raise TranscodeError(f"unreadable source init segment: {err}") from err
         self._container: InputContainer = container
         self._init = init
@@ -131,6 +141,7 @@ class SourceDemuxer:
         )
         if video_params is None or video_params.width < 2 or video_params.height < 2:
             container.close()
+            self._init_file.close()
             raise TranscodeError("source init segment has no decodable video track")
         self.video: VideoStream = container.streams.video[0]
         self.audio: AudioStream | None = (
@@ -169,16 +180,20 @@ class SourceDemuxer:
         audio_index = self.audio.index if self.audio is not None else -1
         # One short-lived demuxer per fragment: a corrupt fragment then costs only itself,
         # where a long-lived demuxer would lose its place in the stream.
-        with av.open(
-            io.BytesIO(self._init + fragment), "r", format="mp4", options=DEMUX_OPTIONS
-        ) as container:
-            for packet in container.demux():
-                if packet.dts is None or packet.size == 0:
-                    continue
-                if packet.stream_index == self.video.index:
-                    video.append(packet)
-                elif packet.stream_index == audio_index:
-                    audio.append(packet)
+        data = io.BytesIO(self._init + fragment)
+        try:
+            with av.open(data, "r", format="mp4", options=DEMUX_OPTIONS) as container:
+                for packet in container.demux():
+                    if packet.dts is None or packet.size == 0:
+                        continue
+                    if packet.stream_index == self.video.index:
+                        video.append(packet)
+                    elif packet.stream_index == audio_index:
+                        audio.append(packet)
+        finally:
+            # The packets own copies. The closed container keeps its file until the cyclic
+            # GC (PyAV 19), so the file lets go of the fragment now.
+            data.close()
         return video, audio
 
     def decode_video(self, packet: AvPacket | None) -> list[VideoFrame]:
@@ -198,6 +213,7 @@ class SourceDemuxer:
         """Release the demuxer and drop the decoders, which frees them (and their threads)."""
         self._video_decoder = self._audio_decoder = None
         self._container.close()
+        self._init_file.close()
 
 
 def _video_decoder(stream: VideoStream) -> VideoCodecContext:
