@@ -6,26 +6,38 @@ Everything here runs on the transcoder's worker thread (pipeline.py), never on t
 from __future__ import annotations
 
 from fractions import Fraction
+import gc
+import io
 import math
 from typing import TYPE_CHECKING, Final, cast
 
+import av
 from av.audio.fifo import AudioFifo
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
+from av.filter import Graph
 from av.video.frame import PictureType, VideoFrame
 from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 import numpy as np
 
 if TYPE_CHECKING:
-    from av.audio.stream import AudioStream
+    from av.audio.codeccontext import AudioCodecContext
+    from av.codec.context import CodecContext
     from av.container import OutputContainer
+    from av.stream import Stream
     from av.video.codeccontext import VideoCodecContext
-    from av.video.stream import VideoStream
 
 from ..media.encoders import SOFTWARE_ENCODER, hardware_options, pixel_format
 from ..media.h264 import LEVEL_LIMITS
-from .av_media import OUTPUT_TIME_BASE, OUTPUT_TIMESCALE, AvPacket, cpu_count, to_fraction
-from .encoding import AudioTarget, Counters, TranscodeTarget, VideoPlan
+from .av_media import (
+    DEMUX_OPTIONS,
+    OUTPUT_TIME_BASE,
+    OUTPUT_TIMESCALE,
+    AvPacket,
+    cpu_count,
+    to_fraction,
+)
+from .encoding import AudioTarget, Counters, TranscodeError, TranscodeTarget, VideoPlan
 
 # 1080p30 -> 720p on the 2-core dev box (benchmarks/README.md): superfast 2.0-3.3x real time
 # across runs, veryfast ~2x, ultrafast ~5x. superfast keeps CABAC and 8x8 transforms, so the
@@ -38,6 +50,14 @@ _INTERPOLATION: Final = Interpolation.BILINEAR
 AAC_FRAME_SAMPLES: Final = 1024
 _AUDIO_JITTER: Final = Fraction(1, 10)  # audio this close to its slot is taken as contiguous
 _AUDIO_MAX_FILL: Final = Fraction(2)  # gaps up to this are filled with silence, beyond: resync
+# OutputContainer.add_stream's defaults, which the encoders had while a muxer made them: kept,
+# as libx264 derives its rate control's tolerance from it.
+_VIDEO_BIT_RATE_TOLERANCE: Final = 128_000
+_AUDIO_BIT_RATE_TOLERANCE: Final = 32_000
+# Inputs just long enough for a demuxer to name an H.264 resp. AAC stream: the muxer's tracks
+# are added from these templates, and then take every parameter from the opened encoder.
+_H264_TEMPLATE: Final = b""
+_AAC_TEMPLATE: Final = bytes.fromhex("fff1604000fffc")  # ADTS header: AAC-LC, no payload
 
 
 class VideoEncoder:
@@ -55,6 +75,7 @@ class VideoEncoder:
         "_picture",
         "_pix_fmt",
         "_reformatter",
+        "_stream",
         "_width",
         "end_ticks",
     )
@@ -67,23 +88,24 @@ class VideoEncoder:
         counters: Counters,
         encoder: str = SOFTWARE_ENCODER,
     ) -> None:
-        """Add the H.264 stream of ``encoder`` (libx264 or a hardware one) to ``container``."""
-        stream = cast("VideoStream", container.add_stream(encoder, rate=plan.fps))
-        stream.time_base = OUTPUT_TIME_BASE
-        ctx = stream.codec_context
+        """Open ``encoder`` (libx264 or a hardware one) and add its track to ``container``."""
+        ctx = cast("VideoCodecContext", av.CodecContext.create(encoder, "w"))
         self._pix_fmt = pixel_format(encoder)
         ctx.width, ctx.height, ctx.pix_fmt = plan.width, plan.height, self._pix_fmt
         ctx.time_base = OUTPUT_TIME_BASE
         ctx.framerate = Fraction(plan.fps)
         ctx.gop_size = plan.keyint
         ctx.bit_rate = plan.bitrate_kbps * 1000
+        ctx.bit_rate_tolerance = _VIDEO_BIT_RATE_TOLERANCE
         if encoder != SOFTWARE_ENCODER:
             ctx.max_b_frames = 0
             ctx.options = hardware_options(encoder, _X264_PROFILES[target.profile])
         else:
             self._x264(ctx, target, plan)
-        # Encode through the stream: only it stamps packets with their output track.
-        self._encoder: VideoStream = stream
+        self._stream = _open_with_track(ctx, container, "h264", _H264_TEMPLATE)
+        track = cast("VideoCodecContext", self._stream.codec_context)
+        track.width, track.height, track.pix_fmt = ctx.width, ctx.height, ctx.pix_fmt
+        self._encoder: VideoCodecContext | None = ctx
         self._reformatter = VideoReformatter()
         self._width, self._height, self._fps = plan.width, plan.height, plan.fps
         self._picture = plan.picture
@@ -155,17 +177,55 @@ class VideoEncoder:
         out.pict_type = PictureType.I if keyframe else PictureType.NONE
         self.end_ticks = pts + self._frame_ticks
         self._counters.frames_out += 1
-        return self._stamp(self._encoder.encode(out))
+        return self._stamp(self._require_encoder().encode(out))
 
     def flush(self) -> list[AvPacket]:
         """Return the packets the encoder still holds."""
-        return self._stamp(self._encoder.encode(None))
+        return self._stamp(self._require_encoder().encode(None))
+
+    def close(self) -> None:
+        """Drop the encoder, which frees it and its threads."""
+        self._encoder = None
+
+    def _require_encoder(self) -> VideoCodecContext:
+        """Return the encoder unless closed."""
+        if self._encoder is None:
+            raise TranscodeError("video encoder closed")
+        return self._encoder
 
     def _stamp(self, packets: list[AvPacket]) -> list[AvPacket]:
-        """Give packets a nominal duration, which the muxer needs for the last sample."""
+        """Put packets on the output track, with the nominal duration the last sample needs."""
         for packet in packets:
+            packet.stream = self._stream
             packet.duration = self._frame_ticks
         return packets
+
+
+def _open_with_track(
+    encoder: CodecContext, container: OutputContainer, template_format: str, template: bytes
+) -> Stream:
+    """Open ``encoder`` and add a muxer track that carries its parameters but does not encode.
+
+    The encoder stays a bare codec context that only its owner refers to: with PyAV 19 every
+    stream of a container is in a reference cycle, so an encoder owned by a stream (its
+    threads, its buffers) would live until the cyclic GC (docs/architecture.md, Recording).
+    The track is copied from a template stream with ``opaque`` set, which tells PyAV 19 not to
+    open it; PyAV 16 opens it as a decoder, with one thread.
+    """
+    # The global header puts the parameter sets (avcC, AudioSpecificConfig) in the extradata
+    # the muxer needs for the init segment, instead of in-band only.
+    encoder.flags |= av.codec.context.Flags.global_header
+    encoder.open()
+    with av.open(
+        io.BytesIO(template), "r", format=template_format, options=DEMUX_OPTIONS
+    ) as source:
+        stream = container.add_stream_from_template(source.streams[0], opaque=True)
+    track = stream.codec_context
+    track.thread_count = 1
+    track.extradata = encoder.extradata
+    track.bit_rate = encoder.bit_rate
+    stream.time_base = encoder.time_base
+    return stream
 
 
 def _with_bars(picture: VideoFrame, x: int, y: int, width: int, height: int) -> VideoFrame:
@@ -196,6 +256,7 @@ class AudioEncoder:
         "_padding",
         "_rate",
         "_resampler",
+        "_stream",
         "_time_base",
         "_written",
         "resyncs",
@@ -207,15 +268,18 @@ class AudioEncoder:
         self._channels = target.channels
         self._layout = "mono" if target.channels == 1 else "stereo"
         self._time_base = Fraction(1, self._rate)
-        stream = container.add_stream("aac", rate=self._rate)
-        stream.time_base = self._time_base
-        ctx = stream.codec_context
+        ctx = av.CodecContext.create("aac", "w")
+        ctx.sample_rate = self._rate
         ctx.layout = self._layout
         ctx.format = "fltp"
         ctx.bit_rate = target.bitrate_kbps * 1000
+        ctx.bit_rate_tolerance = _AUDIO_BIT_RATE_TOLERANCE
         ctx.profile = "LC"  # the native encoder; AAC-ELD needs libfdk_aac (peers.md §3 #11)
         ctx.time_base = self._time_base
-        self._encoder: AudioStream = stream
+        self._stream = _open_with_track(ctx, container, "aac", _AAC_TEMPLATE)
+        track = cast("AudioCodecContext", self._stream.codec_context)
+        track.sample_rate, track.layout, track.format = ctx.sample_rate, ctx.layout, ctx.format
+        self._encoder: AudioCodecContext | None = ctx
         self._fifo = AudioFifo()
         self._resampler = self._new_resampler()
         self._written = 0  # samples placed on the output timeline so far
@@ -230,6 +294,7 @@ class AudioEncoder:
 
     def new_source(self) -> None:
         """Forget the previous source's format."""
+        release_filter_graphs(self._resampler)
         self._resampler = self._new_resampler()
 
     def push(self, frame: AudioFrame | None) -> list[AvPacket]:
@@ -303,7 +368,7 @@ class AudioEncoder:
             # worth of timeline is skipped: in sync, and no click (dropping the priming
             # packet instead leaves the decoder without its first overlap).
             # PyAV 16 (HA 2026.3) does not expose it; FFmpeg's AAC encoder primes one frame.
-            padding = getattr(self._encoder.codec_context, "initial_padding", AAC_FRAME_SAMPLES)
+            padding = getattr(self._require_encoder(), "initial_padding", AAC_FRAME_SAMPLES)
             if self._fifo.samples < padding and not final:
                 return packets
             if padding:
@@ -313,15 +378,50 @@ class AudioEncoder:
             frame.pts = self._encoded
             frame.time_base = self._time_base
             self._encoded += frame.samples
-            packets += self._encoder.encode(frame)
+            packets += self._require_encoder().encode(frame)
         if final:
-            packets += self._encoder.encode(None)
+            packets += self._require_encoder().encode(None)
         for packet in packets:
+            packet.stream = self._stream
             if packet.pts is not None and packet.dts is not None:
                 packet.pts += padding
                 packet.dts += padding
         return packets
 
+    def close(self) -> None:
+        """Drop the encoder and the resampler, which frees them and their filter graphs."""
+        encoder, self._encoder = self._encoder, None
+        release_filter_graphs(self._resampler, *(() if encoder is None else (encoder,)))
+        self._resampler = self._new_resampler()  # holds nothing native until used
+
+    def _require_encoder(self) -> AudioCodecContext:
+        """Return the encoder unless closed."""
+        if self._encoder is None:
+            raise TranscodeError("audio encoder closed")
+        return self._encoder
+
     def _new_resampler(self) -> AudioResampler:
         """Return a resampler to the output format, rate and layout."""
         return AudioResampler(format="fltp", layout=self._layout, rate=self._rate)
+
+
+def release_filter_graphs(*owners: object) -> None:
+    """Let the filter graphs inside ``owners`` be freed as soon as the owners are.
+
+    PyAV resamples audio through libavfilter graphs: an `AudioResampler`'s, and the one PyAV's
+    audio encoder keeps to cut frames to the encoder's frame size. With PyAV 19 a graph and its
+    filter contexts refer to each other, so a dropped graph and its worker threads wait for the
+    cyclic GC (docs/architecture.md, Recording). PyAV has no call that closes a graph; the
+    filter contexts are held only in the graph's own tables, which the GC lists as its
+    referents, and emptying them breaks the cycle. Only for owners that are done resampling.
+    """
+    pending = list(owners)
+    while pending:
+        owner = pending.pop()
+        for referent in gc.get_referents(owner):
+            if isinstance(referent, AudioResampler):  # the encoder's own resampler
+                pending.append(referent)
+            elif isinstance(referent, Graph):
+                for table in gc.get_referents(referent):
+                    if isinstance(table, dict):
+                        table.clear()

@@ -9,18 +9,21 @@ from __future__ import annotations
 from fractions import Fraction
 import io
 import os
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import av
 
 if TYPE_CHECKING:
     from av.audio.codeccontext import AudioCodecContext
+    from av.audio.frame import AudioFrame
     from av.audio.stream import AudioStream
+    from av.codec.context import CodecContext
     from av.container import InputContainer
     from av.packet import Packet
     from av.rational import AVRational
     from av.stream import Stream
     from av.video.codeccontext import VideoCodecContext
+    from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
 
 from .encoding import (
@@ -106,32 +109,49 @@ class BoxSplitter:
 
 
 class SourceDemuxer:
-    """One source init segment: its tracks and decoders, and a demuxer for its fragments."""
+    """One source init segment: its tracks and decoders, and a demuxer for its fragments.
 
-    __slots__ = ("_container", "_init", "audio", "video")
+    The decoders are bare codec contexts made from the tracks' parameters, owned by this object
+    alone: with PyAV 19 a container's streams are in a reference cycle, so a decoder owned by a
+    stream (and its threads) would live on until the cyclic GC (docs/architecture.md).
+    """
+
+    __slots__ = (
+        "_audio_decoder",
+        "_container",
+        "_init",
+        "_init_file",
+        "_video_decoder",
+        "audio",
+        "video",
+    )
 
     def __init__(self, init: bytes) -> None:
         """Read the tracks of ``init``; raise TranscodeError when it has no usable video."""
+        self._init_file = io.BytesIO(init)
         try:
-            container = av.open(io.BytesIO(init), "r", format="mp4", options=DEMUX_OPTIONS)
+            container = av.open(self._init_file, "r", format="mp4", options=DEMUX_OPTIONS)
         except (av.FFmpegError, ValueError) as err:
+            self._init_file.close()
             raise TranscodeError(f"unreadable source init segment: {err}") from err
         self._container: InputContainer = container
         self._init = init
-        video_ctx: VideoCodecContext | None = (
+        video_params: VideoCodecContext | None = (
             container.streams.video[0].codec_context if container.streams.video else None
         )
-        if video_ctx is None or video_ctx.width < 2 or video_ctx.height < 2:
+        if video_params is None or video_params.width < 2 or video_params.height < 2:
             container.close()
+            self._init_file.close()
             raise TranscodeError("source init segment has no decodable video track")
         self.video: VideoStream = container.streams.video[0]
-        video_ctx.thread_type = DECODER_THREAD_TYPE
-        video_ctx.thread_count = min(MAX_DECODER_THREADS, cpu_count())
-        audio_ctx: AudioCodecContext | None = (
-            container.streams.audio[0].codec_context if container.streams.audio else None
-        )
         self.audio: AudioStream | None = (
-            container.streams.audio[0] if audio_ctx is not None else None
+            container.streams.audio[0]
+            if container.streams.audio and container.streams.audio[0].codec_context is not None
+            else None
+        )
+        self._video_decoder: VideoCodecContext | None = _video_decoder(self.video)
+        self._audio_decoder: AudioCodecContext | None = (
+            _audio_decoder(self.audio) if self.audio is not None else None
         )
 
     def describe(self) -> str:
@@ -160,21 +180,72 @@ class SourceDemuxer:
         audio_index = self.audio.index if self.audio is not None else -1
         # One short-lived demuxer per fragment: a corrupt fragment then costs only itself,
         # where a long-lived demuxer would lose its place in the stream.
-        with av.open(
-            io.BytesIO(self._init + fragment), "r", format="mp4", options=DEMUX_OPTIONS
-        ) as container:
-            for packet in container.demux():
-                if packet.dts is None or packet.size == 0:
-                    continue
-                if packet.stream_index == self.video.index:
-                    video.append(packet)
-                elif packet.stream_index == audio_index:
-                    audio.append(packet)
+        data = io.BytesIO(self._init + fragment)
+        try:
+            with av.open(data, "r", format="mp4", options=DEMUX_OPTIONS) as container:
+                for packet in container.demux():
+                    if packet.dts is None or packet.size == 0:
+                        continue
+                    if packet.stream_index == self.video.index:
+                        video.append(packet)
+                    elif packet.stream_index == audio_index:
+                        audio.append(packet)
+        finally:
+            # The packets own copies. The closed container keeps its file until the cyclic
+            # GC (PyAV 19), so the file lets go of the fragment now.
+            data.close()
         return video, audio
 
+    def decode_video(self, packet: AvPacket | None) -> list[VideoFrame]:
+        """Decode one video packet (None: flush) and return the frames it completes."""
+        # No local reference to a decoder: a traceback kept after an error holds locals.
+        if self._video_decoder is None:
+            raise TranscodeError("source closed")
+        return self._video_decoder.decode(packet)
+
+    def decode_audio(self, packet: AvPacket | None) -> list[AudioFrame]:
+        """Decode one audio packet (None: flush); nothing without a source audio track."""
+        if self._audio_decoder is None:
+            return []
+        return self._audio_decoder.decode(packet)
+
     def close(self) -> None:
-        """Release the demuxer and the decoders."""
+        """Release the demuxer and drop the decoders, which frees them (and their threads)."""
+        self._video_decoder = self._audio_decoder = None
         self._container.close()
+        self._init_file.close()
+
+
+def _video_decoder(stream: VideoStream) -> VideoCodecContext:
+    """Return an unopened decoder for ``stream`` that no container owns."""
+    params = stream.codec_context
+    decoder = cast("VideoCodecContext", av.CodecContext.create(params.name, "r"))
+    decoder.extradata = params.extradata  # avcC/hvcC: the parameter sets
+    decoder.width, decoder.height = params.width, params.height
+    if params.pix_fmt is not None:
+        decoder.pix_fmt = params.pix_fmt
+    _set_packet_time_base(decoder, stream)
+    decoder.thread_type = DECODER_THREAD_TYPE
+    decoder.thread_count = min(MAX_DECODER_THREADS, cpu_count())
+    return decoder
+
+
+def _audio_decoder(stream: AudioStream) -> AudioCodecContext:
+    """Return an unopened decoder for ``stream`` that no container owns."""
+    params = stream.codec_context
+    decoder = cast("AudioCodecContext", av.CodecContext.create(params.name, "r"))
+    decoder.extradata = params.extradata  # AAC: the AudioSpecificConfig
+    decoder.sample_rate = params.sample_rate
+    decoder.layout = params.layout
+    _set_packet_time_base(decoder, stream)
+    return decoder
+
+
+def _set_packet_time_base(decoder: CodecContext, stream: Stream) -> None:
+    """Tell a decoder its packets' time base, as a container does for its own decoders."""
+    # PyAV 16 (HA 2026.3) has no pkt_timebase; its frames take the packets' time base anyway.
+    if hasattr(decoder, "pkt_timebase") and stream.time_base is not None:
+        decoder.pkt_timebase = stream.time_base
 
 
 class VideoClock:

@@ -175,8 +175,7 @@ class TranscodePipeline:
             except (av.FFmpegError, ValueError, OSError) as err:
                 _LOGGER.debug("%s: closing a muxer that did not start: %s", self._log_name, err)
         self._muxer = None
-        self._video = self._audio = None
-        self._copy_stream = None
+        self._close_encoders()
 
     def process(self, fragment: bytes) -> None:
         """Transcode one source moof+mdat and emit the output fragments it completes."""
@@ -247,6 +246,13 @@ class TranscodePipeline:
             except (av.FFmpegError, TranscodeError, ValueError) as err:
                 _LOGGER.debug("%s: error while closing: %s", self._log_name, err)
         self._muxer = self._source = None
+        self._close_encoders()
+
+    def _close_encoders(self) -> None:
+        """Free the encoders now, even while a kept traceback still refers to their owners."""
+        for encoder in (self._video, self._audio):
+            if encoder is not None:
+                encoder.close()
         self._video = self._audio = None
         self._copy_stream = None
 
@@ -281,7 +287,7 @@ class TranscodePipeline:
             self._copy_packet(packet, time_base)
             return
         try:
-            frames = self._require_source().video.codec_context.decode(packet)
+            frames = self._require_source().decode_video(packet)
         except (av.FFmpegError, ValueError) as err:
             self._counters.decode_errors += 1
             _LOGGER.debug("%s: video decode error: %s", self._log_name, err)
@@ -335,7 +341,7 @@ class TranscodePipeline:
             return
         shift_packet(packet, offset)
         try:
-            frames = source.audio.codec_context.decode(packet)
+            frames = source.decode_audio(packet)
         except (av.FFmpegError, ValueError) as err:
             self._counters.decode_errors += 1
             _LOGGER.debug("%s: audio decode error: %s", self._log_name, err)
@@ -347,7 +353,7 @@ class TranscodePipeline:
         """Drain the frames ``source``'s decoders still hold into the encoders."""
         if self._video is not None:
             try:
-                frames = source.video.codec_context.decode(None)
+                frames = source.decode_video(None)
             except (av.FFmpegError, ValueError) as err:
                 _LOGGER.debug("%s: video decoder flush: %s", self._log_name, err)
                 frames = []
@@ -357,7 +363,7 @@ class TranscodePipeline:
                 self._encode_frame(frame)
         if self._audio is not None and source.audio is not None and not self._silent:
             try:
-                frames_a = source.audio.codec_context.decode(None)
+                frames_a = source.decode_audio(None)
             except (av.FFmpegError, ValueError) as err:
                 _LOGGER.debug("%s: audio decoder flush: %s", self._log_name, err)
                 frames_a = []
