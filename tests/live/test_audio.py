@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import gc
 import io
 import math
+from pathlib import Path
 import struct
 import threading
 
@@ -248,3 +250,39 @@ async def test_async_api_runs_off_loop_and_closes(ha_audio: HaAudio) -> None:
     assert any(t.name.startswith("hksv_opus") for t in threading.enumerate())
     await encoder.async_close()
     assert not any(t.name.startswith("hksv_opus") for t in threading.enumerate())
+
+
+def native_opus_threads() -> int:
+    """Return how many OS threads carry the Opus worker's name.
+
+    libavfilter's graph threads inherit the OS name of the thread that configured the graph
+    (the worker, "hksv_opus") and end only when the graph is freed.
+    """
+    names = (Path(task, "comm").read_text().strip() for task in Path("/proc/self/task").iterdir())
+    return sum(1 for name in names if name.startswith("hksv_opus"))
+
+
+async def test_closed_encoder_frees_its_resampling_graphs_without_the_garbage_collector(
+    ha_audio: HaAudio,
+) -> None:
+    """Closing ends the worker and every graph thread, even with the cyclic GC off.
+
+    With PyAV 19 a libavfilter graph and its filters refer to each other: left to the GC, each
+    live view's resampler kept its threads for as long as the GC took to come by.
+    """
+    config = pyav_audio_config(ha_audio.init)
+    assert config is not None
+    gc.collect()
+    gc.disable()
+    try:
+        before = native_opus_threads()
+        encoder = OpusLiveEncoder(
+            aac_config=config, sample_rate=24000, packet_time_ms=20, bitrate_kbps=24
+        )
+        assert await encoder.async_encode(ha_audio.samples[:40])
+        assert native_opus_threads() > before + 1, "the worker and its graph's threads"
+        await encoder.async_close()
+        del encoder
+        assert native_opus_threads() == before
+    finally:
+        gc.enable()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 import av
 from av.audio.resampler import AudioResampler
 
+from ..media.pyav_graphs import release_filter_graphs
 from ..media.pyav_worker import PyAVWorker
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class OpusLiveEncoder:
         self._decoder: AudioCodecContext = av.CodecContext.create("aac", "r")
         self._decoder.extradata = aac_config
         self._encoder = self._open_encoder(sample_rate, frame_ms, bitrate_kbps)
-        self._resampler = AudioResampler("s16", "mono", sample_rate, self._frame_samples)
+        self._resampler = self._new_resampler()
         self._pending: list[bytes] = []  # encoder frames of the packet being assembled
         self._worker: PyAVWorker[None] | None = None
         self.samples_in = 0
@@ -201,9 +202,21 @@ class OpusLiveEncoder:
         """Return the worker thread, starting it on first use (from the event loop)."""
         if self._worker is None:
             # Calls come one at a time from one feed; a few may wait while a part is encoded.
-            self._worker = PyAVWorker("hksv_opus", max_jobs=_MAX_QUEUED_CALLS)
+            self._worker = PyAVWorker(
+                "hksv_opus", max_jobs=_MAX_QUEUED_CALLS, on_exit=self._release_graphs
+            )
             self._worker.start()
         return self._worker
+
+    def _release_graphs(self, _error: Exception | None) -> None:
+        """Free the resampling graphs as the worker ends, on its thread (PyAV 19 would keep
+        them, with their threads, for the cyclic GC: media/pyav_graphs.py)."""
+        release_filter_graphs(self._resampler, self._encoder)
+        self._resampler = self._new_resampler()  # nothing native until it is used again
+
+    def _new_resampler(self) -> AudioResampler:
+        """Return the resampler to the encoder's format and frame size."""
+        return AudioResampler("s16", "mono", self.sample_rate, self._frame_samples)
 
     def _encode_frames(self, frames: list[AudioFrame], packets: list[bytes]) -> None:
         """Encode resampled frames and collect whole packets."""

@@ -6,7 +6,6 @@ Everything here runs on the transcoder's worker thread (pipeline.py), never on t
 from __future__ import annotations
 
 from fractions import Fraction
-import gc
 import io
 import math
 from typing import TYPE_CHECKING, Final, cast
@@ -15,7 +14,6 @@ import av
 from av.audio.fifo import AudioFifo
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
-from av.filter import Graph
 from av.video.frame import PictureType, VideoFrame
 from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 import numpy as np
@@ -29,6 +27,7 @@ if TYPE_CHECKING:
 
 from ..media.encoders import SOFTWARE_ENCODER, hardware_options, pixel_format
 from ..media.h264 import LEVEL_LIMITS
+from ..media.pyav_graphs import release_filter_graphs
 from .av_media import (
     DEMUX_OPTIONS,
     OUTPUT_TIME_BASE,
@@ -403,25 +402,3 @@ class AudioEncoder:
     def _new_resampler(self) -> AudioResampler:
         """Return a resampler to the output format, rate and layout."""
         return AudioResampler(format="fltp", layout=self._layout, rate=self._rate)
-
-
-def release_filter_graphs(*owners: object) -> None:
-    """Let the filter graphs inside ``owners`` be freed as soon as the owners are.
-
-    PyAV resamples audio through libavfilter graphs: an `AudioResampler`'s, and the one PyAV's
-    audio encoder keeps to cut frames to the encoder's frame size. With PyAV 19 a graph and its
-    filter contexts refer to each other, so a dropped graph and its worker threads wait for the
-    cyclic GC (docs/architecture.md, Recording). PyAV has no call that closes a graph; the
-    filter contexts are held only in the graph's own tables, which the GC lists as its
-    referents, and emptying them breaks the cycle. Only for owners that are done resampling.
-    """
-    pending = list(owners)
-    while pending:
-        owner = pending.pop()
-        for referent in gc.get_referents(owner):
-            if isinstance(referent, AudioResampler):  # the encoder's own resampler
-                pending.append(referent)
-            elif isinstance(referent, Graph):
-                for table in gc.get_referents(referent):
-                    if isinstance(table, dict):
-                        table.clear()
