@@ -21,6 +21,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import dt as dt_util
 from PIL import Image
+import pytest
 from pytest_homeassistant_custom_component.common import async_capture_events
 
 from custom_components.hksv.archive import writer as writer_module
@@ -317,3 +318,22 @@ async def test_a_disk_below_the_free_space_minimum_skips_the_clip_with_a_repair(
     issue = ir.async_get(hass).async_get_issue(DOMAIN, NO_SPACE_ISSUE)
     assert issue is not None
     assert issue.translation_placeholders["free"] == "1.0"
+
+
+async def test_a_clip_that_sent_nothing_leaves_no_file_and_no_warning(
+    hass: HomeAssistant,
+    archived_controller: ControllerFactory,
+    clip_gops: list[Gop],
+    media_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stream the hub closes before any packet went out: nothing to keep, said quietly."""
+    events = async_capture_events(hass, EVENT_RECORDING_FINISHED)
+    controller, _stand_in, _camera = await archived_controller(clip_gops[:4])
+    stream = controller.open_stream(1, _selection(), True)
+    await stream.aclose()
+    controller.stream_closed(1, DataSendCloseReason.NORMAL)
+    await hass.async_block_till_done()
+    assert _clip_files(media_dir) == []
+    assert events[0].data["url"] is None
+    assert "cannot finalize" not in caplog.text

@@ -217,6 +217,9 @@ class ArchiveClip:
     def _finalize(self, summary: dict[str, Any]) -> KeptClip:
         """Remux, thumbnail, sidecar; the partial files go."""
         self._close()
+        if not self.paths.partial.exists():
+            # No packet ever went out (the camera failed before the first one): not an error.
+            raise FinalizeError("nothing was sent")
         sidecar = self._base_sidecar()
         sidecar.update(
             outcome=summary.get("outcome"),
