@@ -104,13 +104,13 @@ async def close_viewers() -> AsyncGenerator[None]:
         await _OPEN.pop().close()
 
 
-async def _watch(hub: HubController) -> LiveViewer:
-    """Set up and start one viewer (iPhone on the LAN)."""
+async def _watch(hub: HubController, **selection: Any) -> LiveViewer:
+    """Set up and start one viewer (iPhone on the LAN; ``selection`` overrides defaults)."""
     viewer = LiveViewer(hub)
     _OPEN.append(viewer)
     await viewer.open()
     assert (await viewer.setup()).status == SetupStatus.SUCCESS
-    assert await viewer.select() == {}
+    assert await viewer.select(**selection) == {}
     return viewer
 
 
@@ -282,11 +282,7 @@ async def test_cold_transcoded_start_releases_the_direct_connection(
     """A cold start the camera's format sends to a transcoder closes the direct connection."""
     bridge = init_integration.runtime_data
     assert not bridge.recorder.prebuffer.running  # this start is cold
-    viewer = LiveViewer(controller)
-    _OPEN.append(viewer)
-    await viewer.open()
-    assert (await viewer.setup()).status == SetupStatus.SUCCESS
-    assert await viewer.select(width=320, height=240, fps=15, bitrate=150, packet_time=60) == {}
+    viewer = await _watch(controller, width=320, height=240, fps=15, bitrate=150, packet_time=60)
     await viewer.wait_frames(1, 15)
     assert bridge.live.diagnostics()["active"][0]["mode"] == "transcode"
     async with asyncio.timeout(30):
