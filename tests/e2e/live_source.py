@@ -34,6 +34,13 @@ VIDEO_PID = 0x100
 RANDOM_ACCESS = 0x40
 # Moments kept: connections and keyframes of the last minutes are plenty for a benchmark.
 MOMENTS_KEPT = 512
+# ffmpeg's input options for a camera's pace. After ffmpeg was starved of CPU (a loaded
+# machine), plain -re reads 5 % faster until it has caught up with the wall clock, which can
+# take many times as long as the stall; no camera sends faster than real time, and the RTSP
+# test camera, which times frames on its first frame's clock, then holds them ever longer and
+# drops them (seen in a soak as minutes without a keyframe). A feed that fell behind stays
+# behind instead, at the camera's own rate.
+REAL_TIME_INPUT = ("-re", "-readrate_catchup", "1")
 
 
 class LiveFeedSource:
@@ -70,7 +77,7 @@ class LiveFeedSource:
         assert ffmpeg, "ffmpeg is needed for stream tests"
         self._process = await asyncio.create_subprocess_exec(
             ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin",
-            "-re", "-stream_loop", "-1", "-i", str(self.clip),
+            *REAL_TIME_INPUT, "-stream_loop", "-1", "-i", str(self.clip),
             "-c", "copy", "-f", "mpegts", "-flush_packets", "1", "pipe:1",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip

@@ -13,6 +13,8 @@ import contextlib
 from pathlib import Path
 import shutil
 
+from tests.e2e.live_source import REAL_TIME_INPUT
+
 
 class PacedSource:
     """Serve ``clip`` as MPEG-TS over tcp://127.0.0.1:port in real time, forever."""
@@ -39,7 +41,7 @@ class PacedSource:
         while not self._stopping:
             self._process = await asyncio.create_subprocess_exec(
                 ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin",
-                "-re", "-stream_loop", "-1", "-i", str(self.clip),
+                *REAL_TIME_INPUT, "-stream_loop", "-1", "-i", str(self.clip),
                 "-c", "copy", "-f", "mpegts", "-listen", "1", f"{self.url}?listen=1",
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import io
+import os
 from pathlib import Path
+import signal
 import time
 
 import av
@@ -77,3 +81,55 @@ async def test_clients_join_a_shared_paced_feed_mid_gop(tmp_path: Path) -> None:
     assert starts[2][1] - starts[0][1] > 1.0
     # ...and a joiner lands mid-GOP (a per-client ffmpeg would always start on a keyframe).
     assert not all(keyframe for keyframe, _ in starts)
+
+
+@pytest.mark.usefixtures("socket_enabled")
+async def test_a_feed_starved_of_cpu_goes_on_at_real_time_not_faster(tmp_path: Path) -> None:
+    """After ffmpeg was stopped a while (a loaded machine), the feed never runs ahead to catch up.
+
+    Plain ``-re`` then reads 5 % fast until it is back on the wall clock; the RTSP test camera
+    holds such frames ever longer and drops them (a long soak lost minutes of video so).
+    """
+    clip = write_clip(
+        tmp_path / "clip.ts", ClipSpec(seconds=6.0, fps=FPS, gop_seconds=2.0, audio_codec=None)
+    )
+    source = LiveFeedSource(clip, free_port())
+    await source.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", source.port)
+    chunks: list[tuple[float, int]] = []  # (arrival, stream offset) of each read
+    data = bytearray()
+
+    async def receive(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                chunk = await asyncio.wait_for(reader.read(65536), left)
+                chunks.append((time.monotonic(), len(data)))
+                data.extend(chunk)
+
+    try:
+        await receive(1.0)
+        assert source._process is not None
+        os.kill(source._process.pid, signal.SIGSTOP)
+        await asyncio.sleep(3.0)
+        os.kill(source._process.pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        await receive(14.0)
+    finally:
+        writer.close()
+        await source.stop()
+
+    arrivals = [at for at, _ in chunks]
+    offsets = [offset for _, offset in chunks]
+    timed: list[tuple[float, float]] = []  # (arrival, pts) of each video packet
+    with av.open(io.BytesIO(bytes(data)), format="mpegts") as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.pos is None or packet.pos < 0:
+                continue
+            arrival = arrivals[max(0, bisect.bisect_right(offsets, packet.pos) - 1)]
+            timed.append((arrival, float(packet.pts * stream.time_base)))
+    # Once whatever ffmpeg had written before the stop is out, media comes at the camera's rate.
+    after = [(at, pts) for at, pts in timed if at >= resumed + 1.0]
+    rate = (after[-1][1] - after[0][1]) / (after[-1][0] - after[0][0])
+    assert 0.97 < rate < 1.025, rate

@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 
-from tests.e2e.live_source import LiveFeedSource
+from tests.e2e.live_source import REAL_TIME_INPUT, LiveFeedSource
 from tests.e2e.rtsp_source import RtspSource
 from tests.real_hass.harness import free_port
 
@@ -54,7 +54,8 @@ class SwitchableFeed(LiveFeedSource):
         assert ffmpeg
         process = await asyncio.create_subprocess_exec(
             ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin",
-            "-re", "-stream_loop", "-1", "-i", str(clip), "-output_ts_offset", f"{offset:.3f}",
+            *REAL_TIME_INPUT, "-stream_loop", "-1", "-i", str(clip),
+            "-output_ts_offset", f"{offset:.3f}",
             "-c", "copy", "-f", "mpegts", "-flush_packets", "1", "pipe:1",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
