@@ -175,6 +175,50 @@ async def test_camera_stall_ends_the_clip(
     assert bridge.recorder.last_recording.outcome.value == "completed"
 
 
+async def test_a_frozen_camera_sends_no_old_pictures_as_pre_roll(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    home_hub: HomeHub,
+    live_feed: LiveFeedSource,
+) -> None:
+    """A camera that hangs with its connection open: an event is not given stale pre-roll.
+
+    Home Assistant's worker keeps waiting on a silent source; the prebuffer still holds the
+    pictures from before the hang, which are not the moments before this event.
+    """
+    bridge = init_integration.runtime_data
+    prebuffer = bridge.recorder.prebuffer
+    await _wait_for(lambda: prebuffer.buffered_seconds >= PREBUFFER_S + 2)
+    live_feed.stall()
+    await _wait_for(lambda: prebuffer.stale, timeout=30)
+    assert prebuffer.buffered_seconds >= PREBUFFER_S  # still held: only its age says stale
+    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+    client = await _open(home_hub)
+    recording = client.recordings[1]
+    await client.wait_until(lambda: recording.closed or recording.ended)
+    assert media_seconds(recording) == 0
+    await _wait_for(lambda: not bridge.recorder.streaming)
+    summary = bridge.recorder.last_recording
+    assert summary.outcome.value == "failed"
+    assert "the camera has sent no video for" in (summary.error or "")
+    hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
+    await client.close()
+
+    # Back: the next event records again, with the camera's new pictures.
+    live_feed.resume()
+    parts = prebuffer.parts_received
+    await _wait_for(lambda: prebuffer.parts_received > parts + 3, timeout=120)
+    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+    client = await _open(home_hub, 2)
+    recording = client.recordings[2]
+    await client.wait_until(lambda: media_seconds(recording) >= 2)
+    client.close_stream(2, 0)
+    await client.close()
+    hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
+    await _wait_for(lambda: not bridge.recorder.streaming)
+    assert bridge.recorder.last_recording.outcome.value == "completed"
+
+
 # -- item 7: a hub that stops reading --------------------------------------------------------
 
 

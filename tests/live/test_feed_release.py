@@ -14,6 +14,7 @@ class _SlowStopPrebuffer:
 
     def __init__(self) -> None:
         self.running = False
+        self.stale = False
         self.holders: set[str] = set()
         self.stop_entered = asyncio.Event()
         self.stop_may_finish = asyncio.Event()

@@ -60,6 +60,7 @@ class _Prebuffer:
 
     def __init__(self) -> None:
         self.running = False
+        self.stale = False
         self.holders: set[str] = set()
         self.gate: asyncio.Event | None = None
         self.starting = asyncio.Event()

@@ -42,6 +42,7 @@ class StandInPrebuffer:
         self.running = True
         self.keep_seconds = 8.0
         self.worker_error: str | None = None
+        self.stale = False  # the camera sends
         self._on_gop: Callable[[Gop], None] | None = None
         self.pending: Gop | None = None  # the GOP in progress
 

@@ -32,6 +32,10 @@ class PrebufferLike(Protocol):
 
     running: bool
 
+    @property
+    def stale(self) -> bool:
+        """Return True if the camera has sent nothing for a while (it froze)."""
+
     def hold(self, holder: str) -> None:
         """Keep the stream running for ``holder``."""
 
@@ -115,15 +119,17 @@ class LiveFeed:
             await self._prebuffer.async_start()
         if listener not in self._listeners:
             return None  # removed while the stream started
-        # Snapshot on the loop between two parts: every sample is in it or in a later part.
-        view = self._prebuffer.open_live()
-        view.unsubscribe()
-        return view.pending
+        return self.gop_in_progress()
 
     def gop_in_progress(self) -> Gop | None:
-        """Return the GOP in progress of a running feed (None before the first keyframe)."""
-        if self._unsubscribe is None:
+        """Return the GOP in progress of a running feed (None before the first keyframe).
+
+        None too when the camera has frozen: a viewer then waits for its next keyframe
+        instead of starting on an old picture.
+        """
+        if self._unsubscribe is None or self._prebuffer.stale:
             return None
+        # Snapshot on the loop between two parts: every sample is in it or in a later part.
         view = self._prebuffer.open_live()
         view.unsubscribe()
         return view.pending

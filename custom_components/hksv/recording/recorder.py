@@ -45,7 +45,7 @@ from .clip_media import SendState
 from .clip_sink import ClipCopy, ClipSink
 from .copy_clip import copied_fragments
 from .feed import LiveFeed, MediaClock
-from .first_keyframe import async_first_keyframe, no_video_message
+from .first_keyframe import KeyframeId, async_first_keyframe, no_video_message
 from .mode import ModeDecision, choose_mode, copy_instead
 from .profile_report import SourceProfileReporter
 from .reports import RecordingReports
@@ -260,12 +260,18 @@ class RecordingController:
             parts.fail(reason)
 
         try:
-            waited = not self.prebuffer.has_keyframe
+            # A camera that froze (nothing for a while, its connection open) left pictures
+            # that are not the moments before this event: start at its next keyframe instead.
+            stale = self.prebuffer.stale
+            waited = stale or not self.prebuffer.has_keyframe
+            fresh = None
             if waited:
-                await async_first_keyframe(self.prebuffer)
+                fresh = await async_first_keyframe(self.prebuffer, fresh=stale)
             live = self.prebuffer.open_live(gops.put, on_part, on_error=on_media_error)
             media.touch()  # the stall limit counts from here, not from before the first keyframe
             history, pending = list(live.history), live.pending
+            if fresh is not None:
+                history = _since_keyframe(history, fresh)
             # The clip starts at the buffered GOP holding the selected prebuffer length; with
             # no complete GOP yet (a long GOP after a (re)start), at the GOP in progress.
             first = select_prebuffer(history, selection.recording.prebuffer_length)
@@ -432,6 +438,14 @@ class RecordingController:
             # Per process: the encoder choice and the transcodes running for every camera.
             "transcoding": self.budget.diagnostics(),
         }
+
+
+def _since_keyframe(history: list[Gop], keyframe: KeyframeId) -> list[Gop]:
+    """Return the buffered GOPs from ``keyframe`` on (none: it starts the GOP in progress)."""
+    for index, gop in enumerate(history):
+        if (gop.epoch, gop.start) == keyframe:
+            return history[index:]
+    return []
 
 
 def _stall_limit(keyframe_interval_ms: float) -> float:

@@ -23,6 +23,10 @@ _LOGGER = logging.getLogger(__name__)
 
 # A safety cap in case a camera sends an absurd bitrate; duration is the real bound.
 MAX_BUFFER_BYTES: Final = 64 * 1024 * 1024
+# A camera that sent nothing for this long has frozen, though its connection may stay open
+# (Home Assistant's worker gives up on a silent source only after its own timeout): what the
+# buffer holds is then no longer the moments before an event, and is not sent as pre-roll.
+STALE_MEDIA_SECONDS: Final = 5.0
 
 type GopListener = Callable[[Gop], None]
 type PartListener = Callable[[MediaPart], None]  # each HA part, parsed once
@@ -64,6 +68,7 @@ class GopBuffer:
         self._parser = PartParser()  # the one parse of each part, for every consumer
         self._assembler = GopAssembler()
         self._assembler_failed = False  # the assembler raised once since the last attach
+        self._last_arrival: float | None = None  # time.monotonic() of the newest part
         # Consumers other than recording (live view) that need the stream running.
         self._holders: set[str] = set()
         self.malformed_parts = 0
@@ -92,6 +97,7 @@ class GopBuffer:
         self._bytes = 0
         self._seconds = 0.0
         self._assembler = GopAssembler()
+        self._last_arrival = None
 
     def _take_part(self, init: bytes, data: bytes, epoch: int) -> None:
         """Turn one part into completed GOPs and hand it on (parsing only, no media copies)."""
@@ -104,6 +110,7 @@ class GopBuffer:
             log = _LOGGER.warning if self.malformed_parts == 1 else _LOGGER.debug
             log("%s: skipping a malformed stream part: %s", self._log_name, err)
             return
+        self._last_arrival = part.arrived
         gops: list[Gop] = []
         try:
             gops = self._assembler.add(part)
@@ -244,6 +251,19 @@ class GopBuffer:
         """Return True if a recording could start now (a GOP, or one in progress)."""
         return bool(self._gops) or self._assembler.has_pending()
 
+    @property
+    def seconds_since_media(self) -> float | None:
+        """Return how long ago the camera's newest part arrived (None: none since the attach)."""
+        if self._last_arrival is None:
+            return None
+        return time.monotonic() - self._last_arrival
+
+    @property
+    def stale(self) -> bool:
+        """Return True if the camera has sent nothing for ``STALE_MEDIA_SECONDS``."""
+        age = self.seconds_since_media
+        return age is not None and age > STALE_MEDIA_SECONDS
+
     def _buffer_diagnostics(self) -> dict[str, Any]:
         """Return what is buffered and who holds it."""
         return {
@@ -251,4 +271,7 @@ class GopBuffer:
             "gops": len(self._gops),
             "buffered_seconds": round(self.buffered_seconds, 3),
             "buffered_bytes": self._bytes,
+            "seconds_since_media": (
+                None if (age := self.seconds_since_media) is None else round(age, 1)
+            ),
         }
