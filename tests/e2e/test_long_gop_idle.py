@@ -92,3 +92,32 @@ async def test_parts_keep_the_output_attached_through_a_long_gop(
         assert prebuffer.parts_received > parts, "parts stopped"
         parts = prebuffer.parts_received
     assert prebuffer.reattachments == 0
+
+
+async def test_an_output_dropped_in_a_camera_outage_is_attached_again_at_once(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    fake_camera: FakeCamera,
+    live_feed: LiveFeedSource,
+) -> None:
+    """The camera goes quiet past HA's idle timeout: HA drops the output, hksv re-adds it.
+
+    Without the watchdog (out of reach here), nothing else would: the camera, back, would
+    stay unused until the watchdog's next round (up to 15 s in a real install).
+    """
+    prebuffer = init_integration.runtime_data.recorder.prebuffer
+    await prebuffer.async_start()
+    await _wait_for(lambda: prebuffer.has_keyframe)
+    stream = fake_camera.stream
+    assert stream is not None
+    output = stream.outputs()[PROVIDER_NAME]
+    live_feed.stall()
+    await _wait_for(lambda: prebuffer.reattachments == 1)
+    await _wait_for(lambda: stream.outputs().get(PROVIDER_NAME) is not None)
+    assert stream.outputs()[PROVIDER_NAME] is not output
+    assert prebuffer.attached
+    live_feed.resume()
+    parts = prebuffer.parts_received
+    await _wait_for(lambda: prebuffer.parts_received > parts + 3, timeout=120)
+    assert prebuffer.reattachments == 1
+    await prebuffer.async_stop()

@@ -14,7 +14,7 @@ import logging
 from typing import Final
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant
-from homeassistant.helpers.event import async_track_time_interval
+from homeassistant.helpers.event import async_call_later, async_track_time_interval
 
 from .gop_buffer import GopBuffer
 
@@ -33,6 +33,7 @@ class AttachedGopBuffer(GopBuffer, ABC):
         super().__init__(keep_seconds=keep_seconds, log_name=log_name)
         self._hass = hass
         self._watchdog: CALLBACK_TYPE | None = None
+        self._reattach_now: CALLBACK_TYPE | None = None  # after HA dropped our output
         # Start, stop and re-attach one at a time: a start during a stop's worker join would
         # add our provider to a Stream whose finishing worker then removes it again.
         self._lock = asyncio.Lock()
@@ -83,6 +84,9 @@ class AttachedGopBuffer(GopBuffer, ABC):
             if self._watchdog is not None:
                 self._watchdog()
                 self._watchdog = None
+            if self._reattach_now is not None:
+                self._reattach_now()
+                self._reattach_now = None
             await self._async_detach()
             self._clear()
 
@@ -114,6 +118,22 @@ class AttachedGopBuffer(GopBuffer, ABC):
                 and not self._hass.is_stopping
             ):
                 await self._async_reattach()
+
+    def _output_removed(self) -> None:
+        """Home Assistant dropped our output (no media for its idle timeout): attach again now.
+
+        A camera outage that outlasts HA's reconnect backoff and its 30 s output idle timeout
+        ends so, often just as the camera is back (the worker, if ours was its last output,
+        stops with it): waiting for the watchdog would leave the camera unused up to 15 s more.
+        """
+        if self.running and not self._closed and not self._hass.is_stopping:
+            if self._reattach_now is not None:
+                self._reattach_now()
+            self._reattach_now = async_call_later(self._hass, 0, self._async_reattach_now)
+
+    async def _async_reattach_now(self, now: datetime) -> None:
+        self._reattach_now = None
+        await self._async_check_attached(now)
 
     async def _async_check_attached(self, _now: datetime) -> None:
         """Re-attach after a camera reload or an idled-out provider."""

@@ -58,6 +58,9 @@ class HksvStreamOutput(StreamOutput):
             hass, idle_timer, stream_settings, dynamic_stream_settings, deque_maxlen=_OPEN_SEGMENTS
         )
         self.on_part: Callable[[Segment, bytes], None] | None = None
+        # Told when Home Assistant removes this output (its idle timer ran out); hksv's own
+        # detach clears on_part first and is not reported.
+        self.on_removed: Callable[[], None] | None = None
         self._parts_seen: dict[int, int] = {}
         self._failed = False  # on_part raised once (logged once)
 
@@ -102,6 +105,13 @@ class HksvStreamOutput(StreamOutput):
                 self._parts_seen[id(segment)] = len(parts)
                 for part in parts[seen:]:
                     self._hand_over(segment, part.data)
+
+    @override
+    def cleanup(self) -> None:
+        """Let go of waiters and the idle timer; report a removal hksv did not ask for."""
+        super().cleanup()
+        if self.on_part is not None and self.on_removed is not None:
+            self.on_removed()
 
     def _hand_over(self, segment: Segment, data: bytes) -> None:
         """Call on_part; no error may reach HA's part loop (its own HLS outputs come next)."""
@@ -213,6 +223,7 @@ class Prebuffer(AttachedGopBuffer):
             await stream.remove_provider(output)
             return
         output.on_part = self._on_part
+        output.on_removed = self._output_removed
         self._stream, self._output = stream, output
         self._shorten_parts(stream)
         self._watch_worker(stream)
@@ -267,7 +278,13 @@ class Prebuffer(AttachedGopBuffer):
         ):
             return
         if stream is not None:
-            _LOGGER.info("%s: camera stream changed; re-attaching the prebuffer", self._log_name)
+            _LOGGER.info(
+                "%s: %s; re-attaching the prebuffer",
+                self._log_name,
+                "camera stream changed"
+                if camera.stream is not stream
+                else "Home Assistant removed hksv's stream output",
+            )
         # Leave the old Stream too: a reloaded camera entity does not stop its worker, and our
         # provider on it would keep its connection to the camera open.
         await self._async_detach()
