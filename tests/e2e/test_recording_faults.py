@@ -29,6 +29,7 @@ from custom_components.hksv.recording import (
     recorder as recorder_module,
     transcode as transcode_module,
 )
+from custom_components.hksv.source import gop_buffer as gop_buffer_module
 from custom_components.hksv.source.attachment import WATCHDOG_INTERVAL_SECONDS
 from tests import harness
 from tests.conftest import MOTION_ID, FakeCamera
@@ -190,14 +191,16 @@ async def test_a_frozen_camera_sends_no_old_pictures_as_pre_roll(
     prebuffer = bridge.recorder.prebuffer
     await _wait_for(lambda: prebuffer.buffered_seconds >= PREBUFFER_S + 2)
     live_feed.stall()
-    await _wait_for(lambda: prebuffer.stale, timeout=30)
-    assert prebuffer.buffered_seconds >= PREBUFFER_S  # still held: only its age says stale
-    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
-    client = await _open(home_hub)
-    recording = client.recordings[1]
-    await client.wait_until(lambda: recording.closed or recording.ended)
-    assert media_seconds(recording) == 0
-    await _wait_for(lambda: not bridge.recorder.streaming)
+    # Stale after 6 s here instead of 30 s; nothing else depends on the number.
+    with patch.object(gop_buffer_module, "STALE_MEDIA_SECONDS", 6.0):
+        await _wait_for(lambda: prebuffer.stale, timeout=60)
+        assert prebuffer.buffered_seconds >= PREBUFFER_S  # still held: only its age is off
+        hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
+        client = await _open(home_hub)
+        recording = client.recordings[1]
+        await client.wait_until(lambda: recording.closed or recording.ended)
+        assert media_seconds(recording) == 0
+        await _wait_for(lambda: not bridge.recorder.streaming)
     summary = bridge.recorder.last_recording
     assert summary.outcome.value == "failed"
     assert "the camera has sent no video for" in (summary.error or "")

@@ -26,7 +26,10 @@ MAX_BUFFER_BYTES: Final = 64 * 1024 * 1024
 # A camera that sent nothing for this long has frozen, though its connection may stay open
 # (Home Assistant's worker gives up on a silent source only after its own timeout): what the
 # buffer holds is then no longer the moments before an event, and is not sent as pre-roll.
-STALE_MEDIA_SECONDS: Final = 5.0
+# Shorter silences keep it: the last pictures before a camera died a few seconds before the
+# event are worth a clip (which then ends as "camera stream lost"). HA's own outputs count
+# as idle after the same 30 s.
+STALE_MEDIA_SECONDS: Final = 30.0
 
 type GopListener = Callable[[Gop], None]
 type PartListener = Callable[[MediaPart], None]  # each HA part, parsed once
