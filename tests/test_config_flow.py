@@ -43,6 +43,7 @@ from custom_components.hksv.const import (
     PORT_RANGE_START,
 )
 from custom_components.hksv.options_flow import SECTION_ADVANCED
+from custom_components.hksv.ports import port_is_free
 from tests.conftest import CAMERA_ID, DOORBELL_ID, MOTION_ID, FakeCamera
 
 pytestmark = pytest.mark.usefixtures("socket_enabled", "mock_async_zeroconf", "fake_camera")
@@ -440,13 +441,17 @@ async def test_port_taken_by_another_program_is_skipped(
     hass: HomeAssistant, mock_setup_entry: AsyncMock
 ) -> None:
     """A port some other program listens on is not given to the accessory."""
+    # The port the flow would pick now (another test process may hold the range's first).
+    wanted = next(
+        port for port in range(PORT_RANGE_START, PORT_RANGE_END + 1) if port_is_free(port)
+    )
     with socket.socket() as blocker:
-        blocker.bind(("", PORT_RANGE_START))
+        blocker.bind(("", wanted))
         blocker.listen()
         result = await _start(hass)
         result = await hass.config_entries.flow.async_configure(result["flow_id"], USER_INPUT)
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert PORT_RANGE_START < result["data"][CONF_PORT] <= PORT_RANGE_END
+    assert wanted < result["data"][CONF_PORT] <= PORT_RANGE_END
 
 
 async def test_no_free_port_aborts(hass: HomeAssistant, mock_setup_entry: AsyncMock) -> None:

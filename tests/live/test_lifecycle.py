@@ -319,3 +319,34 @@ async def test_other_connection_cannot_read_keys_or_start(socket_enabled: None) 
     await _settle(manager)
     assert manager.viewers == 1
     await manager.async_stop()
+
+
+async def test_stop_in_the_turn_a_session_task_ended_does_not_spin() -> None:
+    """A stop that runs in the same loop turn as a session task's last step still finishes.
+
+    The task is done, but its done callback (which forgets it) is only queued; gather over
+    done tasks returns without yielding, so waiting "while tasks remain" never let that
+    callback run and spun on the event loop for good: CI's teardown hang, whose thread dump
+    showed the main thread busy in this gather.
+    """
+    manager = _manager(_Prebuffer(), _Publisher())
+
+    async def session_step() -> None:
+        return None
+
+    manager._spawn(session_step(), "session step")  # runs first in the next turn
+    stop = asyncio.get_running_loop().create_task(manager.async_stop())  # same turn, after
+    real_gather = asyncio.gather
+    calls = 0
+
+    def gather(*awaitables: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 100:
+            raise RuntimeError("async_stop waits without ever yielding to the event loop")
+        return real_gather(*awaitables, **kwargs)
+
+    with patch("custom_components.hksv.live.slot_sessions.asyncio.gather", gather):
+        await stop
+    assert calls <= 3
+    assert manager._tasks == set()

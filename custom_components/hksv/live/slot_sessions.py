@@ -328,7 +328,13 @@ class SlotSessions:
             if not slot.idle:
                 self._end(slot, EndReason.STOPPED)
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            # Forget what was waited for here, not only in the done callbacks: a task that
+            # ended in this loop turn is done before its callback has run, and gather over
+            # done tasks returns without yielding, so the callback would never run and this
+            # loop would spin on the event loop forever (the hang seen in CI teardowns).
+            waited = list(self._tasks)
+            await asyncio.gather(*waited, return_exceptions=True)
+            self._tasks.difference_update(waited)
         await self._feed.async_stop()
         if self._direct is not None:
             await self._direct.async_stop()
