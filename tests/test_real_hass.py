@@ -8,6 +8,7 @@ reconnection, the prebuffer coming back.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 from pathlib import Path
@@ -33,6 +34,10 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]
     if (reason := can_run_hass()) is not None:
         pytest.skip(reason)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    # Minutes by design: the suite's thread dump after 240 s (faulthandler_timeout) would only
+    # add a dump of this wait to every log; dump if the scenario outlives its own timeout.
+    faulthandler.cancel_dump_traceback_later()
+    faulthandler.dump_traceback_later(timeout + 30, file=sys.__stderr__)
     return subprocess.run(
         [sys.executable, *command],
         cwd=ROOT,
