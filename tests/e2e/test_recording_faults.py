@@ -161,6 +161,13 @@ async def test_camera_stall_ends_the_clip(
     await client.close()
 
     # The camera comes back: the next event records again.
+    await _records_again_once_back(hass, bridge, home_hub, live_feed, seconds=4)
+
+
+async def _records_again_once_back(
+    hass: HomeAssistant, bridge: Any, home_hub: HomeHub, live_feed: LiveFeedSource, seconds: float
+) -> None:
+    """Resume the stalled camera; the next event (stream 2) records ``seconds`` and completes."""
     live_feed.resume()
     prebuffer = bridge.recorder.prebuffer
     parts = prebuffer.parts_received
@@ -168,7 +175,7 @@ async def test_camera_stall_ends_the_clip(
     hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
     client = await _open(home_hub, 2)
     recording = client.recordings[2]
-    await client.wait_until(lambda: media_seconds(recording) >= 4)
+    await client.wait_until(lambda: media_seconds(recording) >= seconds)
     client.close_stream(2, 0)
     await client.close()
     hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
@@ -208,18 +215,7 @@ async def test_a_frozen_camera_sends_no_old_pictures_as_pre_roll(
     await client.close()
 
     # Back: the next event records again, with the camera's new pictures.
-    live_feed.resume()
-    parts = prebuffer.parts_received
-    await _wait_for(lambda: prebuffer.parts_received > parts + 3, timeout=120)
-    hass.states.async_set(MOTION_ID, "on", {"device_class": "motion"})
-    client = await _open(home_hub, 2)
-    recording = client.recordings[2]
-    await client.wait_until(lambda: media_seconds(recording) >= 2)
-    client.close_stream(2, 0)
-    await client.close()
-    hass.states.async_set(MOTION_ID, "off", {"device_class": "motion"})
-    await _wait_for(lambda: not bridge.recorder.streaming)
-    assert bridge.recorder.last_recording.outcome.value == "completed"
+    await _records_again_once_back(hass, bridge, home_hub, live_feed, seconds=2)
 
 
 # -- item 7: a hub that stops reading --------------------------------------------------------
